@@ -1,0 +1,32 @@
+"""Public op API (``torch.ops.trilevelnas`` underneath).
+
+- relaxations (:mod:`.relax`): ``sparsestmax``, ``sparsemax``, ``sparsestmax_packed``,
+  ``sparsemax_packed``, ``softmax_packed``, ``sorted_sparsestmax_packed``;
+- superkernel convolution (:mod:`.superconv`): ``superconv2d``;
+- ``backend()``: what the ops run on; ``reference``: the pure-torch definition of every op.
+"""
+from . import reference
+from ._backend import backend, gpu_backend, set_gpu_backend
+from .relax import (
+    softmax_packed,
+    sorted_sparsestmax_packed,
+    sparsemax,
+    sparsemax_packed,
+    sparsestmax,
+    sparsestmax_packed,
+)
+from .superconv import superconv2d
+
+__all__ = [
+    "backend",
+    "gpu_backend",
+    "set_gpu_backend",
+    "reference",
+    "sparsestmax",
+    "sparsemax",
+    "sparsestmax_packed",
+    "sparsemax_packed",
+    "softmax_packed",
+    "sorted_sparsestmax_packed",
+    "superconv2d",
+]
