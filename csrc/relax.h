@@ -1,0 +1,193 @@
+// Per-group CPU kernels of the relaxation ops (sparsestmax family, softmax), torch-free.
+//
+// The closed form is DESIGN.md §3. One group is a contiguous run of K values. All arithmetic is in
+// double whatever the storage type. The forward of the sparsestmax family also returns the group's
+// "gain": 1/Z when the circle constraint is active (Z = sum of the unnormalised output), 0 when
+// the output is the sparsemax projection (or one-hot); the backward needs only (out, gain).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+namespace trilevelnas {
+namespace relax {
+
+// A group is one-hot when c = r^2 + 1/K >= 1 - kOneHotTol (r at the circumradius, rounded to
+// float32, then still gives one-hot). Same constant as ops/reference.py and the GPU kernels.
+constexpr double kOneHotTol = 1e-6;
+
+// Scratch space reused across the groups handled by one thread.
+struct Workspace {
+  std::vector<double> b;
+  std::vector<int64_t> order;
+  void reserve(int64_t k) {
+    if (static_cast<int64_t>(b.size()) < k) {
+      b.resize(k);
+      order.resize(k);
+    }
+  }
+};
+
+// Orders idx[0..k) by b descending, ties by index ascending (deterministic, stable).
+inline void sort_desc(const double* b, int64_t* idx, int64_t k) {
+  for (int64_t i = 0; i < k; ++i) idx[i] = i;
+  if (k <= 32) {
+    for (int64_t i = 1; i < k; ++i) {
+      const int64_t v = idx[i];
+      int64_t j = i - 1;
+      while (j >= 0 && b[idx[j]] < b[v]) {  // strict: equal values keep index order
+        idx[j + 1] = idx[j];
+        --j;
+      }
+      idx[j + 1] = v;
+    }
+  } else {
+    std::sort(idx, idx + k, [b](int64_t x, int64_t y) { return b[x] > b[y] || (b[x] == b[y] && x < y); });
+  }
+}
+
+// Threshold of the tie rule: the largest t_s (s = 2..n_top, s*c > 1) of the rank vector
+// -(0, 1, ..., n_top - 1), whose prefix mean and variance are -(s-1)/2 and (s^2-1)/12.
+inline double tie_threshold(int64_t n_top, double c) {
+  double best = -std::numeric_limits<double>::infinity();
+  for (int64_t s = 2; s <= n_top; ++s) {
+    const double sd = static_cast<double>(s);
+    const double sc1 = sd * c - 1.0;
+    if (sc1 <= 0) continue;
+    const double t = -(sd - 1.0) / 2.0 - std::sqrt((sd * sd - 1.0) / 12.0 / sc1);
+    best = std::max(best, t);
+  }
+  return best;
+}
+
+// Sparsestmax of one group. `x` holds the (already shifted, for sorted sparsestmax) inputs in
+// double; writes the output through `store(i, value)`; returns the gain.
+template <typename Store>
+double sparsestmax_group(Workspace& ws, const double* x, int64_t k, double r, Store store) {
+  if (k <= 0) return 0.0;
+  int64_t arg = 0;
+  for (int64_t i = 1; i < k; ++i)
+    if (x[i] > x[arg]) arg = i;
+  const double c = r * r + 1.0 / static_cast<double>(k);
+  if (k == 1 || c >= 1.0 - kOneHotTol) {
+    for (int64_t i = 0; i < k; ++i) store(i, i == arg ? 1.0 : 0.0);
+    return 0.0;
+  }
+  ws.reserve(k);
+  double* b = ws.b.data();
+  int64_t* idx = ws.order.data();
+  const double mx = x[arg];
+  for (int64_t i = 0; i < k; ++i) b[i] = x[i] - mx;
+  sort_desc(b, idx, k);
+
+  const double inf = std::numeric_limits<double>::infinity();
+  double s1 = 0, s2 = 0, tau = -inf, tmax = -inf;
+  int64_t n_top = 0;
+  for (int64_t s = 1; s <= k; ++s) {
+    const double v = b[idx[s - 1]];
+    if (v == 0.0) n_top = s;  // the maximum's ties lead the order
+    s1 += v;
+    s2 += v * v;
+    const double sd = static_cast<double>(s);
+    const double m = s1 / sd;
+    const double var = std::max(s2 / sd - m * m, 0.0);
+    tau = std::max(tau, (s1 - 1.0) / sd);
+    const double sc1 = sd * c - 1.0;
+    if (sc1 > 0 && var > 0) tmax = std::max(tmax, m - std::sqrt(var / sc1));
+  }
+
+  double z = 0;
+  if (n_top >= 2 && static_cast<double>(n_top) * c > 1.0) {
+    // Tied maximum with the circle active: the projection is not unique. Take the limit of the
+    // tied entries perturbed by -eps * rank (DESIGN §3: ties broken by index).
+    const double t = tie_threshold(n_top, c);
+    for (int64_t p = 0; p < n_top; ++p) z += std::max(-static_cast<double>(p) - t, 0.0);
+    for (int64_t p = 0; p < k; ++p)
+      store(idx[p], p < n_top ? std::max(-static_cast<double>(p) - t, 0.0) / z : 0.0);
+    return 1.0 / z;
+  }
+  const double t = std::max(tau, tmax);
+  for (int64_t p = 0; p < k; ++p) z += std::max(b[idx[p]] - t, 0.0);
+  for (int64_t i = 0; i < k; ++i) store(i, std::max(b[i] - t, 0.0) / z);
+  return tmax > tau ? 1.0 / z : 0.0;
+}
+
+// Vector-Jacobian product of one group from its output and gain (DESIGN §3 backward).
+template <typename T>
+void sparsestmax_group_backward(const T* g, const T* q, int64_t k, double gain, T* dx) {
+  int64_t s = 0;
+  double gsum = 0;
+  for (int64_t i = 0; i < k; ++i)
+    if (q[i] > 0) {
+      ++s;
+      gsum += static_cast<double>(g[i]);
+    }
+  if (s == 0) {
+    for (int64_t i = 0; i < k; ++i) dx[i] = T(0);
+    return;
+  }
+  const double inv_s = 1.0 / static_cast<double>(s);
+  const double gmean = gsum * inv_s;
+  double proj = 0;
+  double scale = 1.0;
+  if (gain > 0) {
+    double ee = 0, eg = 0;
+    for (int64_t i = 0; i < k; ++i)
+      if (q[i] > 0) {
+        const double e = static_cast<double>(q[i]) - inv_s;
+        ee += e * e;
+        eg += e * static_cast<double>(g[i]);
+      }
+    proj = ee > 0 ? eg / ee : 0.0;
+    scale = gain;
+  }
+  for (int64_t i = 0; i < k; ++i) {
+    if (q[i] > 0) {
+      const double e = static_cast<double>(q[i]) - inv_s;
+      dx[i] = static_cast<T>(scale * (static_cast<double>(g[i]) - gmean - e * proj));
+    } else {
+      dx[i] = T(0);
+    }
+  }
+}
+
+template <typename T>
+void softmax_group(const T* x, T* y, int64_t k) {
+  if (k <= 0) return;
+  double mx = static_cast<double>(x[0]);
+  for (int64_t i = 1; i < k; ++i) mx = std::max(mx, static_cast<double>(x[i]));
+  double z = 0;
+  for (int64_t i = 0; i < k; ++i) z += std::exp(static_cast<double>(x[i]) - mx);
+  const double inv = 1.0 / z;
+  for (int64_t i = 0; i < k; ++i) y[i] = static_cast<T>(std::exp(static_cast<double>(x[i]) - mx) * inv);
+}
+
+template <typename T>
+void softmax_group_backward(const T* g, const T* y, int64_t k, T* dx) {
+  double dot = 0;
+  for (int64_t i = 0; i < k; ++i) dot += static_cast<double>(g[i]) * static_cast<double>(y[i]);
+  for (int64_t i = 0; i < k; ++i)
+    dx[i] = static_cast<T>(static_cast<double>(y[i]) * (static_cast<double>(g[i]) - dot));
+}
+
+// Ordering weights of a forest group (DESIGN §3): w = [leaf] - [root] * (leaves below the root),
+// so an isolated node gets 0. parent[i] in [-1, i); `root` is scratch of size k.
+inline void forest_weights(const int64_t* parent, int64_t k, double* w, int64_t* root) {
+  for (int64_t i = 0; i < k; ++i) w[i] = 1.0;
+  for (int64_t i = 0; i < k; ++i) {
+    const int64_t p = parent[i];
+    root[i] = p < 0 ? i : root[p];
+    if (p >= 0) w[p] = 0.0;
+  }
+  // w = [leaf] now. Only roots change below, and a root's own w is never read as a leaf flag.
+  for (int64_t i = 0; i < k; ++i)
+    if (root[i] != i && w[i] == 1.0) w[root[i]] -= 1.0;
+  for (int64_t i = 0; i < k; ++i)
+    if (parent[i] < 0 && w[i] == 1.0) w[i] = 0.0;
+}
+
+}  // namespace relax
+}  // namespace trilevelnas

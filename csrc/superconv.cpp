@@ -1,0 +1,324 @@
+// Superkernel convolution: the op schemas, argument checking, the convolution over the leading
+// weight block (shared by the CPU and CUDA kernels) and the CPU kernels with their fused epilogue.
+//
+//   superconv2d(...) -> (out, conv_out)
+//     out      [N, C_out, H', W']: channels [:out_width] = accumulate + scale * act(conv),
+//              channels [out_width:] = accumulate (zeros without one);
+//     conv_out [N, out_width, H', W'] the raw convolution of the active block, kept for the
+//              backward pass; an empty tensor when the backward pass does not need it
+//              (activation "none" and no tensor scale).
+//   superconv2d_backward(grad, x, weight, conv_out, ...) -> (grad_x, grad_weight, grad_bias,
+//              grad_scale), each undefined (None) unless requested in output_mask.
+#include "superconv.h"
+
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/Dispatch.h>
+#include <torch/library.h>
+
+#include <cstring>
+#include <vector>
+
+namespace trilevelnas {
+namespace superconv {
+
+Geometry check_args(const at::Tensor& x, const at::Tensor& weight,
+                    const std::optional<at::Tensor>& bias, int64_t in_width, int64_t out_width,
+                    int64_t stride, int64_t padding, int64_t groups, int64_t activation,
+                    const std::optional<at::Tensor>& scale,
+                    const std::optional<at::Tensor>& accumulate) {
+  TORCH_CHECK_VALUE(x.dim() == 4, "superconv2d: x must be 4-D [N, C, H, W], got ", x.dim(), "-D");
+  TORCH_CHECK_VALUE(weight.dim() == 4, "superconv2d: weight must be 4-D [C_out, C_in/groups, kH, kW], got ",
+                    weight.dim(), "-D");
+  TORCH_CHECK_VALUE(at::isFloatingType(x.scalar_type()),
+                    "superconv2d: x must be a floating-point tensor, got ", x.scalar_type());
+  TORCH_CHECK_VALUE(weight.scalar_type() == x.scalar_type(), "superconv2d: weight dtype ",
+                    weight.scalar_type(), " differs from x dtype ", x.scalar_type());
+  TORCH_CHECK_VALUE(weight.device() == x.device(), "superconv2d: weight is on ", weight.device(),
+                    " but x is on ", x.device());
+  TORCH_CHECK_VALUE(stride >= 1, "superconv2d: stride must be >= 1, got ", stride);
+  TORCH_CHECK_VALUE(padding >= 0, "superconv2d: padding must be >= 0, got ", padding);
+  TORCH_CHECK_VALUE(activation == kNone || activation == kRelu || activation == kLeakyRelu,
+                    "superconv2d: activation code must be 0 (none), 1 (relu) or 2 (leaky_relu), got ",
+                    activation);
+  const int64_t c_in = x.size(1);
+  const int64_t c_out = weight.size(0);
+  TORCH_CHECK_VALUE(in_width >= 1 && in_width <= c_in, "superconv2d: in_width ", in_width,
+                    " out of range [1, ", c_in, "] (x has ", c_in, " channels)");
+  TORCH_CHECK_VALUE(out_width >= 1 && out_width <= c_out, "superconv2d: out_width ", out_width,
+                    " out of range [1, ", c_out, "] (weight has ", c_out, " output channels)");
+  int64_t conv_groups = 1;
+  if (groups == 1) {
+    TORCH_CHECK_VALUE(weight.size(1) == c_in, "superconv2d: weight has ", weight.size(1),
+                      " input channels but x has ", c_in);
+  } else {
+    TORCH_CHECK_VALUE(groups == c_in && groups == c_out && weight.size(1) == 1,
+                      "superconv2d: groups must be 1 or, for a depthwise convolution, equal to "
+                      "C_in == C_out with weight [C, 1, kH, kW]; got groups=", groups, ", C_in=", c_in,
+                      ", weight ", weight.sizes());
+    TORCH_CHECK_VALUE(in_width == out_width, "superconv2d: depthwise convolution needs in_width == "
+                      "out_width, got in_width=", in_width, " and out_width=", out_width);
+    conv_groups = in_width;
+  }
+  const int64_t kh = weight.size(2), kw = weight.size(3);
+  const int64_t out_h = (x.size(2) + 2 * padding - kh) / stride + 1;
+  const int64_t out_w = (x.size(3) + 2 * padding - kw) / stride + 1;
+  TORCH_CHECK_VALUE(x.size(2) + 2 * padding >= kh && x.size(3) + 2 * padding >= kw,
+                    "superconv2d: input ", x.size(2), "x", x.size(3), " with padding ", padding,
+                    " is smaller than the kernel ", kh, "x", kw);
+  if (bias.has_value()) {
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == c_out, "superconv2d: bias must be [",
+                      c_out, "], got ", bias->sizes());
+    TORCH_CHECK_VALUE(bias->scalar_type() == x.scalar_type() && bias->device() == x.device(),
+                      "superconv2d: bias (", bias->scalar_type(), ", ", bias->device(),
+                      ") must match x (", x.scalar_type(), ", ", x.device(), ")");
+  }
+  if (scale.has_value()) {
+    TORCH_CHECK_VALUE(scale->numel() == 1 && scale->dim() == 0,
+                      "superconv2d: scale must be a 0-dim tensor, got shape ", scale->sizes());
+    TORCH_CHECK_VALUE(at::isFloatingType(scale->scalar_type()),
+                      "superconv2d: scale must be floating-point, got ", scale->scalar_type());
+    TORCH_CHECK_VALUE(scale->device() == x.device(), "superconv2d: scale is on ", scale->device(),
+                      " but x is on ", x.device());
+  }
+  if (accumulate.has_value()) {
+    const auto& a = *accumulate;
+    TORCH_CHECK_VALUE(a.dim() == 4 && a.size(0) == x.size(0) && a.size(1) == c_out &&
+                          a.size(2) == out_h && a.size(3) == out_w,
+                      "superconv2d: accumulate must have the output shape [", x.size(0), ", ", c_out,
+                      ", ", out_h, ", ", out_w, "], got ", a.sizes());
+    TORCH_CHECK_VALUE(a.scalar_type() == x.scalar_type() && a.device() == x.device(),
+                      "superconv2d: accumulate (", a.scalar_type(), ", ", a.device(),
+                      ") must match x (", x.scalar_type(), ", ", x.device(), ")");
+  }
+  return Geometry{in_width, out_width, conv_groups, out_h, out_w};
+}
+
+namespace {
+
+at::Tensor active_weight(const at::Tensor& weight, const Geometry& g) {
+  at::Tensor w = g.out_width == weight.size(0) ? weight : weight.narrow(0, 0, g.out_width);
+  if (g.conv_groups == 1 && g.in_width != weight.size(1)) w = w.narrow(1, 0, g.in_width);
+  return w;
+}
+
+at::Tensor active_input(const at::Tensor& x, const Geometry& g) {
+  return g.in_width == x.size(1) ? x : x.narrow(1, 0, g.in_width);
+}
+
+}  // namespace
+
+at::Tensor conv_active(const at::Tensor& x, const at::Tensor& weight,
+                       const std::optional<at::Tensor>& bias, const Geometry& g, int64_t stride,
+                       int64_t padding) {
+  std::optional<at::Tensor> b;
+  if (bias.has_value()) b = g.out_width == bias->size(0) ? *bias : bias->narrow(0, 0, g.out_width);
+  at::Tensor z = at::convolution(active_input(x, g), active_weight(weight, g), b, {stride, stride},
+                                 {padding, padding}, {1, 1}, false, {0, 0}, g.conv_groups);
+  return z.contiguous();
+}
+
+std::array<at::Tensor, 3> conv_active_backward(const at::Tensor& grad_z, const at::Tensor& x,
+                                               const at::Tensor& weight, const Geometry& g,
+                                               int64_t stride, int64_t padding,
+                                               std::array<bool, 3> mask) {
+  std::array<at::Tensor, 3> out;
+  if (!(mask[0] || mask[1] || mask[2])) return out;
+  const std::vector<int64_t> bias_sizes{g.out_width};
+  at::OptionalIntArrayRef bias_ref;
+  if (mask[2]) bias_ref = at::IntArrayRef(bias_sizes);
+  auto [gx, gw, gb] = at::convolution_backward(
+      grad_z, active_input(x, g), active_weight(weight, g), bias_ref, {stride, stride},
+      {padding, padding}, {1, 1}, false, {0, 0}, g.conv_groups, {mask[0], mask[1], mask[2]});
+  if (mask[0]) {
+    if (g.in_width == x.size(1)) {
+      out[0] = gx;
+    } else {
+      out[0] = at::empty(x.sizes(), gx.options());
+      out[0].narrow(1, 0, g.in_width).copy_(gx);
+      out[0].narrow(1, g.in_width, x.size(1) - g.in_width).zero_();
+    }
+  }
+  if (mask[1]) {
+    out[1] = at::zeros(weight.sizes(), gw.options());
+    at::Tensor block = out[1].narrow(0, 0, g.out_width);
+    if (g.conv_groups == 1) block = block.narrow(1, 0, g.in_width);
+    block.copy_(gw);
+  }
+  if (mask[2]) {
+    out[2] = at::zeros({weight.size(0)}, gb.options());
+    out[2].narrow(0, 0, g.out_width).copy_(gb);
+  }
+  return out;
+}
+
+namespace {
+
+template <typename acc_t>
+inline acc_t activate(acc_t v, int64_t act, acc_t slope) {
+  if (act == kRelu) return v > acc_t(0) ? v : acc_t(0);
+  if (act == kLeakyRelu) return v > acc_t(0) ? v : v * slope;
+  return v;
+}
+
+template <typename acc_t>
+inline acc_t activate_grad(acc_t v, int64_t act, acc_t slope) {
+  if (act == kRelu) return v > acc_t(0) ? acc_t(1) : acc_t(0);
+  if (act == kLeakyRelu) return v > acc_t(0) ? acc_t(1) : slope;
+  return acc_t(1);
+}
+
+// out[n, c] = acc[n, c] + s * act(z[n, c]) for c < width, acc[n, c] (or 0) beyond; one pass.
+template <typename scalar_t>
+void epilogue_forward(const scalar_t* z, const scalar_t* acc, scalar_t* out, int64_t n_batch,
+                      int64_t channels, int64_t width, int64_t plane, int64_t act, double slope,
+                      double s) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const acc_t slope_a = static_cast<acc_t>(slope), s_a = static_cast<acc_t>(s);
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(plane, 1));
+  at::parallel_for(0, n_batch * channels, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t n = p / channels, c = p % channels;
+      scalar_t* o = out + p * plane;
+      const scalar_t* a = acc ? acc + p * plane : nullptr;
+      if (c < width) {
+        const scalar_t* zp = z + (n * width + c) * plane;
+        if (a) {
+          for (int64_t i = 0; i < plane; ++i)
+            o[i] = static_cast<scalar_t>(static_cast<acc_t>(a[i]) +
+                                         s_a * activate<acc_t>(static_cast<acc_t>(zp[i]), act, slope_a));
+        } else {
+          for (int64_t i = 0; i < plane; ++i)
+            o[i] = static_cast<scalar_t>(s_a * activate<acc_t>(static_cast<acc_t>(zp[i]), act, slope_a));
+        }
+      } else if (a) {
+        std::memcpy(o, a, sizeof(scalar_t) * plane);
+      } else {
+        std::memset(static_cast<void*>(o), 0, sizeof(scalar_t) * plane);
+      }
+    }
+  });
+}
+
+// grad_z = s * grad[:, :width] * act'(z); returns sum(grad[:, :width] * act(z)) (deterministic
+// order: one partial per plane, summed in plane order).
+template <typename scalar_t>
+double epilogue_backward(const scalar_t* grad, const scalar_t* z, scalar_t* grad_z, int64_t n_batch,
+                         int64_t channels, int64_t width, int64_t plane, int64_t act, double slope,
+                         double s, bool want_scale_grad) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const acc_t slope_a = static_cast<acc_t>(slope), s_a = static_cast<acc_t>(s);
+  std::vector<double> partial(want_scale_grad ? n_batch * width : 0, 0.0);
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(plane, 1));
+  at::parallel_for(0, n_batch * width, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t n = p / width, c = p % width;
+      const scalar_t* gp = grad + (n * channels + c) * plane;
+      const scalar_t* zp = z + p * plane;
+      scalar_t* gz = grad_z + p * plane;
+      acc_t sum = 0;
+      for (int64_t i = 0; i < plane; ++i) {
+        const acc_t v = static_cast<acc_t>(zp[i]);
+        const acc_t gv = static_cast<acc_t>(gp[i]);
+        gz[i] = static_cast<scalar_t>(s_a * gv * activate_grad<acc_t>(v, act, slope_a));
+        sum += gv * activate<acc_t>(v, act, slope_a);
+      }
+      if (want_scale_grad) partial[p] = static_cast<double>(sum);
+    }
+  });
+  double total = 0.0;
+  for (double v : partial) total += v;
+  return total;
+}
+
+double effective_scale(const std::optional<at::Tensor>& scale, double scale_factor) {
+  return scale.has_value() ? scale_factor * scale->item<double>() : scale_factor;
+}
+
+std::tuple<at::Tensor, at::Tensor> superconv2d_cpu(
+    const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+    int64_t in_width, int64_t out_width, int64_t stride, int64_t padding, int64_t groups,
+    int64_t activation, double negative_slope, const std::optional<at::Tensor>& scale,
+    double scale_factor, const std::optional<at::Tensor>& accumulate) {
+  const Geometry g = check_args(x, weight, bias, in_width, out_width, stride, padding, groups,
+                                activation, scale, accumulate);
+  at::Tensor z = conv_active(x, weight, bias, g, stride, padding);
+  at::Tensor saved = needs_conv_output(activation, scale) ? z : at::empty({0}, x.options());
+  const int64_t c_out = weight.size(0);
+  if (activation == kNone && !scale.has_value() && scale_factor == 1.0 && !accumulate.has_value() &&
+      g.out_width == c_out) {
+    return {z, saved};  // the epilogue is the identity: saved is empty here, so nothing aliases
+  }
+  const double s = effective_scale(scale, scale_factor);
+  at::Tensor out = at::empty({x.size(0), c_out, g.out_h, g.out_w}, x.options());
+  at::Tensor acc = accumulate.has_value() ? accumulate->contiguous() : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "superconv2d_cpu", [&] {
+    epilogue_forward<scalar_t>(z.const_data_ptr<scalar_t>(),
+                               acc.defined() ? acc.const_data_ptr<scalar_t>() : nullptr,
+                               out.mutable_data_ptr<scalar_t>(), x.size(0), c_out, g.out_width,
+                               g.out_h * g.out_w, activation, negative_slope, s);
+  });
+  return {out, saved};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> superconv2d_backward_cpu(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight,
+    const at::Tensor& conv_out, int64_t in_width, int64_t out_width, int64_t stride,
+    int64_t padding, int64_t groups, int64_t activation, double negative_slope,
+    const std::optional<at::Tensor>& scale, double scale_factor, std::array<bool, 4> mask) {
+  const Geometry g = check_args(x, weight, std::nullopt, in_width, out_width, stride, padding,
+                                groups, activation, scale, std::nullopt);
+  const int64_t c_out = weight.size(0);
+  TORCH_CHECK(grad.dim() == 4 && grad.size(0) == x.size(0) && grad.size(1) == c_out &&
+                  grad.size(2) == g.out_h && grad.size(3) == g.out_w,
+              "superconv2d_backward: grad has shape ", grad.sizes(), ", expected [", x.size(0), ", ",
+              c_out, ", ", g.out_h, ", ", g.out_w, "]");
+  const bool want_scale = mask[3] && scale.has_value();
+  TORCH_CHECK(!needs_conv_output(activation, scale) ||
+                  (conv_out.dim() == 4 && conv_out.size(1) == g.out_width),
+              "superconv2d_backward: conv_out must be the saved [N, out_width, H', W'] convolution");
+  const double s = effective_scale(scale, scale_factor);
+  at::Tensor grad_z;
+  double scale_sum = 0.0;
+  if (activation == kNone && !want_scale) {
+    at::Tensor gv = g.out_width == c_out ? grad : grad.narrow(1, 0, g.out_width);
+    grad_z = s == 1.0 ? gv : gv * s;
+  } else {
+    const at::Tensor gc = grad.contiguous();
+    const at::Tensor zc = conv_out.contiguous();
+    grad_z = at::empty({x.size(0), g.out_width, g.out_h, g.out_w}, grad.options());
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(),
+                                    "superconv2d_backward_cpu", [&] {
+      scale_sum = epilogue_backward<scalar_t>(
+          gc.const_data_ptr<scalar_t>(), zc.const_data_ptr<scalar_t>(),
+          grad_z.mutable_data_ptr<scalar_t>(), x.size(0), c_out, g.out_width, g.out_h * g.out_w,
+          activation, negative_slope, s, want_scale);
+    });
+  }
+  auto [gx, gw, gb] =
+      conv_active_backward(grad_z, x, weight, g, stride, padding, {mask[0], mask[1], mask[2]});
+  at::Tensor gs;
+  if (want_scale) gs = at::scalar_tensor(scale_sum * scale_factor, scale->options());
+  return {gx, gw, gb, gs};
+}
+
+}  // namespace
+}  // namespace superconv
+}  // namespace trilevelnas
+
+TORCH_LIBRARY_FRAGMENT(trilevelnas, m) {
+  m.def(
+      "superconv2d(Tensor x, Tensor weight, Tensor? bias, SymInt in_width, SymInt out_width, "
+      "int stride, int padding, int groups, int activation, float negative_slope, Tensor? scale, "
+      "float scale_factor, Tensor? accumulate) -> (Tensor, Tensor)");
+  m.def(
+      "superconv2d_backward(Tensor grad, Tensor x, Tensor weight, Tensor conv_out, SymInt in_width, "
+      "SymInt out_width, int stride, int padding, int groups, int activation, "
+      "float negative_slope, Tensor? scale, float scale_factor, bool[4] output_mask) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(trilevelnas, CPU, m) {
+  m.impl("superconv2d", &trilevelnas::superconv::superconv2d_cpu);
+  m.impl("superconv2d_backward", &trilevelnas::superconv::superconv2d_backward_cpu);
+}

@@ -1,0 +1,541 @@
+// CUDA kernels of the relaxation ops (sparsestmax family, packed softmax). Torch-free: raw device
+// pointers and a cudaStream_t; csrc/cuda/relax.cu launches them on PyTorch's current stream.
+//
+// Closed form (DESIGN.md §3) per group of K values, c = r^2 + 1/K: one-hot at the first argmax if
+// c >= 1 - kOneHotTol (or K == 1); else with b = x - max sorted descending (ties by index), prefix
+// sums S1, S2, tau = max_s (S1_s - 1)/s, t_s = m_s - sqrt(V_s/(s c - 1)), T = max(tau, max t_s),
+// q = relu(b - T) / Z. A maximum tied n_top >= 2 times with n_top c > 1 uses the rank vector
+// -(0, 1, ..., n_top-1) on the tied entries instead (ties broken by index). `gain` = 1/Z when the
+// circle is active, else 0; the backward needs only (out, gain).
+//
+// Kernels: (1) one thread per row for dense rows with K <= 32 (registers, bitonic sort); (2) one warp
+// per group otherwise (packed groups of any size, sorted sparsestmax): each lane takes elements in
+// chunks of 32 and gets its sorted position and prefix sums by comparing against all elements of
+// the group (shuffles), O(K^2/32) per group: meant for the small groups of the relaxations.
+// Arithmetic in float (double for double inputs); storage float, double, __half or __nv_bfloat16.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace trilevelnas {
+namespace kernels {
+
+constexpr double kOneHotTol = 1e-6;  // same as csrc/relax.h and ops/reference.py
+
+template <typename T>
+struct AccType {
+  using type = float;
+};
+template <>
+struct AccType<double> {
+  using type = double;
+};
+template <typename T>
+using acc_t = typename AccType<T>::type;
+
+__device__ __forceinline__ float load_acc(const float* p) { return *p; }
+__device__ __forceinline__ double load_acc(const double* p) { return *p; }
+__device__ __forceinline__ float load_acc(const __half* p) { return __half2float(*p); }
+__device__ __forceinline__ float load_acc(const __nv_bfloat16* p) { return __bfloat162float(*p); }
+__device__ __forceinline__ void store_acc(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store_acc(double* p, double v) { *p = v; }
+__device__ __forceinline__ void store_acc(__half* p, float v) { *p = __float2half_rn(v); }
+__device__ __forceinline__ void store_acc(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+
+template <typename A>
+__device__ __forceinline__ A neg_inf() {
+  return -static_cast<A>(INFINITY);
+}
+
+template <typename A>
+__device__ __forceinline__ A warp_sum(A v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+template <typename A>
+__device__ __forceinline__ A warp_max(A v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = max(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+template <typename A>
+__device__ __forceinline__ A warp_min(A v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = min(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Bounds of group g: offsets (clamped into [0, n]) or rows of length row_k.
+__device__ __forceinline__ void group_bounds(const int64_t* offsets, int64_t row_k, int64_t n, int64_t g,
+                                             int64_t& start, int64_t& k) {
+  if (offsets != nullptr) {
+    const int64_t a = min(max(offsets[g], int64_t(0)), n);
+    const int64_t b = min(max(offsets[g + 1], a), n);
+    start = a;
+    k = b - a;
+  } else {
+    start = g * row_k;
+    k = row_k;
+  }
+}
+
+// Largest t_s (2 <= s <= n_top, s c > 1) of the rank vector -(0, 1, ..., n_top - 1).
+template <typename A>
+__device__ A tie_threshold(int64_t n_top, A c) {
+  A best = neg_inf<A>();
+  for (int64_t s = 2; s <= n_top; ++s) {
+    const A sd = static_cast<A>(s);
+    const A sc1 = sd * c - A(1);
+    if (sc1 <= A(0)) continue;
+    best = max(best, -(sd - A(1)) / A(2) - sqrt((sd * sd - A(1)) / A(12) / sc1));
+  }
+  return best;
+}
+
+// ------------------------------------------------------------------------------------------------
+// One thread per row, K <= N (N a power of two <= 32).
+
+template <typename T, int N>
+__global__ void sparsestmax_rows_thread_kernel(const T* __restrict__ x, int64_t rows, int k,
+                                               const acc_t<T>* __restrict__ radius, double radius_scalar,
+                                               T* __restrict__ out, acc_t<T>* __restrict__ gain) {
+  using A = acc_t<T>;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (row >= rows) return;
+  const T* xr = x + row * k;
+  T* yr = out + row * k;
+  A v[N];
+  int idx[N];
+  A mx = neg_inf<A>();
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    v[i] = i < k ? load_acc(xr + i) : neg_inf<A>();
+    idx[i] = i;
+    mx = max(mx, v[i]);
+  }
+  const A r = radius != nullptr ? radius[row] : static_cast<A>(radius_scalar);
+  const A c = r * r + A(1) / static_cast<A>(k);
+  if (k == 1 || c >= A(1) - static_cast<A>(kOneHotTol)) {
+    bool done = false;
+#pragma unroll
+    for (int i = 0; i < N; ++i)
+      if (i < k) {
+        const bool hot = !done && v[i] == mx;
+        done = done || hot;
+        store_acc(yr + i, hot ? A(1) : A(0));
+      }
+    gain[row] = A(0);
+    return;
+  }
+#pragma unroll
+  for (int i = 0; i < N; ++i) v[i] = i < k ? v[i] - mx : neg_inf<A>();
+  // Bitonic sort, descending by value, ties by index ascending.
+#pragma unroll
+  for (int size = 2; size <= N; size <<= 1) {
+#pragma unroll
+    for (int stride = size >> 1; stride > 0; stride >>= 1) {
+#pragma unroll
+      for (int i = 0; i < N; ++i) {
+        const int j = i ^ stride;
+        if (j > i) {
+          const bool j_first = v[j] > v[i] || (v[j] == v[i] && idx[j] < idx[i]);
+          const bool swap = ((i & size) == 0) ? j_first : !j_first;
+          if (swap) {
+            const A tv = v[i];
+            v[i] = v[j];
+            v[j] = tv;
+            const int ti = idx[i];
+            idx[i] = idx[j];
+            idx[j] = ti;
+          }
+        }
+      }
+    }
+  }
+  A s1 = 0, s2 = 0, tau = neg_inf<A>(), tmax = neg_inf<A>();
+  int n_top = 0;
+#pragma unroll
+  for (int p = 0; p < N; ++p) {
+    if (p < k) {
+      const A b = v[p];
+      if (b == A(0)) n_top = p + 1;
+      s1 += b;
+      s2 += b * b;
+      const A s = static_cast<A>(p + 1);
+      const A m = s1 / s;
+      const A var = max(s2 / s - m * m, A(0));
+      tau = max(tau, (s1 - A(1)) / s);
+      const A sc1 = s * c - A(1);
+      if (sc1 > A(0) && var > A(0)) tmax = max(tmax, m - sqrt(var / sc1));
+    }
+  }
+  const bool tie = n_top >= 2 && static_cast<A>(n_top) * c > A(1);
+  const A t = tie ? tie_threshold<A>(n_top, c) : max(tau, tmax);
+  A z = 0;
+#pragma unroll
+  for (int p = 0; p < N; ++p) {
+    v[p] = p < k ? (tie ? (p < n_top ? max(-static_cast<A>(p) - t, A(0)) : A(0)) : max(v[p] - t, A(0))) : A(0);
+    z += v[p];
+  }
+  const A inv_z = A(1) / z;
+#pragma unroll
+  for (int p = 0; p < N; ++p)
+    if (p < k) store_acc(yr + idx[p], v[p] * inv_z);
+  gain[row] = (tie || tmax > tau) ? inv_z : A(0);
+}
+
+// ------------------------------------------------------------------------------------------------
+// One warp per group (packed or rows, any K; forest shift when parent != nullptr).
+
+template <typename T>
+__device__ __forceinline__ acc_t<T> load_shifted(const T* x, const float* ws, int64_t i, acc_t<T> half_lam) {
+  acc_t<T> v = load_acc(x + i);
+  if (ws != nullptr) v -= half_lam * static_cast<acc_t<T>>(ws[i]);
+  return v;
+}
+
+// Number of elements j < i of the group equal to the maximum (rank of i within the tied block).
+template <typename T>
+__device__ int64_t tied_rank(const T* x, const float* ws, int64_t start, int64_t k, int64_t i, acc_t<T> half_lam,
+                             acc_t<T> mx, int lane) {
+  int64_t rank = 0;
+  for (int64_t j0 = 0; j0 < k; j0 += 32) {
+    const int64_t jl = j0 + lane;
+    const acc_t<T> bjl = jl < k ? load_shifted(x, ws, start + jl, half_lam) - mx : neg_inf<acc_t<T>>();
+    const int n = static_cast<int>(min(int64_t(32), k - j0));
+    for (int t = 0; t < n; ++t) {
+      const acc_t<T> bj = __shfl_sync(0xffffffffu, bjl, t);
+      if (bj == acc_t<T>(0) && j0 + t < i) ++rank;
+    }
+  }
+  return rank;
+}
+
+template <typename T>
+__global__ void sparsestmax_warp_kernel(const T* __restrict__ x, const int64_t* __restrict__ offsets, int64_t row_k,
+                                        int64_t n, int64_t groups, const acc_t<T>* __restrict__ radius,
+                                        double radius_scalar, const int64_t* __restrict__ parent,
+                                        const acc_t<T>* __restrict__ lam, double lam_scalar, float* ws,
+                                        T* __restrict__ out, acc_t<T>* __restrict__ gain) {
+  using A = acc_t<T>;
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
+  for (int64_t g = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; g < groups; g += warps) {
+    int64_t start, k;
+    group_bounds(offsets, row_k, n, g, start, k);
+    if (k == 0) {
+      if (lane == 0) gain[g] = A(0);
+      continue;
+    }
+    const A r = radius != nullptr ? radius[g] : static_cast<A>(radius_scalar);
+    A half_lam = 0;
+    const float* wsp = nullptr;
+    if (parent != nullptr) {
+      half_lam = A(0.5) * (lam != nullptr ? lam[g] : static_cast<A>(lam_scalar));
+      const int64_t* pg = parent + start;
+      for (int64_t i = lane; i < k; i += 32) {
+        bool leaf = true;
+        for (int64_t j = i + 1; j < k && leaf; ++j) leaf = pg[j] != i;
+        int64_t cur = i;
+        for (int64_t d = 0; d < k; ++d) {  // walk up; an out-of-range parent counts as a root
+          const int64_t p = pg[cur];
+          if (p < 0 || p >= cur) break;
+          cur = p;
+        }
+        if (leaf && cur != i) {
+          atomicAdd(ws + start + i, 1.0f);
+          atomicAdd(ws + start + cur, -1.0f);
+        }
+      }
+      __syncwarp();
+      wsp = ws;
+    }
+
+    A mx = neg_inf<A>();
+    for (int64_t i = lane; i < k; i += 32) mx = max(mx, load_shifted(x, wsp, start + i, half_lam));
+    mx = warp_max(mx);
+    const A c = r * r + A(1) / static_cast<A>(k);
+    const bool one_hot = k == 1 || c >= A(1) - static_cast<A>(kOneHotTol);
+
+    A tau = neg_inf<A>(), tmax = neg_inf<A>();
+    int64_t n_top = 0, first = k;
+    if (!one_hot) {
+      for (int64_t i0 = 0; i0 < k; i0 += 32) {
+        const int64_t i = i0 + lane;
+        const bool mi = i < k;
+        const A bi = mi ? load_shifted(x, wsp, start + i, half_lam) - mx : neg_inf<A>();
+        int64_t rank = 0;
+        A s1 = 0, s2 = 0;
+        for (int64_t j0 = 0; j0 < k; j0 += 32) {
+          const int64_t jl = j0 + lane;
+          const A bjl = jl < k ? load_shifted(x, wsp, start + jl, half_lam) - mx : neg_inf<A>();
+          const int cnt = static_cast<int>(min(int64_t(32), k - j0));
+          for (int t = 0; t < cnt; ++t) {
+            const A bj = __shfl_sync(0xffffffffu, bjl, t);
+            if (bj > bi || (bj == bi && j0 + t < i)) {
+              ++rank;
+              s1 += bj;
+              s2 += bj * bj;
+            }
+          }
+        }
+        if (mi) {
+          s1 += bi;
+          s2 += bi * bi;
+          const A s = static_cast<A>(rank + 1);
+          const A m = s1 / s;
+          const A var = max(s2 / s - m * m, A(0));
+          tau = max(tau, (s1 - A(1)) / s);
+          const A sc1 = s * c - A(1);
+          if (sc1 > A(0) && var > A(0)) tmax = max(tmax, m - sqrt(var / sc1));
+          if (bi == A(0)) {
+            ++n_top;
+            first = min(first, i);
+          }
+        }
+      }
+      tau = warp_max(tau);
+      tmax = warp_max(tmax);
+      n_top = warp_sum(n_top);
+    } else {
+      for (int64_t i = lane; i < k; i += 32)
+        if (load_shifted(x, wsp, start + i, half_lam) == mx) first = min(first, i);
+    }
+    first = warp_min(first);
+    const bool tie = !one_hot && n_top >= 2 && static_cast<A>(n_top) * c > A(1);
+    const A t = tie ? tie_threshold<A>(n_top, c) : max(tau, tmax);
+
+    // Unnormalised output of element i (every lane of the warp calls this together).
+    auto unnorm = [&](int64_t i, bool mi) -> A {
+      const A bi = mi ? load_shifted(x, wsp, start + i, half_lam) - mx : neg_inf<A>();
+      if (one_hot) return (mi && i == first) ? A(1) : A(0);
+      if (tie) {
+        const int64_t rk = tied_rank(x, wsp, start, k, i, half_lam, mx, lane);
+        return (mi && bi == A(0)) ? max(-static_cast<A>(rk) - t, A(0)) : A(0);
+      }
+      return mi ? max(bi - t, A(0)) : A(0);
+    };
+    A z = 0;
+    for (int64_t i0 = 0; i0 < k; i0 += 32) z += unnorm(i0 + lane, i0 + lane < k);
+    z = warp_sum(z);
+    const A inv_z = A(1) / z;
+    for (int64_t i0 = 0; i0 < k; i0 += 32) {
+      const int64_t i = i0 + lane;
+      const A p = unnorm(i, i < k);
+      if (i < k) store_acc(out + start + i, p * inv_z);
+    }
+    if (lane == 0) gain[g] = (!one_hot && (tie || tmax > tau)) ? inv_z : A(0);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Backward: dx = scale * (g - mean_S g - e <e, g>/<e, e>) on the support S = {q > 0}, e = q - 1/|S|,
+// scale = gain when gain > 0 (circle active), else 1 without the e term (sparsemax Jacobian).
+
+template <typename T>
+__global__ void sparsestmax_backward_warp_kernel(const T* __restrict__ grad, const T* __restrict__ q,
+                                                 const acc_t<T>* __restrict__ gain,
+                                                 const int64_t* __restrict__ offsets, int64_t row_k, int64_t n,
+                                                 int64_t groups, T* __restrict__ dx) {
+  using A = acc_t<T>;
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
+  for (int64_t g = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; g < groups; g += warps) {
+    int64_t start, k;
+    group_bounds(offsets, row_k, n, g, start, k);
+    A cnt = 0, sg = 0, sq = 0, sqq = 0, sqg = 0;
+    for (int64_t i = lane; i < k; i += 32) {
+      const A qi = load_acc(q + start + i), gi = load_acc(grad + start + i);
+      if (qi > A(0)) {
+        cnt += A(1);
+        sg += gi;
+        sq += qi;
+        sqq += qi * qi;
+        sqg += qi * gi;
+      }
+    }
+    cnt = warp_sum(cnt);
+    sg = warp_sum(sg);
+    sq = warp_sum(sq);
+    sqq = warp_sum(sqq);
+    sqg = warp_sum(sqg);
+    const A gn = gain[g];
+    const A inv_s = A(1) / max(cnt, A(1));
+    const A gmean = sg * inv_s;
+    const A ee = max(sqq - A(2) * inv_s * sq + inv_s, A(0));
+    const A proj = (gn > A(0) && ee > A(0)) ? (sqg - inv_s * sg) / ee : A(0);
+    const A scale = gn > A(0) ? gn : A(1);
+    for (int64_t i = lane; i < k; i += 32) {
+      const A qi = load_acc(q + start + i), gi = load_acc(grad + start + i);
+      store_acc(dx + start + i, qi > A(0) ? scale * (gi - gmean - (qi - inv_s) * proj) : A(0));
+    }
+  }
+}
+
+template <typename T>
+__global__ void sparsestmax_backward_rows_thread_kernel(const T* __restrict__ grad, const T* __restrict__ q,
+                                                        const acc_t<T>* __restrict__ gain, int64_t rows, int k,
+                                                        T* __restrict__ dx) {
+  using A = acc_t<T>;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (row >= rows) return;
+  const T* gr = grad + row * k;
+  const T* qr = q + row * k;
+  A cnt = 0, sg = 0, sq = 0, sqq = 0, sqg = 0;
+  for (int i = 0; i < k; ++i) {
+    const A qi = load_acc(qr + i), gi = load_acc(gr + i);
+    if (qi > A(0)) {
+      cnt += A(1);
+      sg += gi;
+      sq += qi;
+      sqq += qi * qi;
+      sqg += qi * gi;
+    }
+  }
+  const A gn = gain[row];
+  const A inv_s = A(1) / max(cnt, A(1));
+  const A gmean = sg * inv_s;
+  const A ee = max(sqq - A(2) * inv_s * sq + inv_s, A(0));
+  const A proj = (gn > A(0) && ee > A(0)) ? (sqg - inv_s * sg) / ee : A(0);
+  const A scale = gn > A(0) ? gn : A(1);
+  for (int i = 0; i < k; ++i) {
+    const A qi = load_acc(qr + i), gi = load_acc(gr + i);
+    store_acc(dx + row * k + i, qi > A(0) ? scale * (gi - gmean - (qi - inv_s) * proj) : A(0));
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Packed softmax.
+
+template <typename T>
+__global__ void softmax_packed_kernel(const T* __restrict__ x, const int64_t* __restrict__ offsets, int64_t n,
+                                      int64_t groups, T* __restrict__ y) {
+  using A = acc_t<T>;
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
+  for (int64_t g = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; g < groups; g += warps) {
+    int64_t start, k;
+    group_bounds(offsets, 0, n, g, start, k);
+    A mx = neg_inf<A>();
+    for (int64_t i = lane; i < k; i += 32) mx = max(mx, load_acc(x + start + i));
+    mx = warp_max(mx);
+    A z = 0;
+    for (int64_t i = lane; i < k; i += 32) z += exp(load_acc(x + start + i) - mx);
+    z = warp_sum(z);
+    for (int64_t i = lane; i < k; i += 32) store_acc(y + start + i, exp(load_acc(x + start + i) - mx) / z);
+  }
+}
+
+template <typename T>
+__global__ void softmax_packed_backward_kernel(const T* __restrict__ grad, const T* __restrict__ y,
+                                               const int64_t* __restrict__ offsets, int64_t n, int64_t groups,
+                                               T* __restrict__ dx) {
+  using A = acc_t<T>;
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
+  for (int64_t g = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; g < groups; g += warps) {
+    int64_t start, k;
+    group_bounds(offsets, 0, n, g, start, k);
+    A dot = 0;
+    for (int64_t i = lane; i < k; i += 32) dot += load_acc(y + start + i) * load_acc(grad + start + i);
+    dot = warp_sum(dot);
+    for (int64_t i = lane; i < k; i += 32)
+      store_acc(dx + start + i, load_acc(y + start + i) * (load_acc(grad + start + i) - dot));
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Launchers. Each is one kernel launch on `stream`; they return cudaGetLastError().
+
+constexpr int kThreads = 128;
+
+inline unsigned int warp_blocks(int64_t groups) {
+  const int64_t warps_per_block = kThreads / 32;
+  const int64_t blocks = (groups + warps_per_block - 1) / warps_per_block;
+  return static_cast<unsigned int>(blocks < (int64_t(1) << 30) ? blocks : (int64_t(1) << 30));
+}
+
+// Sparsestmax (sorted sparsestmax when parent != nullptr) of packed groups. `radius`/`lam` are
+// per-group device arrays or nullptr (then the scalar applies). With parent, `ws` is a zeroed float
+// workspace of n entries.
+template <typename T>
+inline cudaError_t launch_sparsestmax_packed(const T* x, const int64_t* offsets, int64_t n, int64_t groups,
+                                             const acc_t<T>* radius, double radius_scalar, const int64_t* parent,
+                                             const acc_t<T>* lam, double lam_scalar, float* ws, T* out,
+                                             acc_t<T>* gain, cudaStream_t stream) {
+  if (groups <= 0) return cudaSuccess;
+  sparsestmax_warp_kernel<T><<<warp_blocks(groups), kThreads, 0, stream>>>(
+      x, offsets, 0, n, groups, radius, radius_scalar, parent, lam, lam_scalar, ws, out, gain);
+  return cudaGetLastError();
+}
+
+// Sparsestmax of `rows` contiguous rows of length k.
+template <typename T>
+inline cudaError_t launch_sparsestmax_rows(const T* x, int64_t rows, int64_t k, const acc_t<T>* radius,
+                                           double radius_scalar, T* out, acc_t<T>* gain, cudaStream_t stream) {
+  if (rows <= 0) return cudaSuccess;
+  const unsigned int blocks = static_cast<unsigned int>((rows + kThreads - 1) / kThreads);
+  const int ki = static_cast<int>(k);
+  if (k <= 4) {
+    sparsestmax_rows_thread_kernel<T, 4><<<blocks, kThreads, 0, stream>>>(x, rows, ki, radius, radius_scalar, out, gain);
+  } else if (k <= 8) {
+    sparsestmax_rows_thread_kernel<T, 8><<<blocks, kThreads, 0, stream>>>(x, rows, ki, radius, radius_scalar, out, gain);
+  } else if (k <= 16) {
+    sparsestmax_rows_thread_kernel<T, 16><<<blocks, kThreads, 0, stream>>>(x, rows, ki, radius, radius_scalar, out, gain);
+  } else if (k <= 32) {
+    sparsestmax_rows_thread_kernel<T, 32><<<blocks, kThreads, 0, stream>>>(x, rows, ki, radius, radius_scalar, out, gain);
+  } else {
+    sparsestmax_warp_kernel<T><<<warp_blocks(rows), kThreads, 0, stream>>>(
+        x, nullptr, k, rows * k, rows, radius, radius_scalar, nullptr, nullptr, 0.0, nullptr, out, gain);
+  }
+  return cudaGetLastError();
+}
+
+template <typename T>
+inline cudaError_t launch_sparsestmax_backward_packed(const T* grad, const T* q, const acc_t<T>* gain,
+                                                      const int64_t* offsets, int64_t n, int64_t groups, T* dx,
+                                                      cudaStream_t stream) {
+  if (groups <= 0) return cudaSuccess;
+  sparsestmax_backward_warp_kernel<T><<<warp_blocks(groups), kThreads, 0, stream>>>(grad, q, gain, offsets, 0, n,
+                                                                                    groups, dx);
+  return cudaGetLastError();
+}
+
+template <typename T>
+inline cudaError_t launch_sparsestmax_backward_rows(const T* grad, const T* q, const acc_t<T>* gain, int64_t rows,
+                                                    int64_t k, T* dx, cudaStream_t stream) {
+  if (rows <= 0) return cudaSuccess;
+  if (k <= 32) {
+    const unsigned int blocks = static_cast<unsigned int>((rows + kThreads - 1) / kThreads);
+    sparsestmax_backward_rows_thread_kernel<T><<<blocks, kThreads, 0, stream>>>(grad, q, gain, rows,
+                                                                                 static_cast<int>(k), dx);
+  } else {
+    sparsestmax_backward_warp_kernel<T><<<warp_blocks(rows), kThreads, 0, stream>>>(grad, q, gain, nullptr, k,
+                                                                                    rows * k, rows, dx);
+  }
+  return cudaGetLastError();
+}
+
+template <typename T>
+inline cudaError_t launch_softmax_packed(const T* x, const int64_t* offsets, int64_t n, int64_t groups, T* y,
+                                         cudaStream_t stream) {
+  if (groups <= 0) return cudaSuccess;
+  softmax_packed_kernel<T><<<warp_blocks(groups), kThreads, 0, stream>>>(x, offsets, n, groups, y);
+  return cudaGetLastError();
+}
+
+template <typename T>
+inline cudaError_t launch_softmax_packed_backward(const T* grad, const T* y, const int64_t* offsets, int64_t n,
+                                                  int64_t groups, T* dx, cudaStream_t stream) {
+  if (groups <= 0) return cudaSuccess;
+  softmax_packed_backward_kernel<T><<<warp_blocks(groups), kThreads, 0, stream>>>(grad, y, offsets, n, groups, dx);
+  return cudaGetLastError();
+}
+
+}  // namespace kernels
+}  // namespace trilevelnas

@@ -1,0 +1,144 @@
+"""Inference helpers shared by the evaluate / upscale / export programs.
+
+:func:`upscale_tensor` runs an SR network on a batch, whole or in tiles (Real-ESRGAN's scheme:
+each ``tile x tile`` LR tile is run with ``tile_pad`` extra LR pixels of context on every side that
+the image has, and only the tile's own output is kept). Once ``tile_pad`` covers the network's
+receptive-field radius (in LR pixels), tiled and whole-image outputs agree up to float rounding.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import warnings
+
+import torch
+from torch import nn
+
+from .cli import UserError
+
+__all__ = ["ArgumentParser", "choose_device", "model_scale", "upscale_tensor", "autocast_dtype",
+           "load_model_file"]
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose errors are :class:`UserError` (one line, status 2)."""
+
+    def error(self, message):
+        raise UserError(message)
+
+
+def choose_device(name: str = "auto") -> torch.device:
+    """``"auto"`` → CUDA if available, else CPU; otherwise the named device (checked)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UserError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} requested but CUDA is not available")
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"unsupported device {name!r} (use auto, cpu, cuda or cuda:N)")
+    return device
+
+
+def autocast_dtype(half: bool, bf16: bool, device: torch.device) -> torch.dtype | None:
+    """The reduced precision asked for (``--half`` / ``--bf16``), allowed on CUDA only."""
+    if half and bf16:
+        raise UserError("choose one of --half and --bf16")
+    if not (half or bf16):
+        return None
+    flag = "--half" if half else "--bf16"
+    if device.type != "cuda":
+        raise UserError(f"{flag} needs a CUDA device (running on {device}); fp32 is used on CPU")
+    return torch.float16 if half else torch.bfloat16
+
+
+def load_model_file(path) -> nn.Module:
+    """:func:`trilevelnas.models.load_model` in eval mode; its errors always name the file."""
+    from .models import load_model
+
+    try:
+        return load_model(path).eval()
+    except UserError as exc:
+        message = str(exc)
+        if str(path) in message:
+            raise
+        raise UserError(f"model file {str(path)!r}: {message}") from None
+
+
+@torch.no_grad()
+def model_scale(model: nn.Module) -> int:
+    """The upscaling factor of ``model``: its architecture's / ``scale`` attribute, else probed."""
+    arch = getattr(model, "arch", None)
+    scale = getattr(arch, "scale", None) or getattr(model, "scale", None)
+    if isinstance(scale, int) and scale >= 1:
+        return scale
+    param = next(model.parameters(), None)
+    probe = torch.zeros(1, 3, 8, 8, device=param.device if param is not None else "cpu")
+    out = model(probe)
+    if out.shape[-1] % 8 or out.shape[-2] != out.shape[-1]:
+        raise UserError(f"cannot tell the scale of {type(model).__name__}: 8x8 → {tuple(out.shape[-2:])}")
+    return out.shape[-1] // 8
+
+
+def _run(model: nn.Module, x: torch.Tensor, dtype: torch.dtype | None, state: dict) -> torch.Tensor:
+    """``model(x)`` in fp32, or under autocast to ``dtype`` with a fp32 rerun if that gives NaN/inf."""
+    if dtype is None:
+        return model(x).float()
+    with torch.autocast(device_type=x.device.type, dtype=dtype):
+        out = model(x).float()
+    if torch.isfinite(out).all():
+        return out
+    if not state.get("warned"):
+        warnings.warn(f"non-finite output in {dtype}; recomputing in float32", stacklevel=3)
+        state["warned"] = True
+    state["fallbacks"] = state.get("fallbacks", 0) + 1
+    return model(x).float()
+
+
+@torch.no_grad()
+def upscale_tensor(model: nn.Module, lq: torch.Tensor, *, scale: int | None = None, tile: int = 0,
+                   tile_pad: int = 10, dtype: torch.dtype | None = None, progress: bool = False,
+                   desc: str = "tiles", stats: dict | None = None) -> torch.Tensor:
+    """Super-resolve ``lq`` (``NCHW`` float in [0, 1], on the model's device) → float32 ``NCHW``.
+
+    ``tile > 0`` processes ``tile x tile`` LR tiles with ``tile_pad`` LR pixels of context.
+    ``dtype`` (float16 / bfloat16, CUDA only) runs under autocast; a tile whose output is not
+    finite is recomputed in float32 (``stats["fallbacks"]`` counts them). The output is not
+    clamped.
+    """
+    if lq.dim() != 4:
+        raise ValueError(f"lq must be NCHW, got shape {tuple(lq.shape)}")
+    if tile < 0 or tile_pad < 0:
+        raise UserError(f"--tile and --tile-pad must be >= 0, got {tile} and {tile_pad}")
+    state = stats if stats is not None else {}
+    n, c, h, w = lq.shape
+    if not tile or (tile >= h and tile >= w):
+        return _run(model, lq, dtype, state)
+    scale = scale or model_scale(model)
+    out = torch.empty(n, 3, h * scale, w * scale, dtype=torch.float32, device=lq.device)
+    ty, tx = math.ceil(h / tile), math.ceil(w / tile)
+    tiles = [(i, j) for i in range(ty) for j in range(tx)]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(tiles), desc=desc, unit="tile", leave=False)
+    for i, j in tiles:
+        y0, x0 = i * tile, j * tile
+        y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+        py0, px0 = max(y0 - tile_pad, 0), max(x0 - tile_pad, 0)
+        py1, px1 = min(y1 + tile_pad, h), min(x1 + tile_pad, w)
+        piece = _run(model, lq[:, :, py0:py1, px0:px1], dtype, state)
+        if piece.shape[-2:] != ((py1 - py0) * scale, (px1 - px0) * scale):
+            raise UserError(f"model output {tuple(piece.shape[-2:])} for a {py1 - py0}x{px1 - px0} "
+                            f"tile is not {scale}x its input")
+        oy, ox = (y0 - py0) * scale, (x0 - px0) * scale
+        out[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] = \
+            piece[:, :, oy:oy + (y1 - y0) * scale, ox:ox + (x1 - x0) * scale]
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return out

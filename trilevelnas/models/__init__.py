@@ -1,0 +1,14 @@
+"""Derived networks, the RRDBNet teacher with ESRGAN/BasicSR weight loading, VGG19 features, save/load.
+
+- :func:`build` / :class:`DerivedNetwork`: the stand-alone network of an Architecture;
+- :class:`RRDBNet`, :func:`load_teacher`: ESRGAN's generator and its weights in any key style;
+- :class:`VGG19Features`: the perceptual-loss feature extractor from a torchvision weight file;
+- :func:`save_model` / :func:`load_model`: a network together with its architecture.
+"""
+from .derived import DerivedNetwork, build
+from .io import load_model, save_model
+from .rrdbnet import RRDBNet, convert_state_dict, load_teacher
+from .vgg import VGG19Features
+
+__all__ = ["DerivedNetwork", "build", "RRDBNet", "load_teacher", "convert_state_dict",
+           "VGG19Features", "save_model", "load_model"]

@@ -1,0 +1,304 @@
+"""Relaxation ops: sparsestmax (paper Eq. 2), sorted sparsestmax (Eq. 3), sparsemax, packed softmax.
+
+Public functions (DESIGN §3); gradients flow to the values only:
+
+- ``sparsestmax(x, r, dim=-1)`` / ``sparsemax(x, dim=-1)``: over one dimension of a dense tensor;
+  ``r`` is a float or a tensor broadcast over the groups (the other dimensions).
+- ``sparsestmax_packed(values, offsets, r)`` / ``sparsemax_packed`` / ``softmax_packed``: ragged groups
+  ``values[offsets[g]:offsets[g+1]]`` of a 1-D tensor, one kernel launch for all groups.
+- ``sorted_sparsestmax_packed(values, offsets, parent, r, lam)``: each group is a forest
+  (``parent`` index within the group, -1 for a root), ordering penalty weight ``lam`` per group.
+
+``r`` is the absolute radius of Eq. 2 (``r >= sqrt(1 - 1/K)`` gives one-hot). The work is done by the
+dispatcher ops ``torch.ops.trilevelnas.*`` (C++ on CPU, CUDA kernels on GPU) registered by the
+extension; this module adds their fake kernels and autograd, and on CUDA tensors with
+``gpu_backend() == "triton"`` routes to Triton kernels wrapped as ``trilevelnas::triton_*`` ops.
+The forward ops also return a per-group ``gain`` (1/Z when the circle constraint is active, else 0)
+which, with the output, is all the backward needs.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+from ..cli import UserError
+from ._backend import _C, gpu_backend, require_extension
+
+__all__ = [
+    "sparsestmax",
+    "sparsemax",
+    "sparsestmax_packed",
+    "sparsemax_packed",
+    "softmax_packed",
+    "sorted_sparsestmax_packed",
+]
+
+_FLOAT_CPU = (torch.float32, torch.float64)
+_FLOAT_CUDA = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def _gain_dtype(t: torch.Tensor) -> torch.dtype:
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks (metadata only: no host synchronisation). Value checks (offsets monotone, parent
+# in range, r >= 0 per group) happen in the CPU kernels, which raise ValueError.
+
+
+def _check_float(op: str, name: str, t) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise UserError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    allowed = _FLOAT_CUDA if t.is_cuda else _FLOAT_CPU
+    if t.dtype not in allowed:
+        raise UserError(f"{op}: {name} has dtype {t.dtype}; supported on {t.device.type}: "
+                        + ", ".join(str(d) for d in allowed))
+
+
+def _check_packed(op: str, values, offsets) -> None:
+    _check_float(op, "values", values)
+    if values.dim() != 1:
+        raise UserError(f"{op}: values must be 1-D (groups packed end to end), got shape {tuple(values.shape)}")
+    if not isinstance(offsets, torch.Tensor) or offsets.dtype != torch.int64 or offsets.dim() != 1:
+        raise UserError(f"{op}: offsets must be a 1-D int64 tensor [G+1]")
+    if offsets.numel() < 1:
+        raise UserError(f"{op}: offsets must hold at least one entry (G+1 with G >= 0)")
+    if offsets.device != values.device:
+        raise UserError(f"{op}: offsets is on {offsets.device} but values on {values.device}")
+
+
+def _per_group(op: str, name: str, v, groups: int, device, nonnegative: bool):
+    """Split a float-or-tensor parameter into (tensor or None, scalar) for the dispatcher ops."""
+    if isinstance(v, torch.Tensor):
+        if v.numel() != groups and v.numel() != 1:
+            raise UserError(f"{op}: {name} must be a float or hold one entry per group ({groups}), "
+                            f"got shape {tuple(v.shape)}")
+        if v.device != device:
+            raise UserError(f"{op}: {name} is on {v.device} but values on {device}")
+        if not v.dtype.is_floating_point:
+            v = v.to(torch.float64)
+        return v.detach().reshape(-1).expand(groups), 0.0
+    if not isinstance(v, numbers.Real) or isinstance(v, bool):
+        raise UserError(f"{op}: {name} must be a float or a tensor, got {type(v).__name__}")
+    v = float(v)
+    if not math.isfinite(v) or (nonnegative and v < 0):
+        raise UserError(f"{op}: {name} must be finite{' and >= 0' if nonnegative else ''}, got {v}")
+    return None, v
+
+
+def _use_triton(t: torch.Tensor) -> bool:
+    return t.is_cuda and gpu_backend() == "triton"
+
+
+# ---------------------------------------------------------------------------------------------
+# Public functions
+
+
+def sparsestmax_packed(values: torch.Tensor, offsets: torch.Tensor, r) -> torch.Tensor:
+    """Sparsestmax of every group ``values[offsets[g]:offsets[g+1]]`` with radius ``r`` (float or [G])."""
+    op = "sparsestmax_packed"
+    _check_packed(op, values, offsets)
+    radius, radius_scalar = _per_group(op, "r", r, offsets.numel() - 1, values.device, True)
+    if _use_triton(values):
+        return torch.ops.trilevelnas.triton_sparsestmax_packed.default(
+            values, offsets, radius, radius_scalar, None, None, 0.0)[0]
+    require_extension()
+    return torch.ops.trilevelnas.sparsestmax_packed.default(values, offsets, radius, radius_scalar)[0]
+
+
+def sparsemax_packed(values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Sparsemax (Euclidean projection onto the simplex) of every packed group."""
+    return sparsestmax_packed(values, offsets, 0.0)
+
+
+def sorted_sparsestmax_packed(values: torch.Tensor, offsets: torch.Tensor, parent: torch.Tensor, r,
+                              lam) -> torch.Tensor:
+    """Sorted sparsestmax of every packed group: ``sparsestmax(values - lam/2 * w)`` (DESIGN §3).
+
+    ``parent`` (int64, shaped like ``values``) holds each element's parent index within its own
+    group (smaller than its own index), -1 for a root; ``lam`` is a float or [G] tensor.
+    """
+    op = "sorted_sparsestmax_packed"
+    _check_packed(op, values, offsets)
+    if (not isinstance(parent, torch.Tensor) or parent.dtype != torch.int64
+            or parent.shape != values.shape or parent.device != values.device):
+        raise UserError(f"{op}: parent must be an int64 tensor shaped like values and on its device")
+    groups = offsets.numel() - 1
+    radius, radius_scalar = _per_group(op, "r", r, groups, values.device, True)
+    lam_t, lam_scalar = _per_group(op, "lam", lam, groups, values.device, False)
+    if _use_triton(values):
+        return torch.ops.trilevelnas.triton_sparsestmax_packed.default(
+            values, offsets, radius, radius_scalar, parent, lam_t, lam_scalar)[0]
+    require_extension()
+    return torch.ops.trilevelnas.sorted_sparsestmax_packed.default(
+        values, offsets, parent, radius, radius_scalar, lam_t, lam_scalar)[0]
+
+
+def softmax_packed(values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Softmax of every packed group (same layout as :func:`sparsestmax_packed`)."""
+    _check_packed("softmax_packed", values, offsets)
+    if _use_triton(values):
+        return torch.ops.trilevelnas.triton_softmax_packed.default(values, offsets)
+    require_extension()
+    return torch.ops.trilevelnas.softmax_packed.default(values, offsets)
+
+
+def sparsestmax(x: torch.Tensor, r, dim: int = -1) -> torch.Tensor:
+    """Sparsestmax along ``dim``; ``r`` is a float or a tensor broadcast over the other dimensions."""
+    op = "sparsestmax"
+    _check_float(op, "x", x)
+    nd = x.dim()
+    if nd == 0:
+        raise UserError(f"{op}: x must have at least one dimension")
+    if not -nd <= dim < nd:
+        raise UserError(f"{op}: dim {dim} is out of range for a {nd}-D tensor")
+    last = dim in (-1, nd - 1)
+    xm = x if last else x.movedim(dim, -1)
+    if isinstance(r, torch.Tensor):
+        gshape = xm.shape[:-1]
+        try:
+            ok = torch.broadcast_shapes(r.shape, gshape) == gshape
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise UserError(f"{op}: r of shape {tuple(r.shape)} does not broadcast over the groups "
+                            f"{tuple(gshape)} (x without dim {dim})")
+        if r.device != x.device:
+            raise UserError(f"{op}: r is on {r.device} but x on {x.device}")
+        radius, radius_scalar = r.detach().to(torch.float64 if x.dtype == torch.float64
+                                              else torch.float32).expand(gshape).reshape(-1), 0.0
+    else:
+        radius, radius_scalar = _per_group(op, "r", r, 0, x.device, True)
+    if _use_triton(xm):
+        out = torch.ops.trilevelnas.triton_sparsestmax_rows.default(xm, radius, radius_scalar)[0]
+    else:
+        require_extension()
+        out = torch.ops.trilevelnas.sparsestmax_rows.default(xm, radius, radius_scalar)[0]
+    return out if last else out.movedim(-1, dim)
+
+
+def sparsemax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Sparsemax (projection onto the simplex) along ``dim``."""
+    return sparsestmax(x, 0.0, dim)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fake kernels and autograd of the dispatcher ops
+
+
+def _packed_fake(values, offsets, *rest):
+    return torch.empty_like(values), values.new_empty((offsets.shape[0] - 1,), dtype=_gain_dtype(values))
+
+
+def _rows_fake(x, radius, radius_scalar):
+    return torch.empty_like(x), x.new_empty(x.shape[:-1], dtype=_gain_dtype(x))
+
+
+def _setup_packed(ctx, inputs, output):
+    out, gain = output
+    ctx.mark_non_differentiable(gain)
+    ctx.save_for_backward(out, gain, inputs[1])
+
+
+def _setup_rows(ctx, inputs, output):
+    out, gain = output
+    ctx.mark_non_differentiable(gain)
+    ctx.save_for_backward(out, gain)
+
+
+def _setup_softmax(ctx, inputs, output):
+    ctx.save_for_backward(output, inputs[1])
+
+
+def _register(prefix: str) -> None:
+    """Fake kernels and autograd for the ops ``trilevelnas::<prefix>*``."""
+    ns = torch.ops.trilevelnas
+    lib = torch.library
+    name = f"trilevelnas::{prefix}"
+    lib.register_fake(f"{name}sparsestmax_rows", _rows_fake)
+    lib.register_fake(f"{name}sparsestmax_packed_backward", lambda grad, out, gain, offsets: torch.empty_like(out))
+    lib.register_fake(f"{name}sparsestmax_rows_backward", lambda grad, out, gain: torch.empty_like(out))
+    lib.register_fake(f"{name}softmax_packed", lambda values, offsets: torch.empty_like(values))
+    lib.register_fake(f"{name}softmax_packed_backward", lambda grad, out, offsets: torch.empty_like(out))
+    packed_bwd = getattr(ns, f"{prefix}sparsestmax_packed_backward").default
+    rows_bwd = getattr(ns, f"{prefix}sparsestmax_rows_backward").default
+    softmax_bwd = getattr(ns, f"{prefix}softmax_packed_backward").default
+
+    def packed_backward(ctx, grad_out, grad_gain):
+        out, gain, offsets = ctx.saved_tensors
+        return (packed_bwd(grad_out.contiguous(), out, gain, offsets),) + (None,) * (ctx.n_inputs - 1)
+
+    def rows_backward(ctx, grad_out, grad_gain):
+        out, gain = ctx.saved_tensors
+        return rows_bwd(grad_out.contiguous(), out, gain), None, None
+
+    def softmax_backward(ctx, grad_out):
+        out, offsets = ctx.saved_tensors
+        return softmax_bwd(grad_out.contiguous(), out, offsets), None
+
+    packed_ops = ["sparsestmax_packed"] + (["sorted_sparsestmax_packed"] if prefix == "" else [])
+    for op in packed_ops:
+        n_inputs = len(getattr(ns, f"{prefix}{op}").default._schema.arguments)
+        lib.register_fake(f"{name}{op}", _packed_fake)
+
+        def setup(ctx, inputs, output, n_inputs=n_inputs):
+            ctx.n_inputs = n_inputs
+            _setup_packed(ctx, inputs, output)
+
+        lib.register_autograd(f"{name}{op}", packed_backward, setup_context=setup)
+    lib.register_autograd(f"{name}sparsestmax_rows", rows_backward, setup_context=_setup_rows)
+    lib.register_autograd(f"{name}softmax_packed", softmax_backward, setup_context=_setup_softmax)
+
+
+if _C is not None:
+    _register("")
+
+
+# ---------------------------------------------------------------------------------------------
+# Triton ops (CUDA tensors with gpu_backend() == "triton"). The kernels module is imported on
+# first use so that importing trilevelnas never compiles or interprets Triton code.
+
+
+def _tk():
+    from .triton import relax as kernels
+
+    return kernels
+
+
+@torch.library.custom_op("trilevelnas::triton_sparsestmax_packed", mutates_args=())
+def _triton_sparsestmax_packed(values: torch.Tensor, offsets: torch.Tensor, radius: torch.Tensor | None,
+                               radius_scalar: float, parent: torch.Tensor | None, lam: torch.Tensor | None,
+                               lam_scalar: float) -> tuple[torch.Tensor, torch.Tensor]:
+    return _tk().sparsestmax_packed_fwd(values, offsets, radius, radius_scalar, parent, lam, lam_scalar)
+
+
+@torch.library.custom_op("trilevelnas::triton_sparsestmax_rows", mutates_args=())
+def _triton_sparsestmax_rows(x: torch.Tensor, radius: torch.Tensor | None,
+                             radius_scalar: float) -> tuple[torch.Tensor, torch.Tensor]:
+    return _tk().sparsestmax_rows_fwd(x, radius, radius_scalar)
+
+
+@torch.library.custom_op("trilevelnas::triton_sparsestmax_packed_backward", mutates_args=())
+def _triton_sparsestmax_packed_backward(grad: torch.Tensor, out: torch.Tensor, gain: torch.Tensor,
+                                        offsets: torch.Tensor) -> torch.Tensor:
+    return _tk().sparsestmax_packed_bwd(grad, out, gain, offsets)
+
+
+@torch.library.custom_op("trilevelnas::triton_sparsestmax_rows_backward", mutates_args=())
+def _triton_sparsestmax_rows_backward(grad: torch.Tensor, out: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    return _tk().sparsestmax_rows_bwd(grad, out, gain)
+
+
+@torch.library.custom_op("trilevelnas::triton_softmax_packed", mutates_args=())
+def _triton_softmax_packed(values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    return _tk().softmax_packed_fwd(values, offsets)
+
+
+@torch.library.custom_op("trilevelnas::triton_softmax_packed_backward", mutates_args=())
+def _triton_softmax_packed_backward(grad: torch.Tensor, out: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    return _tk().softmax_packed_bwd(grad, out, offsets)
+
+
+_register("triton_")

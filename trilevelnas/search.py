@@ -1,0 +1,27 @@
+"""``python -m trilevelnas.search``: Trilevel NAS from data to a trained efficient SR model.
+
+Runs the paper's Algorithm 1 (pretrain, search, derive) and, unless the config says otherwise,
+trains the derived network from search. Writes into ``--out``: ``arch.json``, ``checkpoint.pt``,
+``log.csv``, ``config.json``, plots (``curves.png``, ``arch_params.png``, ``architecture.png``),
+``summary.json``/``summary.txt`` and, when it trained, ``model.pt``. See ``docs/pipeline.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .cli import run_main
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trilevelnas.search", description=__doc__.split("\n\n")[0])
+    from .training.program import add_common_arguments, run_program
+
+    add_common_arguments(parser)
+    args = parser.parse_args(argv)
+    run_program("search", args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main("trilevelnas.search", main))

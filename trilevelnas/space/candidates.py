@@ -1,0 +1,112 @@
+"""Cell level: the four candidate operations as superkernel modules.
+
+Each module holds FULL weights (``channels`` in and out) and computes, for sampled widths
+``in_w`` → ``out_w``, ``acc + coeff · op(x)`` on full-channel tensors: channels beyond ``out_w`` of
+``op(x)`` are zero, so every tensor keeps the shape [N, channels, H, W] whatever the widths. Each
+conv is the leading block of its superkernel, computed with :func:`trilevelnas.ops.superconv2d`.
+
+Invariant relied on: an input ``x`` is zero beyond ``in_w`` (true for every slot output; the cell
+input has ``in_w = channels``), so the identity shortcut is ``x`` itself.
+
+The ops (DESIGN §3; no bias, no BN):
+
+- ``conv1x1``: relu(conv1x1(x)); ``conv3x3``: relu(conv3x3(x));
+- ``resblock``: relu(conv3x3_b(relu(conv3x3_a(x))) + shortcut(x)), conv_a in→out, conv_b out→out;
+- ``dwsblock``: relu(conv1x1_c(relu(dw3x3(relu(conv1x1_e(x))))) + shortcut(x)), expansion to 4·in;
+- shortcut: identity when in == out, else a 1×1 conv in→out.
+"""
+from __future__ import annotations
+
+
+import torch
+from torch import nn
+
+from .. import ops
+from ..arch import OP_NAMES
+
+EXPANSION = 4
+INIT_SCALE = 0.1
+
+
+def _kernel(out_c: int, in_c: int, k: int) -> nn.Parameter:
+    """A superkernel, Kaiming-normal (fan-in) scaled by 0.1 as in ESRGAN's residual blocks."""
+    w = torch.empty(out_c, in_c, k, k)
+    nn.init.kaiming_normal_(w, a=0.0, mode="fan_in")
+    return nn.Parameter(w * INIT_SCALE)
+
+
+def _add(acc, coeff, y):
+    return coeff * y if acc is None else acc + coeff * y
+
+
+class SuperConv(nn.Module):
+    """``conv1x1`` / ``conv3x3``: relu(conv(x)), fused into one superconv call."""
+
+    def __init__(self, channels: int, kernel_size: int):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.weight = _kernel(channels, channels, kernel_size)
+
+    def forward(self, x, in_w: int, out_w: int, coeff, acc=None):
+        return ops.superconv2d(x, self.weight, None, in_w, out_w, padding=self.kernel_size // 2,
+                               activation="relu", scale=coeff, accumulate=acc)
+
+
+class _Shortcut(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.weight = _kernel(channels, channels, 1)
+
+    def forward(self, x, in_w: int, out_w: int):
+        if in_w == out_w:
+            return x
+        return ops.superconv2d(x, self.weight, None, in_w, out_w)
+
+
+class SuperResBlock(nn.Module):
+    """``resblock``: conv3x3 in→out → ReLU → conv3x3 out→out, + shortcut, ReLU."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = _kernel(channels, channels, 3)
+        self.conv2 = _kernel(channels, channels, 3)
+        self.shortcut = _Shortcut(channels)
+
+    def forward(self, x, in_w: int, out_w: int, coeff, acc=None):
+        h = ops.superconv2d(x, self.conv1, None, in_w, out_w, padding=1, activation="relu")
+        s = self.shortcut(x, in_w, out_w)
+        y = ops.superconv2d(h, self.conv2, None, out_w, out_w, padding=1, accumulate=s)
+        return _add(acc, coeff, torch.relu(y))
+
+
+class SuperDWSBlock(nn.Module):
+    """``dwsblock``: 1×1 in→4·in → ReLU → depthwise 3×3 → ReLU → 1×1 →out, + shortcut, ReLU."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        hidden = EXPANSION * channels
+        self.expand = _kernel(hidden, channels, 1)
+        w = torch.empty(hidden, 1, 3, 3)
+        nn.init.kaiming_normal_(w, a=0.0, mode="fan_in")
+        self.depthwise = nn.Parameter(w * INIT_SCALE)
+        self.project = _kernel(channels, hidden, 1)
+        self.shortcut = _Shortcut(channels)
+
+    def forward(self, x, in_w: int, out_w: int, coeff, acc=None):
+        hw = EXPANSION * in_w
+        h = ops.superconv2d(x, self.expand, None, in_w, hw, activation="relu")
+        h = ops.superconv2d(h, self.depthwise, None, hw, hw, padding=1, groups=self.depthwise.shape[0],
+                            activation="relu")
+        s = self.shortcut(x, in_w, out_w)
+        y = ops.superconv2d(h, self.project, None, hw, out_w, accumulate=s)
+        return _add(acc, coeff, torch.relu(y))
+
+
+def make_candidates(channels: int) -> nn.ModuleList:
+    """The four candidates of one op slot, in :data:`OP_NAMES` order."""
+    return nn.ModuleList([SuperConv(channels, 1), SuperConv(channels, 3), SuperResBlock(channels),
+                          SuperDWSBlock(channels)])
+
+
+__all__ = ["OP_NAMES", "EXPANSION", "SuperConv", "SuperResBlock", "SuperDWSBlock",
+           "make_candidates"]

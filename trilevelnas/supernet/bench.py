@@ -1,0 +1,110 @@
+"""Timing of supernet training steps on the current device: sparse vs dense execution at a given
+radius, and one paper-size step with its peak memory.
+
+``python -m trilevelnas.supernet.bench [--channels 16] [--batch 4] [--size 16] [--rho 0.9]
+[--backbone B] [--topology tree] [--repeats 5] [--paper]``
+
+Architecture logits are drawn from N(0, 1) (a supernet some way into its search; the default
+init is near-uniform); a step is forward + backward of an L1 loss plus the expected-FLOPs term.
+Reports median seconds per step.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+
+import torch
+
+from ..cli import run_main
+from .config import SupernetConfig
+from .network import Supernet
+
+
+def _step(net, x, target, seed):
+    torch.manual_seed(seed)
+    net.zero_grad(set_to_none=True)
+    loss = (net(x) - target).abs().mean() + 1e-4 * net.expected_flops()
+    loss.backward()
+    return loss
+
+
+def time_steps(net, x, target, repeats: int) -> list[float]:
+    """Seconds of ``repeats`` training steps (after one warm-up step), same Gumbel seed each."""
+    _step(net, x, target, 0)
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        _step(net, x, target, 0)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def sparse_vs_dense(cfg: SupernetConfig, batch: int, size: int, rho: float, repeats: int, seed=0):
+    """(median sparse s, median dense s, live-node count) of one training step at radius ``rho``."""
+    torch.manual_seed(seed)
+    net = Supernet(cfg)
+    with torch.no_grad():
+        for p in net.arch_parameters().values():
+            p.normal_(0.0, 1.0)
+    net.set_radius(rho)
+    net.train()
+    x = torch.randn(batch, 3, size, size)
+    target = torch.randn(batch, 3, size * cfg.scale, size * cfg.scale)
+    net.config.sparse_execution = True
+    sparse = statistics.median(time_steps(net, x, target, repeats))
+    net.config.sparse_execution = False
+    dense = statistics.median(time_steps(net, x, target, repeats))
+    net.config.sparse_execution = True
+    ctx = net.step_context()
+    live = None if ctx.net_host is None else int((ctx.net_host > 0).sum())
+    return sparse, dense, live
+
+
+def paper_step(batch=16, size=32, rho=0.0, repeats=1):
+    """Median seconds and peak RSS growth (MiB) of a paper-size step (B, C = 64, tree)."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    torch.manual_seed(0)
+    net = Supernet(SupernetConfig(backbone="B", channels=64))
+    net.set_radius(rho)
+    net.train()
+    x = torch.randn(batch, 3, size, size)
+    target = torch.randn(batch, 3, 4 * size, 4 * size)
+    times = time_steps(net, x, target, repeats)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return statistics.median(times), (peak - before) / 1024.0
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m trilevelnas.supernet.bench", description=__doc__)
+    ap.add_argument("--backbone", default="B")
+    ap.add_argument("--topology", default="tree")
+    ap.add_argument("--channels", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--size", type=int, default=16)
+    ap.add_argument("--rho", type=float, default=0.9)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--paper", action="store_true", help="time one paper-size step instead")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a.paper:
+        t, mem = paper_step(a.batch, a.size, a.rho, a.repeats)
+        print(f"paper-size step (B, C=64, tree, batch {a.batch}, {a.size}x{a.size}, rho {a.rho}): "
+              f"{t:.2f} s, peak RSS growth {mem:.0f} MiB")
+        return 0
+    n_up = 2
+    scale = 4
+    cfg = SupernetConfig(backbone=a.backbone, topology=a.topology, channels=a.channels, n_up=n_up,
+                         scale=scale)
+    s, d, live = sparse_vs_dense(cfg, a.batch, a.size, a.rho, a.repeats)
+    print(f"{a.backbone}/{a.topology} C={a.channels} batch {a.batch} {a.size}x{a.size} rho {a.rho}: "
+          f"sparse {s * 1e3:.1f} ms, dense {d * 1e3:.1f} ms, speedup {d / s:.2f}x "
+          f"(non-zero network weights: {live})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main("trilevelnas.supernet.bench", main))

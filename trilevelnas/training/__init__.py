@@ -1,0 +1,12 @@
+"""The search and training pipeline behind ``python -m trilevelnas.search`` and ``trilevelnas.train``.
+
+- :mod:`.config` / :mod:`.presets`: dataclass configs, preset JSON files, ``--set`` overrides;
+- :mod:`.algorithm`: the paper's Algorithm 1 (pretrain, search, derive, train from search);
+- :mod:`.loop`: the shared training loop (per-step seeding, NaN stop, checkpoints, logs);
+- :mod:`.losses`, :mod:`.checkpoint`, :mod:`.logging`, :mod:`.plots`, :mod:`.distributed`.
+"""
+from .config import Config
+from .presets import available as available_presets
+from .presets import build_config
+
+__all__ = ["Config", "available_presets", "build_config"]

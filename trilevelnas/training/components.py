@@ -1,0 +1,162 @@
+"""Building the pieces a run needs from its config: data sets, supernet, teacher, losses, validation.
+
+This is the one place where the pipeline meets the data, supernet and models packages.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..cli import UserError
+from .config import Config
+from .losses import Objective, PerceptualLoss
+
+
+class Subset(torch.utils.data.Dataset):
+    """The items of ``dataset`` at ``indices`` (one half of the paper's equal split)."""
+
+    def __init__(self, dataset, indices):
+        self.dataset = dataset
+        self.indices = list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        return self.dataset[self.indices[i]]
+
+
+def training_set(cfg: Config):
+    """The training images as patches (``cfg.data``): a folder, a paired folder or the embedded set."""
+    from .. import data
+
+    d = cfg.data
+    if d.root is None:
+        return data.EmbeddedDataset("train", scale=d.scale, patch_size=d.patch_size, augment=d.augment)
+    if not os.path.isdir(d.root):
+        raise UserError(f"--data {d.root!r}: no such folder")
+    if d.lq_root is not None:
+        if not os.path.isdir(d.lq_root):
+            raise UserError(f"data.lq_root {d.lq_root!r}: no such folder")
+        return data.PairedFolderDataset(d.root, d.lq_root, scale=d.scale, patch_size=d.patch_size,
+                                        augment=d.augment, filename_tmpl=d.filename_tmpl,
+                                        skip_bad_images=d.skip_bad_images)
+    return data.HRFolderDataset(d.root, scale=d.scale, patch_size=d.patch_size, augment=d.augment,
+                                skip_bad_images=d.skip_bad_images)
+
+
+def validation_set(cfg: Config):
+    """Whole validation images (no cropping): ``data.val_root`` or the embedded validation split."""
+    from .. import data
+
+    d = cfg.data
+    if d.val_root is None:
+        ds = data.EmbeddedDataset("val", scale=d.scale, patch_size=None, augment=False)
+    else:
+        if not os.path.isdir(d.val_root):
+            raise UserError(f"data.val_root {d.val_root!r}: no such folder")
+        ds = data.HRFolderDataset(d.val_root, scale=d.scale, patch_size=None, augment=False,
+                                  skip_bad_images=d.skip_bad_images, cache=True)
+    if d.val_max_images and len(ds) > d.val_max_images:
+        ds = Subset(ds, range(d.val_max_images))
+    return ds
+
+
+def split_halves(dataset) -> tuple[Subset, Subset]:
+    """The paper's equal split χ1, χ2 (even and odd indices); needs at least 2 images."""
+    n = len(dataset)
+    if n < 2:
+        raise UserError(f"the search splits the training images into two halves but only {n} "
+                        "image was found; give a folder with at least 2 images")
+    return Subset(dataset, range(0, n, 2)), Subset(dataset, range(1, n, 2))
+
+
+def supernet_config_dict(cfg: Config) -> dict:
+    """The ``SupernetConfig`` fields for ``cfg`` (the scale comes from ``data.scale``)."""
+    s = cfg.supernet
+    return {"backbone": s.backbone, "topology": s.topology, "channels": s.channels, "n_rir": s.n_rir,
+            "n_up": s.n_up, "share": s.share, "order_lambda": s.order_lambda,
+            "sparse_execution": s.sparse_execution, "scale": cfg.data.scale,
+            "fixed_path": s.fixed_path, "relaxation": s.relaxation,
+            "node_relaxation": s.node_relaxation, "gumbel_tau": s.gumbel_tau}
+
+
+def build_supernet(cfg: Config) -> nn.Module:
+    """A freshly initialised supernet for ``cfg.supernet``."""
+    from ..supernet import Supernet, SupernetConfig
+
+    return Supernet(SupernetConfig.from_dict(supernet_config_dict(cfg)))
+
+
+def supernet_from_dict(d: dict) -> nn.Module:
+    """A supernet from the config dict a checkpoint stored."""
+    from ..supernet import Supernet, SupernetConfig
+
+    return Supernet(SupernetConfig.from_dict(d))
+
+
+def load_teacher(cfg: Config, device: torch.device) -> nn.Module | None:
+    """The frozen ESRGAN teacher, or None to supervise with the HR images."""
+    if cfg.loss.teacher is None:
+        return None
+    from ..models import load_teacher as _load
+
+    if not os.path.isfile(cfg.loss.teacher):
+        raise UserError(f"--teacher {cfg.loss.teacher!r}: no such file")
+    teacher = _load(cfg.loss.teacher).to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def build_objective(cfg: Config, device: torch.device, perceptual: bool) -> Objective:
+    """The distance d: L1 content, plus the VGG perceptual term when ``perceptual`` is asked for."""
+    lc = cfg.loss
+    if perceptual and lc.objective == "visual" and lc.perceptual_weight > 0:
+        from ..models import VGG19Features
+
+        if not os.path.isfile(lc.vgg_weights):
+            raise UserError(f"loss.vgg_weights {lc.vgg_weights!r}: no such file")
+        vgg = VGG19Features(lc.vgg_weights).to(device)
+        return Objective(lc.content_weight, lc.perceptual_weight, PerceptualLoss(vgg))
+    return Objective(lc.content_weight, 0.0, None)
+
+
+def targets(batch: dict, teacher: nn.Module | None) -> torch.Tensor:
+    """What the student imitates: the teacher's output on the LR batch, or the HR batch."""
+    if teacher is None:
+        return batch["gt"]
+    with torch.no_grad():
+        return teacher(batch["lq"]).clamp_(0, 1)
+
+
+@torch.no_grad()
+def validate(model: nn.Module, val_set, scale: int, device: torch.device) -> dict:
+    """Mean PSNR-Y of ``model`` and of bicubic upscaling over whole validation images.
+
+    BasicSR convention: uint8 images, ``scale`` pixels cropped at the border, Y channel.
+    """
+    from ..data import imresize
+    from ..data.io import tensor_to_image
+    from ..metrics import psnr
+
+    was_training = model.training
+    model.eval()
+    ours, bic = [], []
+    for i in range(len(val_set)):
+        item = val_set[i]
+        lq = item["lq"].unsqueeze(0).to(device)
+        sr = model(lq).clamp(0, 1)[0]
+        gt = tensor_to_image(item["gt"])
+        up = imresize(item["lq"].permute(1, 2, 0).numpy().astype(np.float64), scale)
+        ours.append(psnr(tensor_to_image(sr), gt, crop_border=scale, y_channel=True))
+        bic.append(psnr(tensor_to_image(torch.from_numpy(np.ascontiguousarray(up.transpose(2, 0, 1)))),
+                        gt, crop_border=scale, y_channel=True))
+    model.train(was_training)
+    finite = [v for v in ours if math.isfinite(v)]
+    return {"psnr_y": float(np.mean(finite)) if finite else float("nan"),
+            "bicubic_psnr_y": float(np.mean(bic))}

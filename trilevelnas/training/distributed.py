@@ -1,0 +1,102 @@
+"""Multi-process training through ``torchrun``: environment, process group, DDP, rank-0 writes.
+
+A run started by ``torchrun`` finds ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` in its environment;
+it joins a process group (NCCL on CUDA, gloo on CPU) and wraps the network in
+DistributedDataParallel. Every rank draws different batches (the rank is part of the per-step data
+seed) but the same Gumbel noise (so all ranks run the same sampled widths); only rank 0 writes files.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+
+@dataclass
+class DistContext:
+    """Where this process stands in a (possibly single-process) run."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_from_env(device: torch.device) -> DistContext:
+    """Join the process group described by torchrun's environment variables (if any)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext()
+    ctx = DistContext(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend)
+    return ctx
+
+
+def pick_device(spec: str, ctx_local_rank: int | None = None) -> torch.device:
+    """``auto`` → the local rank's CUDA device when available, else CPU; otherwise ``spec``."""
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0")) if ctx_local_rank is None else ctx_local_rank
+        spec = f"cuda:{local}"
+    device = torch.device(spec)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
+
+
+def wrap(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:
+    """``model`` in DistributedDataParallel when the run has several processes, else itself.
+
+    ``find_unused_parameters`` is on: sparse execution skips candidates and tree nodes whose weight
+    is zero, so a step need not touch every parameter.
+    """
+    if not ctx.enabled:
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DDP wrapper (or the module itself)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.enabled:
+        dist.barrier()
+
+
+def all_reduce_mean(value: float, ctx: DistContext, device: torch.device) -> float:
+    """The mean of a scalar over all ranks."""
+    if not ctx.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t.item()) / ctx.world_size
+
+
+def any_flag(flag: bool, ctx: DistContext, device: torch.device) -> bool:
+    """True on every rank if ``flag`` is true on some rank (to stop all ranks together)."""
+    if not ctx.enabled:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def shutdown(ctx: DistContext) -> None:
+    if ctx.enabled and dist.is_initialized():
+        dist.destroy_process_group()
