@@ -83,11 +83,11 @@ def test_cpu_matches_reference_random_widths(dtype, k, depthwise, activation):
 def test_cpu_gradcheck_fused_epilogue():
     gen = torch.Generator().manual_seed(3)
     for depthwise in (False, True):
-        tensors, kwargs = make_case(gen, n=2, c_in=6, c_out=5, hw=(4, 5), depthwise=depthwise)
+        tensors, kwargs = make_case(gen, n=1, c_in=5, c_out=4, hw=(3, 4), depthwise=depthwise)
         kwargs.update(activation="leaky_relu", negative_slope=0.3)
         names = list(tensors)
         fn = lambda *ts: ops.superconv2d(**dict(zip(names, ts)), **kwargs)
-        assert torch.autograd.gradcheck(fn, tuple(tensors.values()))
+        assert torch.autograd.gradcheck(fn, tuple(tensors.values()), fast_mode=True)
 
 
 def independent_superconv(x, w, b, iw, ow, padding, depthwise, act, slope, s, acc):
