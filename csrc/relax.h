@@ -88,6 +88,9 @@ double sparsestmax_group(Workspace& ws, const double* x, int64_t k, double r, St
   int64_t n_top = 0;
   for (int64_t s = 1; s <= k; ++s) {
     const double v = b[idx[s - 1]];
+    // Once an element is at or below the best threshold so far, no later prefix can raise it (the
+    // optimal threshold is attained at the support size, and the support is within this prefix).
+    if (v < 0.0 && v <= std::max(tau, tmax)) break;
     if (v == 0.0) n_top = s;  // the maximum's ties lead the order
     s1 += v;
     s2 += v * v;

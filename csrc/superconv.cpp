@@ -96,51 +96,53 @@ Geometry check_args(const at::Tensor& x, const at::Tensor& weight,
 
 namespace {
 
-at::Tensor active_weight(const at::Tensor& weight, const Geometry& g) {
+at::Tensor active_weight(const at::Tensor& weight, const Geometry& g, at::MemoryFormat format) {
   at::Tensor w = g.out_width == weight.size(0) ? weight : weight.narrow(0, 0, g.out_width);
   if (g.conv_groups == 1 && g.in_width != weight.size(1)) w = w.narrow(1, 0, g.in_width);
-  return w;
+  return w.contiguous(format);
 }
 
-at::Tensor active_input(const at::Tensor& x, const Geometry& g) {
-  return g.in_width == x.size(1) ? x : x.narrow(1, 0, g.in_width);
+at::Tensor active_input(const at::Tensor& x, const Geometry& g, at::MemoryFormat format) {
+  return (g.in_width == x.size(1) ? x : x.narrow(1, 0, g.in_width)).contiguous(format);
 }
 
 }  // namespace
 
 at::Tensor conv_active(const at::Tensor& x, const at::Tensor& weight,
                        const std::optional<at::Tensor>& bias, const Geometry& g, int64_t stride,
-                       int64_t padding) {
+                       int64_t padding, at::MemoryFormat format) {
   std::optional<at::Tensor> b;
   if (bias.has_value()) b = g.out_width == bias->size(0) ? *bias : bias->narrow(0, 0, g.out_width);
-  at::Tensor z = at::convolution(active_input(x, g), active_weight(weight, g), b, {stride, stride},
-                                 {padding, padding}, {1, 1}, false, {0, 0}, g.conv_groups);
-  return z.contiguous();
+  at::Tensor z = at::convolution(active_input(x, g, format), active_weight(weight, g, format), b,
+                                 {stride, stride}, {padding, padding}, {1, 1}, false, {0, 0},
+                                 g.conv_groups);
+  return z.contiguous(format);
 }
 
 std::array<at::Tensor, 3> conv_active_backward(const at::Tensor& grad_z, const at::Tensor& x,
                                                const at::Tensor& weight, const Geometry& g,
                                                int64_t stride, int64_t padding,
-                                               std::array<bool, 3> mask) {
+                                               std::array<bool, 3> mask, at::MemoryFormat format) {
   std::array<at::Tensor, 3> out;
   if (!(mask[0] || mask[1] || mask[2])) return out;
   const std::vector<int64_t> bias_sizes{g.out_width};
   at::OptionalIntArrayRef bias_ref;
   if (mask[2]) bias_ref = at::IntArrayRef(bias_sizes);
   auto [gx, gw, gb] = at::convolution_backward(
-      grad_z, active_input(x, g), active_weight(weight, g), bias_ref, {stride, stride},
-      {padding, padding}, {1, 1}, false, {0, 0}, g.conv_groups, {mask[0], mask[1], mask[2]});
+      grad_z.contiguous(format), active_input(x, g, format), active_weight(weight, g, format),
+      bias_ref, {stride, stride}, {padding, padding}, {1, 1}, false, {0, 0}, g.conv_groups,
+      {mask[0], mask[1], mask[2]});
   if (mask[0]) {
     if (g.in_width == x.size(1)) {
-      out[0] = gx;
+      out[0] = gx.contiguous();
     } else {
-      out[0] = at::empty(x.sizes(), gx.options());
+      out[0] = at::empty(x.sizes(), gx.options().memory_format(at::MemoryFormat::Contiguous));
       out[0].narrow(1, 0, g.in_width).copy_(gx);
       out[0].narrow(1, g.in_width, x.size(1) - g.in_width).zero_();
     }
   }
   if (mask[1]) {
-    out[1] = at::zeros(weight.sizes(), gw.options());
+    out[1] = at::zeros(weight.sizes(), gw.options().memory_format(at::MemoryFormat::Contiguous));
     at::Tensor block = out[1].narrow(0, 0, g.out_width);
     if (g.conv_groups == 1) block = block.narrow(1, 0, g.in_width);
     block.copy_(gw);
@@ -153,6 +155,14 @@ std::array<at::Tensor, 3> conv_active_backward(const at::Tensor& grad_z, const a
 }
 
 namespace {
+
+// oneDNN runs narrow NCHW convolutions far slower than channels-last ones (it reorders to blocked
+// layouts); a narrowed input has to be copied anyway, so the copy goes to channels-last.
+at::MemoryFormat cpu_format(const at::Tensor& x, const Geometry& g) {
+  const bool channels_last = x.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||
+                             g.in_width < x.size(1);
+  return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
 
 template <typename acc_t>
 inline acc_t activate(acc_t v, int64_t act, acc_t slope) {
@@ -168,11 +178,22 @@ inline acc_t activate_grad(acc_t v, int64_t act, acc_t slope) {
   return acc_t(1);
 }
 
-// out[n, c] = acc[n, c] + s * act(z[n, c]) for c < width, acc[n, c] (or 0) beyond; one pass.
+// Strides of an [N, C, H, W] tensor that is contiguous or channels-last, with H*W flattened.
+struct PlaneStrides {
+  int64_t n, c, i;
+};
+
+PlaneStrides plane_strides(const at::Tensor& t) {
+  TORCH_INTERNAL_ASSERT(t.stride(2) == t.size(3) * t.stride(3) || t.size(2) == 1);
+  return {t.stride(0), t.stride(1), t.stride(3)};
+}
+
+// out[n, c] = acc[n, c] + s * act(z[n, c]) for c < width, acc[n, c] (or 0) beyond: one pass that
+// also turns a channels-last z into the contiguous output.
 template <typename scalar_t>
-void epilogue_forward(const scalar_t* z, const scalar_t* acc, scalar_t* out, int64_t n_batch,
-                      int64_t channels, int64_t width, int64_t plane, int64_t act, double slope,
-                      double s) {
+void epilogue_forward(const scalar_t* z, PlaneStrides zs, const scalar_t* acc, scalar_t* out,
+                      int64_t n_batch, int64_t channels, int64_t width, int64_t plane, int64_t act,
+                      double slope, double s) {
   using acc_t = at::opmath_type<scalar_t>;
   const acc_t slope_a = static_cast<acc_t>(slope), s_a = static_cast<acc_t>(s);
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(plane, 1));
@@ -182,14 +203,11 @@ void epilogue_forward(const scalar_t* z, const scalar_t* acc, scalar_t* out, int
       scalar_t* o = out + p * plane;
       const scalar_t* a = acc ? acc + p * plane : nullptr;
       if (c < width) {
-        const scalar_t* zp = z + (n * width + c) * plane;
-        if (a) {
-          for (int64_t i = 0; i < plane; ++i)
-            o[i] = static_cast<scalar_t>(static_cast<acc_t>(a[i]) +
-                                         s_a * activate<acc_t>(static_cast<acc_t>(zp[i]), act, slope_a));
-        } else {
-          for (int64_t i = 0; i < plane; ++i)
-            o[i] = static_cast<scalar_t>(s_a * activate<acc_t>(static_cast<acc_t>(zp[i]), act, slope_a));
+        const scalar_t* zp = z + n * zs.n + c * zs.c;
+        const int64_t si = zs.i;
+        for (int64_t i = 0; i < plane; ++i) {
+          const acc_t v = s_a * activate<acc_t>(static_cast<acc_t>(zp[i * si]), act, slope_a);
+          o[i] = static_cast<scalar_t>(a ? static_cast<acc_t>(a[i]) + v : v);
         }
       } else if (a) {
         std::memcpy(o, a, sizeof(scalar_t) * plane);
@@ -200,35 +218,47 @@ void epilogue_forward(const scalar_t* z, const scalar_t* acc, scalar_t* out, int
   });
 }
 
-// grad_z = s * grad[:, :width] * act'(z); returns sum(grad[:, :width] * act(z)) (deterministic
-// order: one partial per plane, summed in plane order).
+struct BackwardSums {
+  std::vector<double> bias;  // per active channel: sum of grad_z
+  double scale = 0.0;        // sum of grad[:, :width] * act(z)
+};
+
+// grad_z = s * grad[:, :width] * act'(z) (grad_z, z: contiguous or channels-last), with the sums for the
+// bias and scale gradients. Sums are per plane, then added in plane order (deterministic).
 template <typename scalar_t>
-double epilogue_backward(const scalar_t* grad, const scalar_t* z, scalar_t* grad_z, int64_t n_batch,
-                         int64_t channels, int64_t width, int64_t plane, int64_t act, double slope,
-                         double s, bool want_scale_grad) {
+BackwardSums epilogue_backward(const scalar_t* grad, const scalar_t* z, PlaneStrides zs,
+                               scalar_t* grad_z, PlaneStrides gzs, int64_t n_batch, int64_t channels, int64_t width,
+                               int64_t plane, int64_t act, double slope, double s) {
   using acc_t = at::opmath_type<scalar_t>;
   const acc_t slope_a = static_cast<acc_t>(slope), s_a = static_cast<acc_t>(s);
-  std::vector<double> partial(want_scale_grad ? n_batch * width : 0, 0.0);
+  std::vector<double> part_scale(n_batch * width, 0.0), part_bias(n_batch * width, 0.0);
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(plane, 1));
   at::parallel_for(0, n_batch * width, grain, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       const int64_t n = p / width, c = p % width;
       const scalar_t* gp = grad + (n * channels + c) * plane;
-      const scalar_t* zp = z + p * plane;
-      scalar_t* gz = grad_z + p * plane;
-      acc_t sum = 0;
+      const int64_t off = n * zs.n + c * zs.c, si = zs.i;
+      const int64_t goff = n * gzs.n + c * gzs.c, gsi = gzs.i;
+      acc_t sum_s = 0, sum_b = 0;
       for (int64_t i = 0; i < plane; ++i) {
-        const acc_t v = static_cast<acc_t>(zp[i]);
+        const acc_t v = z ? static_cast<acc_t>(z[off + i * si]) : acc_t(0);
         const acc_t gv = static_cast<acc_t>(gp[i]);
-        gz[i] = static_cast<scalar_t>(s_a * gv * activate_grad<acc_t>(v, act, slope_a));
-        sum += gv * activate<acc_t>(v, act, slope_a);
+        const acc_t gz = s_a * gv * (z ? activate_grad<acc_t>(v, act, slope_a) : acc_t(1));
+        grad_z[goff + i * gsi] = static_cast<scalar_t>(gz);
+        sum_b += gz;
+        sum_s += gv * activate<acc_t>(v, act, slope_a);
       }
-      if (want_scale_grad) partial[p] = static_cast<double>(sum);
+      part_scale[p] = static_cast<double>(sum_s);
+      part_bias[p] = static_cast<double>(sum_b);
     }
   });
-  double total = 0.0;
-  for (double v : partial) total += v;
-  return total;
+  BackwardSums sums;
+  sums.bias.assign(width, 0.0);
+  for (int64_t p = 0; p < n_batch * width; ++p) {
+    sums.scale += part_scale[p];
+    sums.bias[p % width] += part_bias[p];
+  }
+  return sums;
 }
 
 double effective_scale(const std::optional<at::Tensor>& scale, double scale_factor) {
@@ -242,18 +272,18 @@ std::tuple<at::Tensor, at::Tensor> superconv2d_cpu(
     double scale_factor, const std::optional<at::Tensor>& accumulate) {
   const Geometry g = check_args(x, weight, bias, in_width, out_width, stride, padding, groups,
                                 activation, scale, accumulate);
-  at::Tensor z = conv_active(x, weight, bias, g, stride, padding);
+  at::Tensor z = conv_active(x, weight, bias, g, stride, padding, cpu_format(x, g));
   at::Tensor saved = needs_conv_output(activation, scale) ? z : at::empty({0}, x.options());
   const int64_t c_out = weight.size(0);
   if (activation == kNone && !scale.has_value() && scale_factor == 1.0 && !accumulate.has_value() &&
-      g.out_width == c_out) {
+      g.out_width == c_out && z.is_contiguous()) {
     return {z, saved};  // the epilogue is the identity: saved is empty here, so nothing aliases
   }
   const double s = effective_scale(scale, scale_factor);
   at::Tensor out = at::empty({x.size(0), c_out, g.out_h, g.out_w}, x.options());
   at::Tensor acc = accumulate.has_value() ? accumulate->contiguous() : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "superconv2d_cpu", [&] {
-    epilogue_forward<scalar_t>(z.const_data_ptr<scalar_t>(),
+    epilogue_forward<scalar_t>(z.const_data_ptr<scalar_t>(), plane_strides(z),
                                acc.defined() ? acc.const_data_ptr<scalar_t>() : nullptr,
                                out.mutable_data_ptr<scalar_t>(), x.size(0), c_out, g.out_width,
                                g.out_h * g.out_w, activation, negative_slope, s);
@@ -273,32 +303,34 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> superconv2d_backward_
                   grad.size(2) == g.out_h && grad.size(3) == g.out_w,
               "superconv2d_backward: grad has shape ", grad.sizes(), ", expected [", x.size(0), ", ",
               c_out, ", ", g.out_h, ", ", g.out_w, "]");
-  const bool want_scale = mask[3] && scale.has_value();
-  TORCH_CHECK(!needs_conv_output(activation, scale) ||
-                  (conv_out.dim() == 4 && conv_out.size(1) == g.out_width),
+  const bool need_z = needs_conv_output(activation, scale);
+  TORCH_CHECK(!need_z || (conv_out.dim() == 4 && conv_out.size(1) == g.out_width),
               "superconv2d_backward: conv_out must be the saved [N, out_width, H', W'] convolution");
+  const bool want_scale = mask[3] && scale.has_value();
+  const at::MemoryFormat format = cpu_format(x, g);
   const double s = effective_scale(scale, scale_factor);
-  at::Tensor grad_z;
-  double scale_sum = 0.0;
-  if (activation == kNone && !want_scale) {
-    at::Tensor gv = g.out_width == c_out ? grad : grad.narrow(1, 0, g.out_width);
-    grad_z = s == 1.0 ? gv : gv * s;
-  } else {
-    const at::Tensor gc = grad.contiguous();
-    const at::Tensor zc = conv_out.contiguous();
-    grad_z = at::empty({x.size(0), g.out_width, g.out_h, g.out_w}, grad.options());
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(),
-                                    "superconv2d_backward_cpu", [&] {
-      scale_sum = epilogue_backward<scalar_t>(
-          gc.const_data_ptr<scalar_t>(), zc.const_data_ptr<scalar_t>(),
-          grad_z.mutable_data_ptr<scalar_t>(), x.size(0), c_out, g.out_width, g.out_h * g.out_w,
-          activation, negative_slope, s, want_scale);
-    });
+  const at::Tensor gc = grad.contiguous();
+  const at::Tensor zc = need_z ? conv_out.contiguous(format) : at::Tensor();
+  at::Tensor grad_z = at::empty({x.size(0), g.out_width, g.out_h, g.out_w},
+                                grad.options().memory_format(format));
+  BackwardSums sums;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(),
+                                  "superconv2d_backward_cpu", [&] {
+    sums = epilogue_backward<scalar_t>(
+        gc.const_data_ptr<scalar_t>(), need_z ? zc.const_data_ptr<scalar_t>() : nullptr,
+        need_z ? plane_strides(zc) : plane_strides(grad_z), grad_z.mutable_data_ptr<scalar_t>(),
+        plane_strides(grad_z), x.size(0), c_out, g.out_width,
+        g.out_h * g.out_w, activation, negative_slope, s);
+  });
+  auto [gx, gw, unused_gb] = conv_active_backward(grad_z, x, weight, g, stride, padding,
+                                                  {mask[0], mask[1], false}, format);
+  at::Tensor gb, gs;
+  if (mask[2]) {
+    gb = at::zeros({c_out}, x.options().dtype(at::kDouble));
+    gb.narrow(0, 0, g.out_width).copy_(at::tensor(sums.bias, gb.options()));
+    gb = gb.to(x.scalar_type());
   }
-  auto [gx, gw, gb] =
-      conv_active_backward(grad_z, x, weight, g, stride, padding, {mask[0], mask[1], mask[2]});
-  at::Tensor gs;
-  if (want_scale) gs = at::scalar_tensor(scale_sum * scale_factor, scale->options());
+  if (want_scale) gs = at::scalar_tensor(sums.scale * scale_factor, scale->options());
   return {gx, gw, gb, gs};
 }
 

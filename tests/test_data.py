@@ -51,6 +51,15 @@ def test_imresize_upscale_by_two_matches_hand_derived_weights():
                                    abs=1e-12)
 
 
+def test_imresize_without_antialiasing_matches_published_octave_output():
+    # Octave/MATLAB: imresize(reshape(0:15, 4, 4)', 0.5, 'bicubic', 'Antialiasing', false)
+    img = np.arange(16, dtype=np.float64).reshape(4, 4)
+    expect = np.array([[2.1875, 4.3125], [10.6875, 12.8125]])
+    assert np.allclose(imresize(img, 0.5, antialiasing=False), expect, atol=1e-12)
+    t = torch.from_numpy(img)[None]
+    assert torch.allclose(imresize(t, 0.5, antialiasing=False)[0], torch.from_numpy(expect), atol=1e-12)
+
+
 @pytest.mark.parametrize("scale", [0.25, 1 / 3, 0.5, 2, 3])
 def test_imresize_numpy_and_torch_agree(scale):
     img = rng().random((13, 17, 3))
@@ -350,3 +359,18 @@ def test_build_dataset_chooses_and_rejects(tmp_path):
         build_dataset(str(tmp_path), gt=str(tmp_path), lq=str(tmp_path), scale=2)
     with pytest.raises(UserError, match="missing_dir"):
         build_dataset(str(tmp_path / "missing_dir"), scale=2)
+
+
+def test_random_crops_repeat_with_seed_and_differ_between_loader_workers():
+    from torch.utils.data import DataLoader
+
+    ds = EmbeddedDataset("train", 4, patch_size=16, augment=True, repeat=2, seed=3)
+    same = EmbeddedDataset("train", 4, patch_size=16, augment=True, repeat=2, seed=3)
+    assert all(torch.equal(ds[i]["gt"], same[i]["gt"]) for i in range(4))
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(11)
+        runs.append([b["gt"] for b in DataLoader(ds, batch_size=4, num_workers=2)])
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+    # batch 0 (worker 0) and batch 1 (worker 1) hold the same four images, cropped differently
+    assert not torch.equal(runs[0][0], runs[0][1])

@@ -13,7 +13,7 @@ from trilevelnas import profile
 from trilevelnas.arch import Architecture
 from trilevelnas.cli import run_main
 from trilevelnas.data import imresize, modcrop, read_image, write_image
-from trilevelnas.inference import upscale_tensor
+from trilevelnas.inference import receptive_radius, upscale_tensor
 from trilevelnas.metrics import psnr, ssim
 from trilevelnas.models import RRDBNet, build, load_model, save_model
 from trilevelnas import evaluate, export, upscale
@@ -77,6 +77,48 @@ def test_tiled_equals_whole_image_once_pad_covers_receptive_field(models, name, 
     assert (tiled - whole).abs().max() < 1e-4
     seams = upscale_tensor(model, x, tile=12, tile_pad=1)
     assert (seams - whole).abs().max() > 1e-4  # too little padding shows
+
+
+def _measured_radius(model, scale, n=41):
+    """Largest LR distance whose input pixel gets a gradient from the centre LR pixel's outputs."""
+    radius = 0
+    for seed in range(2):
+        x = torch.rand(1, 3, n, n, generator=torch.Generator().manual_seed(seed), requires_grad=True)
+        c = n // 2
+        model(x)[:, :, c * scale:(c + 1) * scale, c * scale:(c + 1) * scale].sum().backward()
+        hit = (x.grad.abs().sum((0, 1)) > 0).nonzero()
+        radius = max(radius, int((hit - c).abs().max()))
+    return radius
+
+
+@pytest.mark.parametrize("name,scale,radius", [("b2", 2, RADIUS_B), ("a4", 4, RADIUS_A), ("rrdb", 2, None)])
+def test_receptive_radius_bounds_the_autograd_measured_radius(models, name, scale, radius):
+    model = load_model(models[name])
+    bound, measured = receptive_radius(model), _measured_radius(model, scale)
+    if radius is not None:
+        assert measured == radius
+    assert measured <= bound <= measured + 2
+
+
+def test_tile_pad_defaults_to_the_receptive_radius(models):
+    model = load_model(models["a4"])
+    x = torch.rand(1, 3, 25, 30)
+    with torch.no_grad():
+        whole = model(x)
+    assert (upscale_tensor(model, x, tile=7) - whole).abs().max() < 1e-4
+
+
+def test_receptive_radius_refuses_what_it_cannot_bound():
+    from trilevelnas.cli import UserError
+
+    with pytest.raises(UserError, match="strided"):
+        receptive_radius(nn.Sequential(nn.Conv2d(3, 3, 3, stride=2, padding=1)))
+    with pytest.raises(UserError, match="padding"):
+        receptive_radius(nn.Sequential(nn.Conv2d(3, 3, 3)))
+    with pytest.raises(UserError, match="MaxPool2d"):
+        receptive_radius(nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.MaxPool2d(3, 1, 1)))
+    assert receptive_radius(nn.Sequential(nn.Conv2d(3, 3, 5, padding=2), nn.BatchNorm2d(3), nn.ReLU(),
+                                          nn.Conv2d(3, 3, 3, padding=2, dilation=2))) == 4
 
 
 class _NaNInLowPrecision(nn.Module):
@@ -200,6 +242,18 @@ def test_evaluate_paired_folders_equal_hr_folder(models, tmp_path, capsys):
         assert res["hr"][k] == pytest.approx(res["paired"][k], abs=1e-6)
 
 
+def test_evaluate_skip_bad_images(models, tmp_path, capsys):
+    write_image(tmp_path / "good.png", np.random.default_rng(4).integers(0, 256, (24, 24, 3), dtype=np.uint8))
+    (tmp_path / "bad.png").write_bytes(b"broken")
+    code, _, err = run(evaluate, ["--model", models["b2"], "--data", tmp_path, "--no-progress"], capsys)
+    assert code == 2 and "bad.png" in err
+    with pytest.warns(UserWarning, match="bad.png"):
+        code, out, err = run(evaluate, ["--model", models["b2"], "--data", tmp_path, "--skip-bad-images",
+                                        "--json", tmp_path / "r.json", "--no-progress"], capsys)
+    assert code == 0, err
+    assert [r["name"] for r in json.loads((tmp_path / "r.json").read_text())["images"]] == ["good"]
+
+
 def test_evaluate_embedded_validation_set_with_raw_esrgan_weights(models, tmp_path, capsys):
     code, out, err = run(evaluate, ["--model", models["rrdb"], "--json", tmp_path / "e.json", "--no-progress"], capsys)
     assert code == 0, err
@@ -229,6 +283,7 @@ def test_export_onnx_has_dynamic_axes_and_matches_onnxruntime(models, tmp_path, 
         assert got.shape == ref.shape and np.abs(got - ref).max() < 1e-4
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 def test_export_torchscript_matches_eager(models, tmp_path, capsys):
     for key in ("b2", "rrdb"):
         path = tmp_path / f"{key}.ts"

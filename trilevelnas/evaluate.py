@@ -20,7 +20,7 @@ from .cli import UserError, run_main
 from .data.datasets import build_dataset
 from .data.imresize import imresize
 from .data.io import tensor_to_image, write_image
-from .inference import ArgumentParser, load_model_file, choose_device, model_scale, upscale_tensor
+from .inference import ArgumentParser, load_model_file, choose_device, model_scale, receptive_radius, upscale_tensor
 from .metrics import psnr, ssim
 
 __all__ = ["main", "evaluate_model"]
@@ -37,13 +37,16 @@ def _parser() -> ArgumentParser:
     p.add_argument("--json", help="write the results to this JSON file")
     p.add_argument("--save-dir", help="write the SR images to this folder")
     p.add_argument("--tile", type=int, default=0, help="LR tile size for large images, 0 = whole image")
-    p.add_argument("--tile-pad", type=int, default=10, help="LR context pixels around each tile")
+    p.add_argument("--tile-pad", type=int, default=None,
+                   help="LR context pixels around each tile (default: the receptive-field radius)")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="leave out unreadable images (with a warning) instead of stopping")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
-def evaluate_model(model, dataset, *, scale, crop_border=None, device="cpu", tile=0, tile_pad=10,
+def evaluate_model(model, dataset, *, scale, crop_border=None, device="cpu", tile=0, tile_pad=None,
                    save_dir=None, progress=False) -> dict:
     """PSNR/SSIM (Y channel) of ``model`` and of bicubic upscaling on every sample of ``dataset``.
 
@@ -86,10 +89,13 @@ def main(argv=None) -> int:
     scale = model_scale(model)
     if args.crop_border is not None and args.crop_border < 0:
         raise UserError(f"--crop-border must be >= 0, got {args.crop_border}")
+    tile_pad = args.tile_pad
+    if args.tile and tile_pad is None:
+        tile_pad = receptive_radius(model)
     dataset = build_dataset(args.data, args.gt, args.lq, scale=scale, filename_tmpl=args.filename_tmpl,
-                            split="val")
+                            split="val", skip_bad_images=args.skip_bad_images)
     result = evaluate_model(model, dataset, scale=scale, crop_border=args.crop_border, device=device,
-                            tile=args.tile, tile_pad=args.tile_pad, save_dir=args.save_dir,
+                            tile=args.tile, tile_pad=tile_pad, save_dir=args.save_dir,
                             progress=not args.no_progress)
     cost = profile(model)
     result.update({"params": int(cost["params"]), "gflops": float(cost["gflops"]),

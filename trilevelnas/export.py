@@ -68,7 +68,9 @@ def check_export(model, path: str, fmt: str, *, shape=(2, 3, 19, 23), seed: int 
         session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
         got = torch.from_numpy(session.run(["sr"], {"lq": x.numpy()})[0])
     else:
-        got = torch.jit.load(path)(x)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=DeprecationWarning)
+            got = torch.jit.load(path)(x)
     if got.shape != ref.shape:
         raise RuntimeError(f"exported model gives shape {tuple(got.shape)}, eager {tuple(ref.shape)}")
     return float((got - ref).abs().max())

@@ -17,7 +17,7 @@ from torch import nn
 from .cli import UserError
 
 __all__ = ["ArgumentParser", "choose_device", "model_scale", "upscale_tensor", "autocast_dtype",
-           "load_model_file"]
+           "load_model_file", "receptive_radius"]
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -82,6 +82,74 @@ def model_scale(model: nn.Module) -> int:
     return out.shape[-1] // 8
 
 
+_POINTWISE_MODULES = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
+                      nn.Identity, nn.Dropout, nn.BatchNorm2d)
+
+
+def receptive_radius(model: nn.Module) -> int:
+    """An upper bound on the receptive-field radius of ``model`` in LR pixels (a safe ``tile_pad``).
+
+    Traces the model with ``torch.fx`` and adds, along every path, ``(k - 1) / 2 * dilation / s``
+    for each ``nn.Conv2d`` running at ``s`` times the LR resolution, plus ``1 / s`` for each
+    upsampling step from resolution ``s`` (nearest-neighbour index rounding; one more
+    ``new_scale``-pixel for other interpolation modes); the result is rounded up. Raises
+    :class:`UserError` for what it cannot bound (strided convs, unknown layers, untraceable code).
+    """
+    import torch.fx as fx
+    import torch.nn.functional as F
+
+    try:
+        graph = fx.symbolic_trace(model).graph
+    except Exception as exc:  # fx raises many types for untraceable code
+        raise UserError(f"cannot trace {type(model).__name__} to find its receptive field ({exc}); "
+                        "give --tile-pad explicitly") from None
+    modules = dict(model.named_modules())
+    info: dict = {}
+    for node in graph.nodes:
+        inputs = [info[a] for a in node.all_input_nodes if a in info]
+        radius = max((r for r, _ in inputs), default=0.0)
+        scale = max((sc for _, sc in inputs), default=1.0)
+        what = None
+        if node.op == "call_module":
+            mod = modules[node.target]
+            if isinstance(mod, nn.Conv2d):
+                kh, kw = mod.kernel_size
+                dh, dw = mod.dilation
+                if any(st != 1 for st in mod.stride):
+                    what = f"strided convolution {node.target}"
+                elif mod.padding not in ("same", ((kh - 1) // 2 * dh, (kw - 1) // 2 * dw)):
+                    what = f"convolution {node.target} whose padding does not keep the size"
+                radius += max((kh - 1) // 2 * dh, (kw - 1) // 2 * dw) / scale
+            elif isinstance(mod, nn.PixelShuffle):
+                radius, scale = radius + 1.0 / scale, scale * mod.upscale_factor
+            elif isinstance(mod, nn.Upsample):
+                factor = float(mod.scale_factor)
+                extra = 0.0 if mod.mode == "nearest" else 1.0 / (scale * factor)
+                radius, scale = radius + 1.0 / scale + extra, scale * factor
+            elif not isinstance(mod, _POINTWISE_MODULES):
+                what = f"layer {node.target} ({type(mod).__name__})"
+        elif node.op == "call_function" and node.target is F.interpolate:
+            factor = node.kwargs.get("scale_factor", node.args[2] if len(node.args) > 2 else None)
+            mode = node.kwargs.get("mode", node.args[3] if len(node.args) > 3 else "nearest")
+            if not isinstance(factor, (int, float)):
+                what = "interpolate without a constant scale_factor"
+            else:
+                extra = 0.0 if mode == "nearest" else 1.0 / (scale * factor)
+                radius, scale = radius + 1.0 / scale + extra, scale * float(factor)
+        elif node.op == "call_function" and node.target is F.pixel_shuffle:
+            factor = node.args[1] if len(node.args) > 1 else node.kwargs["upscale_factor"]
+            radius, scale = radius + 1.0 / scale, scale * factor
+        elif node.op == "call_function" and getattr(node.target, "__name__", "") in (
+                "conv2d", "conv_transpose2d", "avg_pool2d", "max_pool2d", "unfold", "pad"):
+            what = f"function {node.target.__name__}"
+        if what is not None:
+            raise UserError(f"cannot bound the receptive field of {type(model).__name__}: {what}; "
+                            "give --tile-pad explicitly")
+        info[node] = (radius, scale)
+    outputs = [info[a] for n in graph.nodes if n.op == "output" for a in n.all_input_nodes if a in info]
+    return int(math.ceil(max((r for r, _ in outputs), default=0.0) - 1e-9))
+
+
 def _run(model: nn.Module, x: torch.Tensor, dtype: torch.dtype | None, state: dict) -> torch.Tensor:
     """``model(x)`` in fp32, or under autocast to ``dtype`` with a fp32 rerun if that gives NaN/inf."""
     if dtype is None:
@@ -99,24 +167,27 @@ def _run(model: nn.Module, x: torch.Tensor, dtype: torch.dtype | None, state: di
 
 @torch.no_grad()
 def upscale_tensor(model: nn.Module, lq: torch.Tensor, *, scale: int | None = None, tile: int = 0,
-                   tile_pad: int = 10, dtype: torch.dtype | None = None, progress: bool = False,
+                   tile_pad: int | None = None, dtype: torch.dtype | None = None, progress: bool = False,
                    desc: str = "tiles", stats: dict | None = None) -> torch.Tensor:
     """Super-resolve ``lq`` (``NCHW`` float in [0, 1], on the model's device) → float32 ``NCHW``.
 
-    ``tile > 0`` processes ``tile x tile`` LR tiles with ``tile_pad`` LR pixels of context.
+    ``tile > 0`` processes ``tile x tile`` LR tiles with ``tile_pad`` LR pixels of context
+    (default: :func:`receptive_radius`, so that tiled and whole outputs agree).
     ``dtype`` (float16 / bfloat16, CUDA only) runs under autocast; a tile whose output is not
     finite is recomputed in float32 (``stats["fallbacks"]`` counts them). The output is not
     clamped.
     """
     if lq.dim() != 4:
         raise ValueError(f"lq must be NCHW, got shape {tuple(lq.shape)}")
-    if tile < 0 or tile_pad < 0:
+    if tile < 0 or (tile_pad is not None and tile_pad < 0):
         raise UserError(f"--tile and --tile-pad must be >= 0, got {tile} and {tile_pad}")
     state = stats if stats is not None else {}
     n, c, h, w = lq.shape
     if not tile or (tile >= h and tile >= w):
         return _run(model, lq, dtype, state)
     scale = scale or model_scale(model)
+    if tile_pad is None:
+        tile_pad = receptive_radius(model)
     out = torch.empty(n, 3, h * scale, w * scale, dtype=torch.float32, device=lq.device)
     ty, tx = math.ceil(h / tile), math.ceil(w / tile)
     tiles = [(i, j) for i in range(ty) for j in range(tx)]

@@ -6,8 +6,8 @@
 A single input file goes to ``OUT`` if it has an image extension, else to ``OUT/<stem><suffix>.<ext>``;
 a folder's images go to the folder ``OUT``. Alpha channels are upscaled separately (MATLAB bicubic
 by default, or by the model with the alpha replicated to RGB); 16-bit images stay 16-bit and grey
-images stay grey. ``--tile`` bounds memory on large images; with ``--tile-pad`` at least the
-network's receptive-field radius (in LR pixels) the seams do not show.
+images stay grey. ``--tile`` bounds memory on large images; ``--tile-pad`` defaults to a bound on
+the network's receptive-field radius (in LR pixels), so that the seams do not show.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import torch
 from .cli import UserError, run_main
 from .data.imresize import imresize
 from .data.io import IMAGE_EXTENSIONS, list_images, read_image, tensor_to_image, to_float, write_image
-from .inference import ArgumentParser, load_model_file, autocast_dtype, choose_device, model_scale, upscale_tensor
+from .inference import ArgumentParser, load_model_file, autocast_dtype, choose_device, model_scale, receptive_radius, upscale_tensor
 
 __all__ = ["main", "upscale_image"]
 
@@ -31,7 +31,8 @@ def _parser() -> ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output file (single input) or folder")
     p.add_argument("--model", required=True, help="model file (save_model / train output, or ESRGAN weights)")
     p.add_argument("--tile", type=int, default=0, help="LR tile size, 0 = whole image (default)")
-    p.add_argument("--tile-pad", type=int, default=10, help="LR context pixels around each tile (default 10)")
+    p.add_argument("--tile-pad", type=int, default=None,
+                   help="LR context pixels around each tile (default: the receptive-field radius)")
     p.add_argument("--half", action="store_true", help="fp16 autocast (CUDA only; NaN tiles redone in fp32)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only; NaN tiles redone in fp32)")
     p.add_argument("--alpha-upsampler", choices=("bicubic", "model"), default="bicubic",
@@ -44,7 +45,7 @@ def _parser() -> ArgumentParser:
     return p
 
 
-def upscale_image(model, image, *, scale, device, tile=0, tile_pad=10, dtype=None,
+def upscale_image(model, image, *, scale, device, tile=0, tile_pad=None, dtype=None,
                   alpha_upsampler="bicubic", progress=False, stats=None):
     """Upscale a :class:`~trilevelnas.data.LoadedImage`; returns ``(rgb, alpha)`` integer arrays
     of the image's dtype (``alpha`` None if it has none)."""
@@ -88,6 +89,10 @@ def main(argv=None) -> int:
     jobs = _outputs(args.input, args.output, args.ext, args.suffix)
     model = load_model_file(args.model).to(device).eval()
     scale = model_scale(model)
+    tile_pad = args.tile_pad
+    if args.tile and tile_pad is None:
+        tile_pad = receptive_radius(model)
+        print(f"tile {args.tile}, tile pad {tile_pad} (the receptive-field radius)", file=sys.stderr)
     stats: dict = {}
     from tqdm import tqdm
 
@@ -95,7 +100,7 @@ def main(argv=None) -> int:
     for src, dst in bar:
         image = read_image(src)
         rgb, alpha = upscale_image(model, image, scale=scale, device=device, tile=args.tile,
-                                   tile_pad=args.tile_pad, dtype=dtype,
+                                   tile_pad=tile_pad, dtype=dtype,
                                    alpha_upsampler=args.alpha_upsampler,
                                    progress=not args.no_progress and bool(args.tile), stats=stats)
         write_image(dst, rgb, alpha, gray=image.gray)

@@ -61,7 +61,7 @@ std::tuple<at::Tensor, at::Tensor> superconv2d_cuda(
   const Geometry g = check_args(x, weight, bias, in_width, out_width, stride, padding, groups,
                                 activation, scale, accumulate);
   const c10::cuda::CUDAGuard guard(x.device());
-  at::Tensor z = conv_active(x, weight, bias, g, stride, padding);
+  at::Tensor z = conv_active(x, weight, bias, g, stride, padding, at::MemoryFormat::Contiguous);
   at::Tensor saved = needs_conv_output(activation, scale) ? z : at::empty({0}, x.options());
   const int64_t c_out = weight.size(0);
   if (activation == kNone && !scale.has_value() && scale_factor == 1.0 && !accumulate.has_value() &&
@@ -115,7 +115,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> superconv2d_backward_
         g.out_width, g.out_h * g.out_w, ep, stream));
   });
   auto [gx, gw, gb] =
-      conv_active_backward(grad_z, x, weight, g, stride, padding, {mask[0], mask[1], mask[2]});
+      conv_active_backward(grad_z, x, weight, g, stride, padding, {mask[0], mask[1], mask[2]},
+                           at::MemoryFormat::Contiguous);
   at::Tensor gs;
   if (want_scale) gs = (partial.sum() * scale_factor).to(scale->scalar_type());
   return {gx, gw, gb, gs};

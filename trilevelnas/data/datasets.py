@@ -98,7 +98,20 @@ class _SRBase(Dataset):
         if int(repeat) != repeat or repeat < 1:
             raise UserError(f"repeat must be a positive integer, got {repeat}")
         self.repeat = int(repeat)
-        self._rng = _random.Random(seed) if seed is not None else _random
+        self._seeded = _random.Random(seed) if seed is not None else _random
+        self._worker_rng = (None, None)
+
+    @property
+    def _rng(self):
+        """The main process: ``random.Random(seed)`` (or the ``random`` module without a seed).
+        A DataLoader worker: a generator seeded with the worker's seed (PyTorch derives it from
+        its own RNG, so crops differ between workers and epochs and follow ``torch.manual_seed``)."""
+        info = torch.utils.data.get_worker_info()
+        if info is None:
+            return self._seeded
+        if self._worker_rng[0] != (info.id, info.seed):
+            self._worker_rng = ((info.id, info.seed), _random.Random(info.seed))
+        return self._worker_rng[1]
 
     def _num_images(self) -> int:
         raise NotImplementedError
@@ -175,8 +188,9 @@ class HRFolderDataset(_HRSource):
     ``skip_bad_images``: leave out unreadable images and images too small for the patch, with a
     warning each, instead of raising :class:`UserError`. ``cache``: keep decoded images in memory.
     ``repeat``: iterate the images that many times per epoch. ``quantize``: round the LR image to
-    the source's bit depth. ``seed``: own random generator for crops/augmentation (default: the
-    ``random`` module, reseeded by PyTorch per DataLoader worker).
+    the source's bit depth. ``seed``: a random generator of its own for crops/augmentation in the
+    main process (default: the ``random`` module); in DataLoader workers each worker draws from
+    the seed PyTorch gives it, so workers differ and runs repeat under ``torch.manual_seed``.
     """
 
     def __init__(self, root, scale, patch_size=None, augment=False, *, skip_bad_images=False,

@@ -36,14 +36,15 @@ def cubic(x: np.ndarray) -> np.ndarray:
     return near + far
 
 
-def resize_weights(in_length: int, out_length: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+def resize_weights(in_length: int, out_length: int, scale: float,
+                   antialiasing: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Contribution weights and (0-based, mirrored) input indices for one dimension.
 
     Returns ``(weights, indices)``, both of shape ``[out_length, P]``: output pixel ``i`` is
     ``sum_k weights[i, k] * input[indices[i, k]]``. Columns whose weights are zero for every output
     pixel are dropped, as MATLAB does.
     """
-    antialias = scale < 1
+    antialias = antialiasing and scale < 1
     kernel_width = 4.0 / scale if antialias else 4.0
     x = np.arange(1, out_length + 1, dtype=np.float64)
     u = x / scale + 0.5 * (1.0 - 1.0 / scale)
@@ -75,13 +76,13 @@ def _out_length(length: int, scale: float) -> int:
     return int(math.ceil(round(length * scale, 9)))
 
 
-def _resize_numpy(img: np.ndarray, scale: float) -> np.ndarray:
+def _resize_numpy(img: np.ndarray, scale: float, antialiasing: bool) -> np.ndarray:
     from scipy.sparse import csr_matrix
 
     out = img.astype(np.float64)
     for dim in (0, 1):  # equal scales: rows first, as MATLAB
         length = out.shape[dim]
-        weights, indices = resize_weights(length, _out_length(length, scale), scale)
+        weights, indices = resize_weights(length, _out_length(length, scale), scale, antialiasing)
         rows = np.repeat(np.arange(weights.shape[0]), weights.shape[1])
         # duplicate (row, index) pairs from the mirrored borders are summed by csr_matrix
         matrix = csr_matrix((weights.ravel(), (rows, indices.ravel())), shape=(weights.shape[0], length))
@@ -91,12 +92,12 @@ def _resize_numpy(img: np.ndarray, scale: float) -> np.ndarray:
     return out
 
 
-def _resize_torch(img: torch.Tensor, scale: float) -> torch.Tensor:
+def _resize_torch(img: torch.Tensor, scale: float, antialiasing: bool) -> torch.Tensor:
     dtype = img.dtype if img.dtype in (torch.float32, torch.float64) else torch.float32
     out = img.to(dtype)
     for dim in (-2, -1):  # H then W
         length = out.shape[dim]
-        weights, indices = resize_weights(length, _out_length(length, scale), scale)
+        weights, indices = resize_weights(length, _out_length(length, scale), scale, antialiasing)
         w = torch.as_tensor(weights, dtype=dtype, device=img.device)
         idx = torch.as_tensor(indices, device=img.device)
         acc = None
@@ -109,7 +110,7 @@ def _resize_torch(img: torch.Tensor, scale: float) -> torch.Tensor:
     return out
 
 
-def imresize(img, scale):
+def imresize(img, scale, antialiasing: bool = True):
     """Resize ``img`` by ``scale`` with MATLAB's bicubic ``imresize`` (antialiased downscaling).
 
     ``img`` is either a numpy array ``HxW`` or ``HxWxC`` — float (any range; typically [0, 1]),
@@ -117,7 +118,8 @@ def imresize(img, scale):
     clipped back to the integer dtype, as MATLAB does — or a torch tensor ``CHW`` or ``NCHW``
     (float32/float64 keep their dtype, other dtypes are computed and returned in float32). The
     output size is ``ceil(size * scale)`` in each spatial dimension. Values are not clipped for
-    float inputs (bicubic overshoots slightly at edges, as in MATLAB).
+    float inputs (bicubic overshoots slightly at edges, as in MATLAB). ``antialiasing=False`` is
+    MATLAB's ``'Antialiasing', false`` (plain cubic interpolation when downscaling).
     """
     value = _check_scale(scale)
     if isinstance(img, torch.Tensor):
@@ -125,14 +127,14 @@ def imresize(img, scale):
             raise UserError(f"imresize: a tensor must be CHW or NCHW, got shape {tuple(img.shape)}")
         if min(img.shape[-2:]) < 1:
             raise UserError(f"imresize: empty image of shape {tuple(img.shape)}")
-        return _resize_torch(img, value)
+        return _resize_torch(img, value, antialiasing)
     if not isinstance(img, np.ndarray):
         raise UserError(f"imresize: expected a numpy array or a torch tensor, got {type(img).__name__}")
     if img.ndim not in (2, 3):
         raise UserError(f"imresize: a numpy image must be HxW or HxWxC, got shape {img.shape}")
     if min(img.shape[:2]) < 1:
         raise UserError(f"imresize: empty image of shape {img.shape}")
-    out = _resize_numpy(img, value)
+    out = _resize_numpy(img, value, antialiasing)
     if np.issubdtype(img.dtype, np.integer):
         info = np.iinfo(img.dtype)
         return np.clip(np.round(out), info.min, info.max).astype(img.dtype)

@@ -62,18 +62,23 @@ def sparse_vs_dense(cfg: SupernetConfig, batch: int, size: int, rho: float, repe
     return sparse, dense, live
 
 
-def paper_step(batch=16, size=32, rho=0.0, repeats=1):
-    """Median seconds and peak RSS growth (MiB) of a paper-size step (B, C = 64, tree)."""
+def paper_step(batch=16, size=32, rho=0.0, repeats=1, sparse=True, checkpoint=True):
+    """Median seconds, peak RSS growth (MiB) and computed-node count of a paper-size training
+    step (backbone B, C = 64, tree of 83 nodes, default initialisation)."""
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     torch.manual_seed(0)
-    net = Supernet(SupernetConfig(backbone="B", channels=64))
+    net = Supernet(SupernetConfig(backbone="B", channels=64, sparse_execution=sparse,
+                                  checkpoint=checkpoint))
     net.set_radius(rho)
     net.train()
     x = torch.randn(batch, 3, size, size)
     target = torch.randn(batch, 3, 4 * size, 4 * size)
     times = time_steps(net, x, target, repeats)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return statistics.median(times), (peak - before) / 1024.0
+    ctx = net.step_context()
+    w = ctx.net_host
+    live = int(net.topology.desc[:, w > 0].any(axis=1).sum()) if sparse else net.topology.n_nodes
+    return statistics.median(times), (peak - before) / 1024.0, live
 
 
 def main(argv=None):
@@ -81,9 +86,12 @@ def main(argv=None):
     ap.add_argument("--backbone", default="B")
     ap.add_argument("--topology", default="tree")
     ap.add_argument("--channels", type=int, default=16)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--size", type=int, default=16)
-    ap.add_argument("--rho", type=float, default=0.9)
+    ap.add_argument("--batch", type=int, default=None, help="default 4 (--paper: 16)")
+    ap.add_argument("--size", type=int, default=None, help="LR side, default 16 (--paper: 32)")
+    ap.add_argument("--rho", type=float, default=None, help="default 0.9 (--paper: 0)")
+    ap.add_argument("--dense", action="store_true", help="--paper: dense execution")
+    ap.add_argument("--no-checkpoint", action="store_true",
+                    help="--paper: store all activations (no recomputation; needs > 24 GiB at rho 0)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--paper", action="store_true", help="time one paper-size step instead")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
@@ -91,10 +99,16 @@ def main(argv=None):
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.paper:
-        t, mem = paper_step(a.batch, a.size, a.rho, a.repeats)
-        print(f"paper-size step (B, C=64, tree, batch {a.batch}, {a.size}x{a.size}, rho {a.rho}): "
-              f"{t:.2f} s, peak RSS growth {mem:.0f} MiB")
+        a.batch, a.size, a.rho = a.batch or 16, a.size or 32, a.rho or 0.0
+        t, mem, live = paper_step(a.batch, a.size, a.rho, a.repeats, not a.dense,
+                                  not a.no_checkpoint)
+        print(f"paper-size step (B, C=64, tree, batch {a.batch}, {a.size}x{a.size}, rho {a.rho}, "
+              f"{'sparse' if not a.dense else 'dense'}, checkpoint {not a.no_checkpoint}, "
+              f"{live} live nodes): {t:.2f} s, "
+              f"peak RSS growth {mem:.0f} MiB")
         return 0
+    a.batch, a.size = a.batch or 4, a.size or 16
+    a.rho = 0.9 if a.rho is None else a.rho
     n_up = 2
     scale = 4
     cfg = SupernetConfig(backbone=a.backbone, topology=a.topology, channels=a.channels, n_up=n_up,

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..space import N_SLOTS, RESIDUAL_SCALE, RiRCell, sample_widths, width_set
 from ..space.widths import WIDTH_MODES
@@ -158,7 +159,10 @@ class Supernet(nn.Module):
 
     # ---------------------------------------------------------------- modules the topologies run
     def run_cell(self, m: int, x: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        return self.cells[m](x, ctx.widths[m], ctx.coeffs[m], ctx.live_ops[m])
+        args = (x, ctx.widths[m], ctx.coeffs[m], ctx.live_ops[m])
+        if self.config.checkpoint and torch.is_grad_enabled():
+            return checkpoint(self.cells[m], *args, use_reentrant=False)
+        return self.cells[m](*args)
 
     def run_up(self, m: int, x: torch.Tensor) -> torch.Tensor:
         if self.config.backbone == "A":

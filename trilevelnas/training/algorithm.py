@@ -28,7 +28,7 @@ from ..cli import UserError
 from . import checkpoint as ckpt
 from . import components as comp
 from .config import Config
-from .distributed import DistContext, barrier, unwrap, wrap
+from .distributed import DistContext, all_reduce_grads, barrier, unwrap, wrap
 from .logging import RunLog
 from .loop import Loop, linear_radius, sample_batch
 from .losses import flops_penalty
@@ -201,7 +201,8 @@ class Pipeline:
         milestones = cfg.train.finetune_milestones if name == "finetune" else section.milestones
         module = self.supernet if name in ("pretrain", "search") else self.model
         module.train()
-        self.net = wrap(module, self.ctx, self.device)
+        ignore = list(self._arch_params()) if module is self.supernet else []
+        self.net = wrap(module, self.ctx, self.device, ignore=ignore)
         self.opt_w = _adam(self._weight_params(module), section.lr, section.betas, section.weight_decay)
         self.sched_w = _multistep(self.opt_w, milestones, section.lr_decay)
         self.opt_a = None
@@ -218,7 +219,7 @@ class Pipeline:
     def _weight_step(self, batch_set, phase: str, t: int, objective, stream: int = 0) -> dict:
         loop = self.loop
         loop.seed_data(phase, t, stream)
-        batch = sample_batch(batch_set, self.cfg.data.batch_size, self.device)
+        batch = sample_batch(batch_set, self._batch_size(phase), self.device)
         target = comp.targets(batch, self.teacher)
         loop.seed_noise(phase, t, stream)
         self.opt_w.zero_grad(set_to_none=True)
@@ -229,13 +230,16 @@ class Pipeline:
         self.opt_w.step()
         return {"loss": float(loss.detach()), **parts}
 
+    def _batch_size(self, phase: str) -> int:
+        return self._section(phase).batch_size or self.cfg.data.batch_size
+
     def _section(self, phase: str):
         return {"pretrain": self.cfg.pretrain, "search": self.cfg.search}.get(phase, self.cfg.train)
 
     def _pretrain_step(self, t: int) -> dict:
         loop = self.loop
         loop.seed_data("pretrain", t)
-        batch = sample_batch(self.half1, self.cfg.data.batch_size, self.device)
+        batch = sample_batch(self.half1, self._batch_size("pretrain"), self.device)
         target = comp.targets(batch, self.teacher)
         loop.seed_noise("pretrain", t)
         total = 0.0
@@ -261,15 +265,18 @@ class Pipeline:
         out = self._weight_step(self.half1, "search", t, objective, stream=0)
         self.sched_w.step()
         loop.seed_data("search", t, 1)
-        batch = sample_batch(self.half2, cfg.data.batch_size, self.device)
+        batch = sample_batch(self.half2, self._batch_size("search"), self.device)
         target = comp.targets(batch, self.teacher)
         loop.seed_noise("search", t, 1)
         self.opt_a.zero_grad(set_to_none=True)
-        d, _ = objective(self.net(batch["lq"]), target)
+        # The unwrapped supernet: only the architecture gradients are wanted, averaged over the
+        # ranks below (DDP would all-reduce the weight gradients too).
+        d, _ = objective(sn(batch["lq"]), target)
         gflops = sn.expected_flops()
         arch_loss = d + flops_penalty(gflops, cfg.loss.flops_weight) if cfg.loss.flops_weight > 0 else d
         loop.check_finite({"arch_loss": arch_loss})
         arch_loss.backward()
+        all_reduce_grads(list(self._arch_params().values()), self.ctx)
         self.opt_a.step()
         self.opt_w.zero_grad(set_to_none=True)  # the arch step's weight gradients are not used
         out.update({"arch_loss": float(arch_loss.detach()), "arch_d": float(d.detach()),

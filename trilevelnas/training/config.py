@@ -76,6 +76,7 @@ class PhaseConfig:
     milestones: list[int] = field(default_factory=list)  # steps at which the lr is multiplied by lr_decay
     lr_decay: float = 0.5
     grad_clip: float = 0.0  # 0: no clipping
+    batch_size: int = 0  # 0: data.batch_size
 
 
 @dataclass
@@ -317,6 +318,8 @@ def validate(cfg: Config) -> None:
             raise UserError(f"{name}.steps = {p.steps}: must be >= 0")
         if p.lr <= 0:
             raise UserError(f"{name}.lr = {p.lr}: must be positive")
+        if p.batch_size < 0:
+            raise UserError(f"{name}.batch_size = {p.batch_size}: must be >= 0 (0: data.batch_size)")
         if any(m <= 0 for m in p.milestones):
             raise UserError(f"{name}.milestones = {p.milestones}: must be positive step numbers")
     sc = cfg.search

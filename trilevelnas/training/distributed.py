@@ -57,16 +57,32 @@ def pick_device(spec: str, ctx_local_rank: int | None = None) -> torch.device:
     return device
 
 
-def wrap(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:
+def wrap(model: nn.Module, ctx: DistContext, device: torch.device, ignore: list[str] = ()) -> nn.Module:
     """``model`` in DistributedDataParallel when the run has several processes, else itself.
 
     ``find_unused_parameters`` is on: sparse execution skips candidates and tree nodes whose weight
-    is zero, so a step need not touch every parameter.
+    is zero, so a step need not touch every parameter. Parameters named in ``ignore`` (the
+    architecture parameters, which are also used outside ``forward`` by the FLOPs term) are left
+    to :func:`all_reduce_grads`.
     """
     if not ctx.enabled:
         return model
+    if ignore:
+        nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, list(ignore))
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+
+
+def all_reduce_grads(params, ctx: DistContext) -> None:
+    """Average the gradients of ``params`` over all ranks (in place; missing gradients count as 0)."""
+    if not ctx.enabled:
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+        p.grad.div_(ctx.world_size)
+
 
 
 def unwrap(model: nn.Module) -> nn.Module:

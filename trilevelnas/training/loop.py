@@ -105,7 +105,7 @@ class Loop:
     def save_checkpoint(self) -> None:
         """Write the owner's state atomically (rank 0), unless some weight is no longer finite."""
         if not params_finite(self.finite_modules()):
-            self._stop_non_finite("a weight", "non-finite")
+            self._stop_non_finite("network weight", "nan or inf")
         if self.ctx.is_main:
             state = self.checkpoint_fn()
             state["loop"] = {"phase": self.state.phase, "step": self.state.step,
@@ -129,16 +129,15 @@ class Loop:
                     f"({self.last_checkpoint_step[0]} step {self.last_checkpoint_step[1]}) is kept")
         else:
             kept = "no checkpoint had been written yet"
-        raise NonFiniteLoss(f"{what} became {value} at {where}; the run stopped and {kept}; "
+        raise NonFiniteLoss(f"non-finite {what} ({value}) at {where}; the run stopped and {kept}; "
                             "lower the learning rate (--set <phase>.lr=...) or enable grad_clip")
 
     def check_finite(self, losses: dict[str, torch.Tensor]) -> None:
         """Stop (on every rank) when any of the step's losses is NaN or infinite."""
         bad = [k for k, v in losses.items() if not bool(torch.isfinite(v.detach()).all())]
         if any_flag(bool(bad), self.ctx, self.device):
-            name = bad[0] if bad else "the loss (on another rank)"
-            value = str(float(losses[bad[0]].detach())) if bad else "non-finite"
-            self._stop_non_finite(f"loss {name!r}" if bad else name, value)
+            value = str(float(losses[bad[0]].detach())) if bad else "on another rank"
+            self._stop_non_finite(f"loss {bad[0]!r}" if bad else "loss", value)
 
     def run_phase(self, name: str, total: int, step_fn: Callable[[int], dict],
                   extra_fn: Callable[[], dict] | None = None, extra_every: int = 0,

@@ -1,0 +1,382 @@
+"""Run the benchmark suites and write ``benchmarks/results/<device>.{json,md,png}``.
+
+    python benchmarks/sweep.py [--quick] [--threads N] [-k EXPR] [--suites relax superconv ...]
+
+1. Measures the machine: copy bandwidth (median of ``torch.clone`` of a large tensor, bytes read +
+   written) and fp32 matmul throughput (median of a large square ``torch.mm``).
+2. Runs ``pytest benchmarks/<suites> --benchmark-json`` in a subprocess (``--quick``:
+   ``TNAS_BENCH_QUICK=1``, small shapes, few rounds; ``--threads``: ``--bench-threads`` and
+   ``OMP_NUM_THREADS``).
+3. Writes the JSON (machine, every benchmark's stats and ``extra_info``), a markdown report (per
+   benchmark group: each provider's median, its ratio to the best provider of the group, the
+   hardware floor and the ratio to it; then the op-layer and superkernel targets, met or not) and a
+   PNG plot of the ratios.
+
+Hardware floor of one benchmark: ``extra_info["bytes"] / bandwidth`` or ``extra_info["flops"] /
+matmul peak`` when the suite records them; for the relax suite, whose ops are memory-bound, the
+bytes are derived from ``elements`` (fp32; fwd reads x and writes q: 8 B/element; bwd reads q and
+the incoming gradient and writes the gradient: 12 B; fwd+bwd: 20 B).
+
+``python benchmarks/sweep.py --peak-child MODULE FUNC JSON`` is the child process of
+:func:`cpu_peak_memory` (not for direct use).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+SUITES = ("relax", "superconv", "supernet", "models")
+RELAX_BYTES_PER_ELEMENT = {"fwd": 8, "bwd": 12, "fwdbwd": 20}
+
+
+# ------------------------------------------------------------------------------ peak memory (CPU)
+def cpu_peak_memory(module: str, func: str, kwargs: dict) -> int:
+    """Peak memory (bytes) of one call on CPU: in a fresh Python process, ``fn = module.func(**kwargs)``
+    (builds and warms up the case), then the growth of ``ru_maxrss`` over one ``fn()``. Counts
+    what one call allocates beyond the set-up state (activations, gradients, workspaces)."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--peak-child", module, func, json.dumps(kwargs)]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=str(HERE))
+    if out.returncode != 0:
+        raise RuntimeError(f"peak-memory child {module}.{func}({kwargs}) failed:\n{out.stderr[-2000:]}")
+    return int(json.loads(out.stdout.strip().splitlines()[-1])["bytes"])
+
+
+def _peak_child(module: str, func: str, kwargs_json: str) -> None:
+    import gc
+    import importlib
+
+    sys.path.insert(0, str(HERE))
+    fn = getattr(importlib.import_module(module), func)(**json.loads(kwargs_json))
+    gc.collect()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    fn()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"bytes": (after - before) * 1024}))  # Linux: ru_maxrss in KiB
+
+
+# ------------------------------------------------------------------------------ machine
+def device_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def _median_time(fn, repeats: int, sync) -> float:
+    fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def measure_machine(quick: bool) -> dict:
+    """Copy bandwidth (B/s) and fp32 matmul throughput (FLOP/s) on the benchmark device."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    dev = "cuda" if cuda else "cpu"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    n_bytes = (1 << 30 if cuda else 1 << 28) // (4 if quick else 1)
+    x = torch.empty(n_bytes // 4, device=dev).fill_(1.0)
+    t_copy = _median_time(lambda: x.clone(), 5 if quick else 15, sync)
+    del x
+    n = (8192 if cuda else 2048) // (2 if quick else 1)
+    a = torch.randn(n, n, device=dev)
+    b = torch.randn(n, n, device=dev)
+    t_mm = _median_time(lambda: torch.mm(a, b), 3 if quick else 10, sync)
+    return {"device": device_name(), "kind": dev, "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "copy_bandwidth_Bps": 2 * n_bytes / t_copy,
+            "matmul_flops": 2 * n ** 3 / t_mm, "copy_bytes": n_bytes, "matmul_n": n}
+
+
+# ------------------------------------------------------------------------------ running
+def run_suites(suites, quick: bool, threads: int | None, select: str | None, json_path: Path) -> int:
+    files = [str(HERE / f"test_bench_{s}.py") for s in suites if (HERE / f"test_bench_{s}.py").exists()]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files,
+           f"--benchmark-json={json_path}", "--benchmark-columns=median,min,rounds",
+           "--benchmark-sort=name"]
+    env = dict(os.environ)
+    if quick:
+        env["TNAS_BENCH_QUICK"] = "1"
+        env.setdefault("TNAS_BENCH_ROUNDS", "2")
+        cmd += ["--benchmark-max-time=0.2", "--benchmark-min-rounds=3"]
+    if threads:
+        cmd.append(f"--bench-threads={threads}")
+        env["OMP_NUM_THREADS"] = str(threads)
+    if select:
+        cmd += ["-k", select]
+    print("+", " ".join(cmd), flush=True)
+    return subprocess.run(cmd, env=env, cwd=str(HERE.parent)).returncode
+
+
+def _provider(bench: dict) -> str:
+    info = bench.get("extra_info", {})
+    if "provider" in info:
+        return str(info["provider"])
+    return bench.get("param") or bench["name"]
+
+
+def collect(raw: dict, machine: dict) -> list[dict]:
+    """One row per benchmark: group, provider, median/min seconds, floor and peak memory."""
+    rows = []
+    for b in raw.get("benchmarks", []):
+        info = b.get("extra_info", {})
+        st = b["stats"]
+        floor = floor_kind = None
+        if "bytes" in info:
+            floor, floor_kind = info["bytes"] / machine["copy_bandwidth_Bps"], "bytes/bandwidth"
+        elif "flops" in info:
+            floor, floor_kind = info["flops"] / machine["matmul_flops"], "FLOPs/peak"
+        elif "elements" in info and info.get("direction") in RELAX_BYTES_PER_ELEMENT:
+            nbytes = info["elements"] * RELAX_BYTES_PER_ELEMENT[info["direction"]]
+            floor, floor_kind = nbytes / machine["copy_bandwidth_Bps"], "bytes/bandwidth"
+        rows.append({"group": b.get("group") or "-", "name": b["name"], "provider": _provider(b),
+                     "median_s": st["median"], "min_s": st["min"], "rounds": st["rounds"],
+                     "floor_s": floor, "floor_kind": floor_kind,
+                     "peak_memory_bytes": info.get("peak_memory_bytes"), "extra_info": info})
+    by_group: dict[str, list[dict]] = {}
+    for r in rows:
+        by_group.setdefault(r["group"], []).append(r)
+    for group_rows in by_group.values():
+        best = min(r["median_s"] for r in group_rows)
+        for r in group_rows:
+            r["ratio_to_best"] = r["median_s"] / best
+            r["ratio_to_floor"] = r["median_s"] / r["floor_s"] if r["floor_s"] else None
+            if "model" in r["extra_info"]:
+                r["images_per_s"] = r["extra_info"].get("batch", 1) / r["median_s"]
+    return rows
+
+
+# ------------------------------------------------------------------------------ targets
+def _find(rows, group_re: str, provider_re: str):
+    g, p = re.compile(group_re), re.compile(provider_re)
+    hits = [r for r in rows if g.fullmatch(r["group"]) and p.fullmatch(r["provider"])]
+    return hits[0] if len(hits) == 1 else None
+
+
+def _speedup_target(rows, label, group_re, fast_re, slow_re, need, aim=None):
+    fast, slow = _find(rows, group_re, fast_re), _find(rows, group_re, slow_re)
+    if fast is None or slow is None:
+        return {"target": label, "status": "not measured", "detail": "benchmark not in this run"}
+    ratio = slow["median_s"] / fast["median_s"]
+    status = "met" if ratio >= need else f"gap: {ratio:.2f}× < {need}×"
+    if aim and ratio < aim and ratio >= need:
+        status += f" (aim {aim}× not reached)"
+    return {"target": label, "status": status, "detail": f"{ratio:.2f}× ({fast['name']} vs {slow['name']})"}
+
+
+def evaluate_targets(rows, machine) -> list[dict]:
+    """The op-layer and superkernel issues' targets, evaluated on this run's rows."""
+    out = []
+    if machine["kind"] == "cpu":
+        out.append(_speedup_target(rows, "relax: fused packed fwd+bwd at the search-space groups "
+                                   "≥ 5× faster than the reference on CPU (aim 20×)",
+                                   r"relax-sparsestmax-search-fwdbwd", "fused", "reference", 5, 20))
+        out.append(_speedup_target(rows, "relax: fused packed sparsemax fwd+bwd (search groups) "
+                                   "faster than the reference on CPU",
+                                   r"relax-sparsemax-search-fwdbwd", "fused", "reference", 1))
+        for shape in ("search", "1Kx4", "4Kx16", "16Kx32", "64Kx64"):
+            for d in ("fwd", "fwdbwd"):
+                out.append(_speedup_target(rows, f"relax: fused faster than entmax sparsemax "
+                                           f"(r = 0), {shape} {d}",
+                                           rf"relax-sparsemax-{shape}-{d}", "fused", "entmax", 1))
+        out.append(_speedup_target(rows, "superconv: CPU width 24/64 at least 2× cheaper than "
+                                   "64/64 (16×64×32×32, 3×3)", r"superconv.*", r".*24.*", r".*64/64.*", 2))
+        full, conv = (_find(rows, r"superconv.*", r".*fused.*64/64.*"),
+                      _find(rows, r"superconv.*", r".*(conv2d|full-width).*64/64.*"))
+        if full and conv:
+            ratio = full["median_s"] / conv["median_s"]
+            out.append({"target": "superconv: full width within 1.15× of plain F.conv2d (CPU)",
+                        "status": "met" if ratio <= 1.15 else f"gap: {ratio:.2f}× > 1.15×",
+                        "detail": f"{ratio:.2f}× ({full['name']} vs {conv['name']})"})
+        else:
+            out.append({"target": "superconv: full width within 1.15× of plain F.conv2d (CPU)",
+                        "status": "not measured", "detail": "benchmark not in this run"})
+        out.append({"target": "GPU targets of the op-layer and superkernel issues (CUDA / Triton "
+                              "kernels vs the bandwidth / FLOP floor, CUDA-graph step)",
+                    "status": "not measured", "detail": "no GPU in this session"})
+    for topo in ("tree", "trellis", "fixed"):
+        for rho in ("0.9", "1.0"):
+            out.append(_speedup_target(rows, f"supernet step ({topo}): sparse execution faster than "
+                                       f"dense at ρ = {rho}", rf"supernet-step-{topo}",
+                                       rf"ours-sparse-rho{rho}", rf"ours-dense-rho{rho}", 1))
+    for topo in ("tree", "fixed"):
+        out.append(_speedup_target(rows, f"supernet step ({topo}): ours (dense, ρ = 0) faster than "
+                                   "the AGD-style baseline", rf"supernet-step-{topo}",
+                                   r"ours-dense-rho0\.0", "agd-baseline", 1))
+    return out
+
+
+# ------------------------------------------------------------------------------ reporting
+def _fmt_time(s):
+    if s is None:
+        return "–"
+    for unit, f in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if s >= f:
+            return f"{s / f:.3g} {unit}"
+    return f"{s * 1e9:.3g} ns"
+
+
+def _fmt_bytes(b):
+    if b is None:
+        return "–"
+    return f"{b / 2 ** 20:.1f} MiB"
+
+
+def write_markdown(path: Path, machine: dict, rows: list[dict], targets: list[dict], quick: bool,
+                   plot_name: str | None) -> None:
+    lines = [f"# Benchmarks on {machine['device']}", "",
+             f"torch {machine['torch']}, {machine['kind']}, {machine['threads']} thread(s)"
+             f"{', quick run (small shapes)' if quick else ''}. Generated by `benchmarks/sweep.py`; "
+             "see `docs/benchmarks.md` for what each suite measures.", "",
+             f"Measured floors: copy bandwidth {machine['copy_bandwidth_Bps'] / 1e9:.2f} GB/s "
+             f"(`torch.clone` of {machine['copy_bytes'] >> 20} MiB, read + write), fp32 matmul "
+             f"{machine['matmul_flops'] / 1e9:.1f} GFLOP/s (`torch.mm` {machine['matmul_n']}²).", ""]
+    if plot_name:
+        lines += [f"![ratio to the best provider]({plot_name})", ""]
+    lines += ["## Targets", "", "| target | status | measured |", "|---|---|---|"]
+    lines += [f"| {t['target']} | {t['status']} | {t['detail']} |" for t in targets]
+    by_group: dict[str, list[dict]] = {}
+    for r in rows:
+        by_group.setdefault(r["group"], []).append(r)
+    lines += ["", "## Results", "",
+              "Median of the rounds; ratio = median / best median of the group (1.00 = best); "
+              "floor = the time the hardware needs at least (bytes / bandwidth or FLOPs / matmul "
+              "peak), × floor = median / floor. Peak memory: CUDA `max_memory_allocated`, CPU the "
+              "`ru_maxrss` growth over one call in a fresh process (beyond weights and inputs).", ""]
+    for group in sorted(by_group):
+        grp = sorted(by_group[group], key=lambda r: r["median_s"])
+        lines += [f"### {group}", "",
+                  "| provider | median | min | rounds | ratio to best | floor | × floor | peak mem | notes |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in grp:
+            info = r["extra_info"]
+            notes = []
+            if "images_per_s" in r:
+                notes.append(f"{r['images_per_s']:.3g} img/s at {info.get('lr')}² LR")
+            if "live_candidates" in info:
+                notes.append(f"live candidates {info['live_candidates']:.2f}")
+            if "nonzero_net_weights" in info:
+                notes.append(f"non-zero net weights {info['nonzero_net_weights']:.2f}")
+            if "batch" in info and "topology" in info:
+                notes.append(f"batch {info['batch']}, LR {info['lr']}², {info['n_rir']}+{info['n_up']}")
+            xf = f"{r['ratio_to_floor']:.3g}" if r["ratio_to_floor"] else "–"
+            lines.append(f"| {r['provider']} | {_fmt_time(r['median_s'])} | {_fmt_time(r['min_s'])} | "
+                         f"{r['rounds']} | {r['ratio_to_best']:.2f} | {_fmt_time(r['floor_s'])} | {xf} | "
+                         f"{_fmt_bytes(r['peak_memory_bytes'])} | {'; '.join(notes)} |")
+        lines.append("")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def write_plot(path: Path, rows: list[dict], title: str) -> bool:
+    """Horizontal bars of every provider's ratio to the best of its group (log scale), one panel
+    per suite."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    suites: dict[str, list[dict]] = {}
+    for r in rows:
+        suites.setdefault(r["group"].split("-")[0], []).append(r)
+    if not suites:
+        return False
+    heights = [max(2.0, 0.18 * len(v) + 1.0) for v in suites.values()]
+    fig, axes = plt.subplots(len(suites), 1, figsize=(10, sum(heights)),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    for ax, (suite, rs) in zip(axes[:, 0], sorted(suites.items())):
+        rs = sorted(rs, key=lambda r: (r["group"], r["ratio_to_best"]))
+        labels = [f"{r['group']} · {r['provider']}" for r in rs]
+        ax.barh(range(len(rs)), [r["ratio_to_best"] for r in rs],
+                color=["tab:green" if r["ratio_to_best"] == 1.0 else "tab:gray" for r in rs])
+        ax.set_yticks(range(len(rs)), labels, fontsize=6)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.axvline(1.0, color="k", lw=0.5)
+        ax.set_title(f"{suite}: time / best time of the group", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="CI-sized shapes and few rounds")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads for the suites")
+    ap.add_argument("--suites", nargs="+", default=list(SUITES), choices=SUITES)
+    ap.add_argument("-k", dest="select", default=None, help="pytest -k expression")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    ap.add_argument("--from-json", type=Path, default=None,
+                    help="rebuild the report from an existing pytest-benchmark JSON (no run)")
+    ap.add_argument("--peak-child", nargs=3, metavar=("MODULE", "FUNC", "JSON"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.peak_child:
+        _peak_child(*args.peak_child)
+        return 0
+    if args.threads is not None and args.threads < 1:
+        print(f"sweep: --threads {args.threads}: expected a positive integer", file=sys.stderr)
+        return 2
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    machine = measure_machine(args.quick)
+    print(f"machine: {json.dumps(machine)}", flush=True)
+    if args.from_json:
+        raw = json.loads(args.from_json.read_text())
+        rc = 0
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            jpath = Path(tmp) / "bench.json"
+            rc = run_suites(args.suites, args.quick, args.threads, args.select, jpath)
+            if not jpath.exists():
+                print("sweep: pytest wrote no benchmark JSON", file=sys.stderr)
+                return rc or 1
+            raw = json.loads(jpath.read_text())
+    rows = collect(raw, machine)
+    targets = evaluate_targets(rows, machine)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = slug(machine["device"]) + ("-quick" if args.quick else "")
+    plot = args.out / f"{stem}.png"
+    has_plot = write_plot(plot, rows, f"{machine['device']} ({machine['threads']} threads)")
+    (args.out / f"{stem}.json").write_text(json.dumps(
+        {"machine": machine, "quick": args.quick, "pytest_exit_status": rc,
+         "results": rows, "targets": targets}, indent=1, default=str) + "\n")
+    write_markdown(args.out / f"{stem}.md", machine, rows, targets, args.quick,
+                   plot.name if has_plot else None)
+    print(f"wrote {args.out / stem}.json, .md" + (", .png" if has_plot else ""))
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""The compiled extension is loaded, registers its ops, and backend() reports it consistently.
+
+These tests fail (not skip) when trilevelnas._C did not compile or import.
+"""
+import torch
+
+import trilevelnas.ops as ops
+from trilevelnas.ops import _backend
+
+RELAX_OPS = [
+    "sparsestmax_packed",
+    "sorted_sparsestmax_packed",
+    "sparsestmax_rows",
+    "sparsestmax_packed_backward",
+    "sparsestmax_rows_backward",
+    "softmax_packed",
+    "softmax_packed_backward",
+]
+
+
+def test_extension_is_loaded():
+    info = ops.backend()
+    assert info["extension"] is True, info["extension_error"]
+    assert info["extension_error"] is None
+    assert info["cpu"] == "c++"
+    import trilevelnas._C as compiled
+
+    assert _backend._C is compiled
+
+
+def test_backend_report_is_consistent():
+    info = ops.backend()
+    import trilevelnas._C as compiled
+
+    assert info["cuda_kernels"] == bool(compiled.with_cuda())
+    assert info["cuda_device"] == torch.cuda.is_available()
+    assert info["gpu_backend"] == (ops.gpu_backend() if torch.cuda.is_available() else None)
+    if info["cuda_kernels"]:
+        assert torch.version.cuda is not None  # CUDA kernels only get built against a CUDA torch
+
+
+def test_relax_ops_are_registered_with_cpu_kernels():
+    for name in RELAX_OPS:
+        op = getattr(torch.ops.trilevelnas, name).default
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(op.name(), "CPU"), name
+        if ops.backend()["cuda_kernels"]:
+            assert torch._C._dispatch_has_kernel_for_dispatch_key(op.name(), "CUDA"), name
+
+
+def test_relax_op_runs_through_the_dispatcher():
+    out, gain = torch.ops.trilevelnas.sparsestmax_packed(torch.tensor([0.0, 1.0, 3.0]), torch.tensor([0, 1, 3]),
+                                                         None, 0.0)
+    assert out.tolist() == [1.0, 0.0, 1.0]
+    assert gain.tolist() == [0.0, 0.0]
