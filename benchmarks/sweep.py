@@ -2,8 +2,10 @@
 
     python benchmarks/sweep.py [--quick] [--threads N] [-k EXPR] [--suites relax superconv ...]
 
-1. Measures the machine: copy bandwidth (median of ``torch.clone`` of a large tensor, bytes read +
-   written) and fp32 matmul throughput (median of a large square ``torch.mm``).
+1. Measures the machine: copy bandwidth (median of a large ``Tensor.copy_`` into a preallocated
+   tensor — a clone without the page faults of a fresh allocation —, bytes read + written; the
+   ``torch.clone`` figure, faults included, is recorded beside it) and fp32 matmul throughput
+   (median of a large square ``torch.mm``).
 2. Runs ``pytest benchmarks/<suites> --benchmark-json`` in a subprocess (``--quick``:
    ``TNAS_BENCH_QUICK=1``, small shapes, few rounds; ``--threads``: ``--bench-threads`` and
    ``OMP_NUM_THREADS``).
@@ -15,10 +17,9 @@
 Hardware floor of one benchmark: ``extra_info["bytes"] / bandwidth`` or ``extra_info["flops"] /
 matmul peak`` when the suite records them; for the relax suite, whose ops are memory-bound, the
 bytes are derived from ``elements`` (fp32; fwd reads x and writes q: 8 B/element; bwd reads q and
-the incoming gradient and writes the gradient: 12 B; fwd+bwd: 20 B).
-
-``python benchmarks/sweep.py --peak-child MODULE FUNC JSON`` is the child process of
-:func:`cpu_peak_memory` (not for direct use).
+the incoming gradient and writes the gradient: 12 B; fwd+bwd: 20 B); for the superconv suite,
+which records the multiply-accumulates of the active block, FLOPs = 2·MACs forward and 6·MACs
+forward + backward (input and weight gradients).
 """
 from __future__ import annotations
 
@@ -27,7 +28,6 @@ import json
 import os
 import platform
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -39,31 +39,37 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 SUITES = ("relax", "superconv", "supernet", "models")
 RELAX_BYTES_PER_ELEMENT = {"fwd": 8, "bwd": 12, "fwdbwd": 20}
+CONV_FLOPS_PER_MAC = {"fwd": 2, "fwdbwd": 6}
 
 
 # ------------------------------------------------------------------------------ peak memory (CPU)
-def cpu_peak_memory(module: str, func: str, kwargs: dict) -> int:
-    """Peak memory (bytes) of one call on CPU: in a fresh Python process, ``fn = module.func(**kwargs)``
-    (builds and warms up the case), then the growth of ``ru_maxrss`` over one ``fn()``. Counts
-    what one call allocates beyond the set-up state (activations, gradients, workspaces)."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--peak-child", module, func, json.dumps(kwargs)]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=str(HERE))
-    if out.returncode != 0:
-        raise RuntimeError(f"peak-memory child {module}.{func}({kwargs}) failed:\n{out.stderr[-2000:]}")
-    return int(json.loads(out.stdout.strip().splitlines()[-1])["bytes"])
+def _status_bytes(key: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    raise OSError(f"{key} not in /proc/self/status")
 
 
-def _peak_child(module: str, func: str, kwargs_json: str) -> None:
+def cpu_peak_memory(fn) -> int | None:
+    """Peak memory (bytes) of one ``fn()`` on CPU: the process's resident-set high-water mark
+    during the call minus its resident set before it. Freed heap memory is first returned to the
+    system (``malloc_trim``) and the high-water mark reset (``/proc/self/clear_refs`` ← 5), so
+    what the call allocates must be faulted in and is counted. Linux only: None elsewhere."""
+    import ctypes
     import gc
-    import importlib
 
-    sys.path.insert(0, str(HERE))
-    fn = getattr(importlib.import_module(module), func)(**json.loads(kwargs_json))
-    gc.collect()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        gc.collect()
+        libc.malloc_trim(0)
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+        before = _status_bytes("VmRSS:")
+    except OSError:
+        return None
     fn()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"bytes": (after - before) * 1024}))  # Linux: ru_maxrss in KiB
+    return max(_status_bytes("VmHWM:") - before, 0)
 
 
 # ------------------------------------------------------------------------------ machine
@@ -106,14 +112,17 @@ def measure_machine(quick: bool) -> dict:
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     n_bytes = (1 << 30 if cuda else 1 << 28) // (4 if quick else 1)
     x = torch.empty(n_bytes // 4, device=dev).fill_(1.0)
-    t_copy = _median_time(lambda: x.clone(), 5 if quick else 15, sync)
-    del x
+    y = torch.empty_like(x).fill_(0.0)
+    t_copy = _median_time(lambda: y.copy_(x), 5 if quick else 15, sync)
+    t_clone = _median_time(lambda: x.clone(), 5 if quick else 15, sync)
+    del x, y
     n = (8192 if cuda else 2048) // (2 if quick else 1)
     a = torch.randn(n, n, device=dev)
     b = torch.randn(n, n, device=dev)
     t_mm = _median_time(lambda: torch.mm(a, b), 3 if quick else 10, sync)
     return {"device": device_name(), "kind": dev, "torch": torch.__version__,
             "threads": torch.get_num_threads(), "copy_bandwidth_Bps": 2 * n_bytes / t_copy,
+            "clone_bandwidth_Bps": 2 * n_bytes / t_clone,
             "matmul_flops": 2 * n ** 3 / t_mm, "copy_bytes": n_bytes, "matmul_n": n}
 
 
@@ -155,6 +164,9 @@ def collect(raw: dict, machine: dict) -> list[dict]:
             floor, floor_kind = info["bytes"] / machine["copy_bandwidth_Bps"], "bytes/bandwidth"
         elif "flops" in info:
             floor, floor_kind = info["flops"] / machine["matmul_flops"], "FLOPs/peak"
+        elif "macs" in info and info.get("direction") in CONV_FLOPS_PER_MAC:
+            flops = info["macs"] * CONV_FLOPS_PER_MAC[info["direction"]]
+            floor, floor_kind = flops / machine["matmul_flops"], "FLOPs/peak"
         elif "elements" in info and info.get("direction") in RELAX_BYTES_PER_ELEMENT:
             nbytes = info["elements"] * RELAX_BYTES_PER_ELEMENT[info["direction"]]
             floor, floor_kind = nbytes / machine["copy_bandwidth_Bps"], "bytes/bandwidth"
@@ -208,23 +220,28 @@ def evaluate_targets(rows, machine) -> list[dict]:
                 out.append(_speedup_target(rows, f"relax: fused faster than entmax sparsemax "
                                            f"(r = 0), {shape} {d}",
                                            rf"relax-sparsemax-{shape}-{d}", "fused", "entmax", 1))
-        out.append(_speedup_target(rows, "superconv: CPU width 24/64 at least 2× cheaper than "
-                                   "64/64 (16×64×32×32, 3×3)", r"superconv.*", r".*24.*", r".*64/64.*", 2))
-        full, conv = (_find(rows, r"superconv.*", r".*fused.*64/64.*"),
-                      _find(rows, r"superconv.*", r".*(conv2d|full-width).*64/64.*"))
-        if full and conv:
-            ratio = full["median_s"] / conv["median_s"]
-            out.append({"target": "superconv: full width within 1.15× of plain F.conv2d (CPU)",
-                        "status": "met" if ratio <= 1.15 else f"gap: {ratio:.2f}× > 1.15×",
-                        "detail": f"{ratio:.2f}× ({full['name']} vs {conv['name']})"})
-        else:
-            out.append({"target": "superconv: full width within 1.15× of plain F.conv2d (CPU)",
-                        "status": "not measured", "detail": "benchmark not in this run"})
+        for d in ("fwd", "fwdbwd"):
+            for prov in ("fused-plain", "fused"):
+                out.append(_speedup_target(
+                    rows, f"superconv: CPU width 24/64 at least 2× cheaper than 64/64 "
+                    f"(16×64×32×32, 3×3), {prov}, {d}", rf"superconv-conv3x3-{d}",
+                    rf"{prov} 24/64", rf"{prov} 64/64", 2))
+            full, conv = (_find(rows, rf"superconv-conv3x3-{d}", r"fused-plain 64/64"),
+                          _find(rows, rf"superconv-conv3x3-{d}", r"conv2d 64/64"))
+            label = f"superconv: full width within 1.15× of plain F.conv2d (CPU, 3×3), {d}"
+            if full and conv:
+                ratio = full["median_s"] / conv["median_s"]
+                out.append({"target": label,
+                            "status": "met" if ratio <= 1.15 else f"gap: {ratio:.2f}× > 1.15×",
+                            "detail": f"{ratio:.2f}× ({full['name']} vs {conv['name']})"})
+            else:
+                out.append({"target": label, "status": "not measured",
+                            "detail": "benchmark not in this run"})
         out.append({"target": "GPU targets of the op-layer and superkernel issues (CUDA / Triton "
                               "kernels vs the bandwidth / FLOP floor, CUDA-graph step)",
                     "status": "not measured", "detail": "no GPU in this session"})
-    for topo in ("tree", "trellis", "fixed"):
-        for rho in ("0.9", "1.0"):
+    for topo, rhos in (("tree", ("0.9", "1.0")), ("trellis", ("0.9", "1.0")), ("fixed", ("1.0",))):
+        for rho in rhos:
             out.append(_speedup_target(rows, f"supernet step ({topo}): sparse execution faster than "
                                        f"dense at ρ = {rho}", rf"supernet-step-{topo}",
                                        rf"ours-sparse-rho{rho}", rf"ours-dense-rho{rho}", 1))
@@ -258,7 +275,9 @@ def write_markdown(path: Path, machine: dict, rows: list[dict], targets: list[di
              f"{', quick run (small shapes)' if quick else ''}. Generated by `benchmarks/sweep.py`; "
              "see `docs/benchmarks.md` for what each suite measures.", "",
              f"Measured floors: copy bandwidth {machine['copy_bandwidth_Bps'] / 1e9:.2f} GB/s "
-             f"(`torch.clone` of {machine['copy_bytes'] >> 20} MiB, read + write), fp32 matmul "
+             f"(`copy_` of {machine['copy_bytes'] >> 20} MiB into a preallocated tensor, read + write; "
+             f"`torch.clone` with its fresh allocation: {machine['clone_bandwidth_Bps'] / 1e9:.2f} GB/s), "
+             f"fp32 matmul "
              f"{machine['matmul_flops'] / 1e9:.1f} GFLOP/s (`torch.mm` {machine['matmul_n']}²).", ""]
     if plot_name:
         lines += [f"![ratio to the best provider]({plot_name})", ""]
@@ -271,7 +290,19 @@ def write_markdown(path: Path, machine: dict, rows: list[dict], targets: list[di
               "Median of the rounds; ratio = median / best median of the group (1.00 = best); "
               "floor = the time the hardware needs at least (bytes / bandwidth or FLOPs / matmul "
               "peak), × floor = median / floor. Peak memory: CUDA `max_memory_allocated`, CPU the "
-              "`ru_maxrss` growth over one call in a fresh process (beyond weights and inputs).", ""]
+              "resident-set high-water mark over one call (after `malloc_trim`); both beyond "
+              "weights and inputs.", ""]
+    models = sorted((r for r in rows if "model" in r["extra_info"]), key=lambda r: r["median_s"])
+    if models:
+        lines += ["### Derived models (summary)", "",
+                  "| model | provider | LR | median | images/s | GFLOPs at this LR | peak mem |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in models:
+            info = r["extra_info"]
+            lines.append(f"| {info['model']} | {r['provider']} | {info['lr']}² | "
+                         f"{_fmt_time(r['median_s'])} | {r['images_per_s']:.3g} | "
+                         f"{info['flops'] / 1e9:.3g} | {_fmt_bytes(r['peak_memory_bytes'])} |")
+        lines.append("")
     for group in sorted(by_group):
         grp = sorted(by_group[group], key=lambda r: r["median_s"])
         lines += [f"### {group}", "",
@@ -297,8 +328,8 @@ def write_markdown(path: Path, machine: dict, rows: list[dict], targets: list[di
 
 
 def write_plot(path: Path, rows: list[dict], title: str) -> bool:
-    """Horizontal bars of every provider's ratio to the best of its group (log scale), one panel
-    per suite."""
+    """One panel per suite, log scale: every provider's time / best time of its group; a suite
+    whose groups each hold one provider (e.g. the models) shows time / hardware floor instead."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -309,19 +340,25 @@ def write_plot(path: Path, rows: list[dict], title: str) -> bool:
         suites.setdefault(r["group"].split("-")[0], []).append(r)
     if not suites:
         return False
-    heights = [max(2.0, 0.18 * len(v) + 1.0) for v in suites.values()]
-    fig, axes = plt.subplots(len(suites), 1, figsize=(10, sum(heights)),
+    names = sorted(suites)
+    heights = [max(2.0, 0.2 * len(suites[n]) + 1.0) for n in names]
+    fig, axes = plt.subplots(len(names), 1, figsize=(10, sum(heights)),
                              gridspec_kw={"height_ratios": heights}, squeeze=False)
-    for ax, (suite, rs) in zip(axes[:, 0], sorted(suites.items())):
-        rs = sorted(rs, key=lambda r: (r["group"], r["ratio_to_best"]))
-        labels = [f"{r['group']} · {r['provider']}" for r in rs]
-        ax.barh(range(len(rs)), [r["ratio_to_best"] for r in rs],
-                color=["tab:green" if r["ratio_to_best"] == 1.0 else "tab:gray" for r in rs])
-        ax.set_yticks(range(len(rs)), labels, fontsize=6)
+    for ax, suite in zip(axes[:, 0], names):
+        rs = suites[suite]
+        groups = {r["group"] for r in rs}
+        by_floor = len(groups) == len(rs) and all(r["ratio_to_floor"] for r in rs)
+        key = "ratio_to_floor" if by_floor else "ratio_to_best"
+        rs = sorted(rs, key=lambda r: (r["group"], r[key]))
+        ax.barh(range(len(rs)), [r[key] for r in rs],
+                color=["tab:green" if r["ratio_to_best"] == 1.0 and not by_floor else "tab:gray"
+                       for r in rs])
+        ax.set_yticks(range(len(rs)), [f"{r['group']} · {r['provider']}" for r in rs], fontsize=6)
         ax.invert_yaxis()
         ax.set_xscale("log")
         ax.axvline(1.0, color="k", lw=0.5)
-        ax.set_title(f"{suite}: time / best time of the group", fontsize=9)
+        what = "time / hardware floor" if by_floor else "time / best time of the group"
+        ax.set_title(f"{suite}: {what}", fontsize=9)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -337,12 +374,9 @@ def main(argv=None) -> int:
     ap.add_argument("-k", dest="select", default=None, help="pytest -k expression")
     ap.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     ap.add_argument("--from-json", type=Path, default=None,
-                    help="rebuild the report from an existing pytest-benchmark JSON (no run)")
-    ap.add_argument("--peak-child", nargs=3, metavar=("MODULE", "FUNC", "JSON"), help=argparse.SUPPRESS)
+                    help="report from an existing pytest --benchmark-json file (no run), or "
+                         "rebuild the report of a results JSON this script wrote")
     args = ap.parse_args(argv)
-    if args.peak_child:
-        _peak_child(*args.peak_child)
-        return 0
     if args.threads is not None and args.threads < 1:
         print(f"sweep: --threads {args.threads}: expected a positive integer", file=sys.stderr)
         return 2
@@ -350,20 +384,25 @@ def main(argv=None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    machine = measure_machine(args.quick)
-    print(f"machine: {json.dumps(machine)}", flush=True)
-    if args.from_json:
-        raw = json.loads(args.from_json.read_text())
-        rc = 0
+    stored = json.loads(args.from_json.read_text()) if args.from_json else None
+    if stored is not None and "results" in stored:
+        # a JSON this script wrote: rebuild the report (and plot) without measuring again
+        machine, rows, rc = stored["machine"], stored["results"], stored.get("pytest_exit_status", 0)
+        args.quick = bool(stored.get("quick", False))
     else:
-        with tempfile.TemporaryDirectory() as tmp:
-            jpath = Path(tmp) / "bench.json"
-            rc = run_suites(args.suites, args.quick, args.threads, args.select, jpath)
-            if not jpath.exists():
-                print("sweep: pytest wrote no benchmark JSON", file=sys.stderr)
-                return rc or 1
-            raw = json.loads(jpath.read_text())
-    rows = collect(raw, machine)
+        machine = measure_machine(args.quick)
+        print(f"machine: {json.dumps(machine)}", flush=True)
+        if stored is not None:
+            raw, rc = stored, 0
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                jpath = Path(tmp) / "bench.json"
+                rc = run_suites(args.suites, args.quick, args.threads, args.select, jpath)
+                if not jpath.exists():
+                    print("sweep: pytest wrote no benchmark JSON", file=sys.stderr)
+                    return rc or 1
+                raw = json.loads(jpath.read_text())
+        rows = collect(raw, machine)
     targets = evaluate_targets(rows, machine)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = slug(machine["device"]) + ("-quick" if args.quick else "")

@@ -12,8 +12,8 @@ GPU, or on a CPU with ``TNAS_BENCH_COMPILE=1`` — compiling takes minutes on 2 
 
 ``extra_info``: ``macs`` at the measured LR size (:func:`trilevelnas.profile`), ``images_per_s``
 (from the median, set by the sweep), ``peak_memory_bytes`` (CUDA: ``max_memory_allocated`` of one
-forward; CPU: the growth of ``ru_maxrss`` over one forward in a fresh subprocess, see
-``sweep.cpu_peak_memory``).
+forward; CPU: the resident-set high-water mark over one forward beyond the resident set before
+it, see ``sweep.cpu_peak_memory``).
 """
 from __future__ import annotations
 
@@ -82,13 +82,6 @@ def make_forward(name: str, provider: str, lr: int, batch: int = 1):
     return forward
 
 
-def peak_case(name: str, provider: str, lr: int, batch: int = 1):
-    """Entry point for ``sweep.cpu_peak_memory``: the warmed-up callable of one case."""
-    fwd = make_forward(name, provider, lr, batch)
-    fwd()
-    return fwd
-
-
 @pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("name", MODELS)
 def test_model_inference(benchmark, quick, name, provider):
@@ -114,7 +107,6 @@ def test_model_inference(benchmark, quick, name, provider):
         benchmark.extra_info["peak_memory_bytes"] = torch.cuda.max_memory_allocated() - base
     elif os.environ.get("TNAS_BENCH_PEAK", "1") == "1":
         from sweep import cpu_peak_memory
-        benchmark.extra_info["peak_memory_bytes"] = cpu_peak_memory(
-            "test_bench_models", "peak_case", dict(name=name, provider=provider, lr=lr))
+        benchmark.extra_info["peak_memory_bytes"] = cpu_peak_memory(fwd)
     rounds = int(os.environ.get("TNAS_BENCH_ROUNDS", "5"))
     benchmark.pedantic(fwd, rounds=rounds, iterations=1, warmup_rounds=1)

@@ -31,6 +31,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from torch.utils.flop_counter import FlopCounterMode
+
 from agd_baseline import AGDSupernet
 from trilevelnas.supernet import Supernet, SupernetConfig
 
@@ -108,26 +110,58 @@ def live_fractions(net: Supernet) -> dict:
     return out
 
 
-def peak_case(provider: str, topology: str, execution: str = "dense", rho: float = 0.0,
-              is_small: bool = False):
-    """Entry point for ``sweep.cpu_peak_memory``: the warmed-up step of one case."""
-    s = sizes(is_small)
-    net = (make_agd(topology, s) if provider == "agd"
-           else make_supernet(topology, execution == "sparse", rho, s))
-    step = make_step(net, s)
-    step()
-    return step
+def _conv_macs(n: int, out_hw, w_shape) -> int:
+    """Multiply-accumulates of a convolution: every output pixel of every output channel reads
+    ``w_shape[1:]`` (in/groups × k × k) inputs."""
+    return n * out_hw[0] * out_hw[1] * w_shape[0] * w_shape[1] * w_shape[2] * w_shape[3]
 
 
-def run(benchmark, step, info: dict, peak_args: dict, quick: bool) -> None:
+def _superconv_fwd(x_shape, w_shape, bias, in_width, out_width, stride, padding, groups, *args,
+                   out_shape=None, **kwargs):
+    per_output = 1 if groups > 1 else in_width
+    return 2 * _conv_macs(x_shape[0], out_shape[0][2:], (out_width, per_output, *w_shape[2:]))
+
+
+def _superconv_bwd(grad_shape, x_shape, w_shape, conv_out, in_width, out_width, stride, padding,
+                   groups, activation, slope, scale, factor, output_mask, out_shape=None, **kwargs):
+    per_output = 1 if groups > 1 else in_width
+    n_grads = int(bool(output_mask[0])) + int(bool(output_mask[1]))
+    return 2 * n_grads * _conv_macs(x_shape[0], grad_shape[2:], (out_width, per_output, *w_shape[2:]))
+
+
+def _conv_bwd(grad_shape, x_shape, w_shape, bias, stride, padding, dilation, transposed,
+              output_padding, groups, output_mask, out_shape=None, **kwargs):
+    # torch's own formula ignores groups for the weight gradient (a depthwise conv's counts
+    # come out ×channels); the step only runs non-transposed convs.
+    if transposed:
+        raise ValueError("transposed convolution: no FLOP formula here")
+    n_grads = int(bool(output_mask[0])) + int(bool(output_mask[1]))
+    return 2 * n_grads * _conv_macs(x_shape[0], grad_shape[2:], w_shape)
+
+
+def step_flops(step) -> int:
+    """FLOPs of one step (convolutions and matmuls, forward and backward, 2 per multiply-add):
+    the work actually done, so sparse execution counts only the candidates and nodes it runs.
+    Counted with ``FlopCounterMode`` plus formulas for the superconv ops and a grouped-conv-aware
+    convolution backward."""
+    mapping = {torch.ops.trilevelnas.superconv2d: _superconv_fwd,
+               torch.ops.trilevelnas.superconv2d_backward: _superconv_bwd,
+               torch.ops.aten.convolution_backward: _conv_bwd}
+    counter = FlopCounterMode(display=False, custom_mapping=mapping)
+    with counter:
+        step()
+    return int(counter.get_total_flops())
+
+
+def run(benchmark, step, info: dict) -> None:
     """Warm up, time ``step`` (median over rounds in the report), record peak memory: CUDA
-    ``max_memory_allocated`` over one step beyond what was allocated before it; CPU the growth of
-    ``ru_maxrss`` over one step in a fresh subprocess (``sweep.cpu_peak_memory``)."""
+    ``max_memory_allocated`` over one step beyond what was allocated before it; CPU the resident-set
+    high-water mark over one step beyond the resident set before it (``sweep.cpu_peak_memory``)."""
     benchmark.extra_info.update(info, device=DEVICE)
     if benchmark.disabled:
         benchmark(step)
         return
-    step()
+    benchmark.extra_info["flops"] = step_flops(step)
     if CUDA:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
@@ -135,15 +169,14 @@ def run(benchmark, step, info: dict, peak_args: dict, quick: bool) -> None:
         benchmark.extra_info["peak_memory_bytes"] = torch.cuda.max_memory_allocated() - base
     elif os.environ.get("TNAS_BENCH_PEAK", "1") == "1":
         from sweep import cpu_peak_memory
-        benchmark.extra_info["peak_memory_bytes"] = cpu_peak_memory(
-            "test_bench_supernet", "peak_case", dict(peak_args, is_small=quick))
+        benchmark.extra_info["peak_memory_bytes"] = cpu_peak_memory(step)
     rounds = int(os.environ.get("TNAS_BENCH_ROUNDS", "3"))
     benchmark.pedantic(step, rounds=rounds, iterations=1, warmup_rounds=0)
 
 
 CASES = ([("tree", ex, rho) for ex in ("sparse", "dense") for rho in RHOS]
          + [("trellis", ex, rho) for ex in ("sparse", "dense") for rho in RHOS]
-         + [("fixed", "sparse", 0.0), ("fixed", "sparse", 1.0), ("fixed", "dense", 0.0)])
+         + [("fixed", ex, rho) for ex in ("sparse", "dense") for rho in (0.0, 1.0)])
 
 
 @pytest.mark.parametrize("topology,execution,rho", CASES,
@@ -155,8 +188,7 @@ def test_supernet_step(benchmark, quick, topology, execution, rho):
     info = dict(provider=f"ours-{execution}-rho{rho}", topology=topology, execution=execution,
                 rho=rho, **{k: s[k] for k in ("batch", "lr", "channels", "n_rir", "n_up")},
                 **live_fractions(net))
-    run(benchmark, make_step(net, s), info,
-        dict(provider="ours", topology=topology, execution=execution, rho=rho), quick)
+    run(benchmark, make_step(net, s), info)
 
 
 @pytest.mark.parametrize("topology", ["tree", "fixed"], ids=["agd-tree", "agd-fixed"])
@@ -166,7 +198,7 @@ def test_agd_baseline_step(benchmark, quick, topology):
     agd = make_agd(topology, s)
     info = dict(provider="agd-baseline", topology=topology, execution="dense-softmax", rho=None,
                 **{k: s[k] for k in ("batch", "lr", "channels", "n_rir", "n_up")})
-    run(benchmark, make_step(agd, s), info, dict(provider="agd", topology=topology), quick)
+    run(benchmark, make_step(agd, s), info)
 
 
 @pytest.mark.parametrize("topology", ["tree", "fixed"])

@@ -31,21 +31,21 @@ struct Workspace {
   }
 };
 
-// Orders idx[0..k) by b descending, ties by index ascending (deterministic, stable).
-inline void sort_desc(const double* b, int64_t* idx, int64_t k) {
-  for (int64_t i = 0; i < k; ++i) idx[i] = i;
-  if (k <= 32) {
-    for (int64_t i = 1; i < k; ++i) {
-      const int64_t v = idx[i];
-      int64_t j = i - 1;
-      while (j >= 0 && b[idx[j]] < b[v]) {  // strict: equal values keep index order
-        idx[j + 1] = idx[j];
-        --j;
-      }
-      idx[j + 1] = v;
-    }
-  } else {
-    std::sort(idx, idx + k, [b](int64_t x, int64_t y) { return b[x] > b[y] || (b[x] == b[y] && x < y); });
+// Order of the sorted scan: b descending, ties by index ascending (deterministic).
+inline bool precedes(const double* b, int64_t x, int64_t y) { return b[x] > b[y] || (b[x] == b[y] && x < y); }
+
+// Puts the element of rank `pos` at idx[pos], given idx[0..pos) already holds ranks 0..pos-1.
+// The first kLazy positions are found by selection (the scan usually stops after a few); at
+// position kLazy the rest is sorted once.
+constexpr int64_t kLazy = 8;
+inline void place_next(const double* b, int64_t* idx, int64_t pos, int64_t k) {
+  if (pos < kLazy) {
+    int64_t best = pos;
+    for (int64_t j = pos + 1; j < k; ++j)
+      if (precedes(b, idx[j], idx[best])) best = j;
+    std::swap(idx[pos], idx[best]);
+  } else if (pos == kLazy) {
+    std::sort(idx + pos, idx + k, [b](int64_t x, int64_t y) { return precedes(b, x, y); });
   }
 }
 
@@ -81,12 +81,13 @@ double sparsestmax_group(Workspace& ws, const double* x, int64_t k, double r, St
   int64_t* idx = ws.order.data();
   const double mx = x[arg];
   for (int64_t i = 0; i < k; ++i) b[i] = x[i] - mx;
-  sort_desc(b, idx, k);
+  for (int64_t i = 0; i < k; ++i) idx[i] = i;
 
   const double inf = std::numeric_limits<double>::infinity();
   double s1 = 0, s2 = 0, tau = -inf, tmax = -inf;
   int64_t n_top = 0;
   for (int64_t s = 1; s <= k; ++s) {
+    place_next(b, idx, s - 1, k);
     const double v = b[idx[s - 1]];
     // Once an element is at or below the best threshold so far, no later prefix can raise it (the
     // optimal threshold is attained at the support size, and the support is within this prefix).

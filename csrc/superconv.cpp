@@ -17,6 +17,8 @@
 #include <torch/library.h>
 
 #include <cstring>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace trilevelnas {
@@ -164,18 +166,30 @@ at::MemoryFormat cpu_format(const at::Tensor& x, const Geometry& g) {
   return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
 
-template <typename acc_t>
-inline acc_t activate(acc_t v, int64_t act, acc_t slope) {
-  if (act == kRelu) return v > acc_t(0) ? v : acc_t(0);
-  if (act == kLeakyRelu) return v > acc_t(0) ? v : v * slope;
+template <int64_t ACT, typename acc_t>
+inline acc_t activate(acc_t v, acc_t slope) {
+  if constexpr (ACT == kRelu) return v > acc_t(0) ? v : acc_t(0);
+  if constexpr (ACT == kLeakyRelu) return v > acc_t(0) ? v : v * slope;
   return v;
 }
 
-template <typename acc_t>
-inline acc_t activate_grad(acc_t v, int64_t act, acc_t slope) {
-  if (act == kRelu) return v > acc_t(0) ? acc_t(1) : acc_t(0);
-  if (act == kLeakyRelu) return v > acc_t(0) ? acc_t(1) : slope;
+template <int64_t ACT, typename acc_t>
+inline acc_t activate_grad(acc_t v, acc_t slope) {
+  if constexpr (ACT == kRelu) return v > acc_t(0) ? acc_t(1) : acc_t(0);
+  if constexpr (ACT == kLeakyRelu) return v > acc_t(0) ? acc_t(1) : slope;
   return acc_t(1);
+}
+
+// Calls fn(std::integral_constant<int64_t, ACT>{}) for the runtime activation code.
+template <typename F>
+void dispatch_activation(int64_t act, F&& fn) {
+  if (act == kRelu) {
+    fn(std::integral_constant<int64_t, kRelu>{});
+  } else if (act == kLeakyRelu) {
+    fn(std::integral_constant<int64_t, kLeakyRelu>{});
+  } else {
+    fn(std::integral_constant<int64_t, kNone>{});
+  }
 }
 
 // Strides of an [N, C, H, W] tensor that is contiguous or channels-last, with H*W flattened.
@@ -185,7 +199,24 @@ struct PlaneStrides {
 
 PlaneStrides plane_strides(const at::Tensor& t) {
   TORCH_INTERNAL_ASSERT(t.stride(2) == t.size(3) * t.stride(3) || t.size(2) == 1);
-  return {t.stride(0), t.stride(1), t.stride(3)};
+  return {t.stride(0), t.stride(1), t.size(2) * t.size(3) == 1 ? 1 : t.stride(3)};
+}
+
+// out[i] = (acc[i]) + s * act(z[i * zi]) over one plane; the zi == 1 case vectorises.
+template <int64_t ACT, bool HAS_ACC, typename scalar_t, typename acc_t>
+inline void forward_plane(const scalar_t* __restrict__ z, int64_t zi,
+                          const scalar_t* __restrict__ a, scalar_t* __restrict__ o, int64_t plane,
+                          acc_t s, acc_t slope) {
+  auto value = [&](acc_t v, int64_t i) {
+    const acc_t y = s * activate<ACT>(v, slope);
+    if constexpr (HAS_ACC) return static_cast<scalar_t>(static_cast<acc_t>(a[i]) + y);
+    return static_cast<scalar_t>(y);
+  };
+  if (zi == 1) {
+    for (int64_t i = 0; i < plane; ++i) o[i] = value(static_cast<acc_t>(z[i]), i);
+  } else {
+    for (int64_t i = 0; i < plane; ++i) o[i] = value(static_cast<acc_t>(z[i * zi]), i);
+  }
 }
 
 // out[n, c] = acc[n, c] + s * act(z[n, c]) for c < width, acc[n, c] (or 0) beyond: one pass that
@@ -197,25 +228,56 @@ void epilogue_forward(const scalar_t* z, PlaneStrides zs, const scalar_t* acc, s
   using acc_t = at::opmath_type<scalar_t>;
   const acc_t slope_a = static_cast<acc_t>(slope), s_a = static_cast<acc_t>(s);
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(plane, 1));
-  at::parallel_for(0, n_batch * channels, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) {
-      const int64_t n = p / channels, c = p % channels;
-      scalar_t* o = out + p * plane;
-      const scalar_t* a = acc ? acc + p * plane : nullptr;
-      if (c < width) {
-        const scalar_t* zp = z + n * zs.n + c * zs.c;
-        const int64_t si = zs.i;
-        for (int64_t i = 0; i < plane; ++i) {
-          const acc_t v = s_a * activate<acc_t>(static_cast<acc_t>(zp[i * si]), act, slope_a);
-          o[i] = static_cast<scalar_t>(a ? static_cast<acc_t>(a[i]) + v : v);
+  dispatch_activation(act, [&](auto act_c) {
+    constexpr int64_t ACT = decltype(act_c)::value;
+    at::parallel_for(0, n_batch * channels, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p) {
+        const int64_t n = p / channels, c = p % channels;
+        scalar_t* o = out + p * plane;
+        const scalar_t* a = acc ? acc + p * plane : nullptr;
+        if (c < width) {
+          const scalar_t* zp = z + n * zs.n + c * zs.c;
+          if (a) {
+            forward_plane<ACT, true>(zp, zs.i, a, o, plane, s_a, slope_a);
+          } else {
+            forward_plane<ACT, false>(zp, zs.i, a, o, plane, s_a, slope_a);
+          }
+        } else if (a) {
+          std::memcpy(o, a, sizeof(scalar_t) * plane);
+        } else {
+          std::memset(static_cast<void*>(o), 0, sizeof(scalar_t) * plane);
         }
-      } else if (a) {
-        std::memcpy(o, a, sizeof(scalar_t) * plane);
-      } else {
-        std::memset(static_cast<void*>(o), 0, sizeof(scalar_t) * plane);
       }
-    }
+    });
   });
+}
+
+// One plane of the backward epilogue: gz[i * gi] = s * g[i] * act'(z[i * zi]); returns the sums of
+// gz (bias gradient) and of g * act(z) (scale gradient). Without z the activation is "none".
+template <int64_t ACT, bool HAS_Z, typename scalar_t, typename acc_t>
+inline std::pair<acc_t, acc_t> backward_plane(const scalar_t* __restrict__ g,
+                                              const scalar_t* __restrict__ z, int64_t zi,
+                                              scalar_t* __restrict__ gz, int64_t gi, int64_t plane,
+                                              acc_t s, acc_t slope) {
+  acc_t sum_b = 0, sum_s = 0;
+  auto step = [&](int64_t i, acc_t v, acc_t gv) -> acc_t {
+    const acc_t d = HAS_Z ? s * gv * activate_grad<ACT>(v, slope) : s * gv;
+    sum_b += d;
+    if constexpr (HAS_Z) sum_s += gv * activate<ACT>(v, slope);
+    return d;
+  };
+  if (zi == 1 && gi == 1) {
+    for (int64_t i = 0; i < plane; ++i) {
+      const acc_t v = HAS_Z ? static_cast<acc_t>(z[i]) : acc_t(0);
+      gz[i] = static_cast<scalar_t>(step(i, v, static_cast<acc_t>(g[i])));
+    }
+  } else {
+    for (int64_t i = 0; i < plane; ++i) {
+      const acc_t v = HAS_Z ? static_cast<acc_t>(z[i * zi]) : acc_t(0);
+      gz[i * gi] = static_cast<scalar_t>(step(i, v, static_cast<acc_t>(g[i])));
+    }
+  }
+  return {sum_b, sum_s};
 }
 
 struct BackwardSums {
@@ -223,34 +285,35 @@ struct BackwardSums {
   double scale = 0.0;        // sum of grad[:, :width] * act(z)
 };
 
-// grad_z = s * grad[:, :width] * act'(z) (grad_z, z: contiguous or channels-last), with the sums for the
-// bias and scale gradients. Sums are per plane, then added in plane order (deterministic).
+// grad_z = s * grad[:, :width] * act'(z) (grad_z, z: contiguous or channels-last), with the sums
+// for the bias and scale gradients: per plane, then added in plane order (deterministic).
 template <typename scalar_t>
 BackwardSums epilogue_backward(const scalar_t* grad, const scalar_t* z, PlaneStrides zs,
-                               scalar_t* grad_z, PlaneStrides gzs, int64_t n_batch, int64_t channels, int64_t width,
-                               int64_t plane, int64_t act, double slope, double s) {
+                               scalar_t* grad_z, PlaneStrides gzs, int64_t n_batch,
+                               int64_t channels, int64_t width, int64_t plane, int64_t act,
+                               double slope, double s) {
   using acc_t = at::opmath_type<scalar_t>;
   const acc_t slope_a = static_cast<acc_t>(slope), s_a = static_cast<acc_t>(s);
   std::vector<double> part_scale(n_batch * width, 0.0), part_bias(n_batch * width, 0.0);
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(plane, 1));
-  at::parallel_for(0, n_batch * width, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) {
-      const int64_t n = p / width, c = p % width;
-      const scalar_t* gp = grad + (n * channels + c) * plane;
-      const int64_t off = n * zs.n + c * zs.c, si = zs.i;
-      const int64_t goff = n * gzs.n + c * gzs.c, gsi = gzs.i;
-      acc_t sum_s = 0, sum_b = 0;
-      for (int64_t i = 0; i < plane; ++i) {
-        const acc_t v = z ? static_cast<acc_t>(z[off + i * si]) : acc_t(0);
-        const acc_t gv = static_cast<acc_t>(gp[i]);
-        const acc_t gz = s_a * gv * (z ? activate_grad<acc_t>(v, act, slope_a) : acc_t(1));
-        grad_z[goff + i * gsi] = static_cast<scalar_t>(gz);
-        sum_b += gz;
-        sum_s += gv * activate<acc_t>(v, act, slope_a);
+  dispatch_activation(act, [&](auto act_c) {
+    constexpr int64_t ACT = decltype(act_c)::value;
+    at::parallel_for(0, n_batch * width, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p) {
+        const int64_t n = p / width, c = p % width;
+        const scalar_t* gp = grad + (n * channels + c) * plane;
+        scalar_t* gzp = grad_z + n * gzs.n + c * gzs.c;
+        std::pair<acc_t, acc_t> sums;
+        if (z) {
+          sums = backward_plane<ACT, true>(gp, z + n * zs.n + c * zs.c, zs.i, gzp, gzs.i, plane,
+                                           s_a, slope_a);
+        } else {
+          sums = backward_plane<kNone, false>(gp, z, zs.i, gzp, gzs.i, plane, s_a, slope_a);
+        }
+        part_bias[p] = static_cast<double>(sums.first);
+        part_scale[p] = static_cast<double>(sums.second);
       }
-      part_scale[p] = static_cast<double>(sum_s);
-      part_bias[p] = static_cast<double>(sum_b);
-    }
+    });
   });
   BackwardSums sums;
   sums.bias.assign(width, 0.0);

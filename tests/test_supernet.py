@@ -287,3 +287,38 @@ def test_radius_1_makes_every_group_one_hot():
     for w in (op_w.reshape(-1, 4), e.reshape(-1, 2)):
         assert torch.equal(w.max(-1).values, torch.ones(len(w), dtype=DT))
         assert ((w == 0).sum(-1) == w.shape[-1] - 1).all()
+
+
+def test_checkpointed_cells_give_same_loss_and_gradients():
+    net = make(small("B", "tree", n_rir=2, n_up=1, checkpoint=True, checkpoint_rows=2), seed=12)
+    net.set_radius(0.3)
+    net.train()
+    x = torch.randn(3, 3, 4, 4, dtype=DT)
+    l_ck, g_ck = _loss_and_grads(net, x, 1)
+    net.config.checkpoint = False
+    l_plain, g_plain = _loss_and_grads(net, x, 1)
+    assert torch.allclose(l_ck, l_plain, rtol=1e-12, atol=0)
+    for name in g_plain:
+        assert torch.allclose(g_ck[name], g_plain[name], atol=1e-12), name
+
+
+def test_relaxed_weights_are_normalised_groups():
+    net = make(small("B", "trellis"), seed=13)
+    net.set_radius(0.5)
+    w = net.relaxed_weights()
+    assert torch.allclose(w["alpha"].sum(-1), torch.ones(2, 5, dtype=DT))
+    assert torch.allclose(w["beta"].sum(-1), torch.ones(w["beta"].shape[0], dtype=DT))
+    assert torch.allclose(w["gamma"], torch.softmax(net.gamma.detach(), -1))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+def test_cuda_supernet_matches_cpu(topology):
+    net = make(small("B", topology), seed=14).float()
+    net.set_radius(0.7)
+    net.eval()
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        want = net(x)
+        got = net.cuda()(x.cuda()).cpu()
+    assert torch.allclose(got, want, atol=1e-4)

@@ -30,9 +30,10 @@ def _step(net, x, target, seed):
     return loss
 
 
-def time_steps(net, x, target, repeats: int) -> list[float]:
+def time_steps(net, x, target, repeats: int, warmup: bool = True) -> list[float]:
     """Seconds of ``repeats`` training steps (after one warm-up step), same Gumbel seed each."""
-    _step(net, x, target, 0)
+    if warmup:
+        _step(net, x, target, 0)
     out = []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -62,18 +63,22 @@ def sparse_vs_dense(cfg: SupernetConfig, batch: int, size: int, rho: float, repe
     return sparse, dense, live
 
 
-def paper_step(batch=16, size=32, rho=0.0, repeats=1, sparse=True, checkpoint=True):
+def paper_step(batch=16, size=32, rho=0.0, repeats=1, sparse=True, checkpoint=True, arch_std=None):
     """Median seconds, peak RSS growth (MiB) and computed-node count of a paper-size training
     step (backbone B, C = 64, tree of 83 nodes, default initialisation)."""
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     torch.manual_seed(0)
     net = Supernet(SupernetConfig(backbone="B", channels=64, sparse_execution=sparse,
                                   checkpoint=checkpoint))
+    if arch_std is not None:
+        with torch.no_grad():
+            for p in net.arch_parameters().values():
+                p.normal_(0.0, arch_std)
     net.set_radius(rho)
     net.train()
     x = torch.randn(batch, 3, size, size)
     target = torch.randn(batch, 3, 4 * size, 4 * size)
-    times = time_steps(net, x, target, repeats)
+    times = time_steps(net, x, target, repeats, warmup=False)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     ctx = net.step_context()
     w = ctx.net_host
@@ -90,6 +95,8 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=None, help="LR side, default 16 (--paper: 32)")
     ap.add_argument("--rho", type=float, default=None, help="default 0.9 (--paper: 0)")
     ap.add_argument("--dense", action="store_true", help="--paper: dense execution")
+    ap.add_argument("--arch-std", type=float, default=None,
+                    help="--paper: draw the architecture logits from N(0, std²) (default: the init)")
     ap.add_argument("--no-checkpoint", action="store_true",
                     help="--paper: store all activations (no recomputation; needs > 24 GiB at rho 0)")
     ap.add_argument("--repeats", type=int, default=5)
@@ -101,7 +108,7 @@ def main(argv=None):
     if a.paper:
         a.batch, a.size, a.rho = a.batch or 16, a.size or 32, a.rho or 0.0
         t, mem, live = paper_step(a.batch, a.size, a.rho, a.repeats, not a.dense,
-                                  not a.no_checkpoint)
+                                  not a.no_checkpoint, a.arch_std)
         print(f"paper-size step (B, C=64, tree, batch {a.batch}, {a.size}x{a.size}, rho {a.rho}, "
               f"{'sparse' if not a.dense else 'dense'}, checkpoint {not a.no_checkpoint}, "
               f"{live} live nodes): {t:.2f} s, "

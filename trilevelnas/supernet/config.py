@@ -32,7 +32,9 @@ class SupernetConfig:
     - ``gumbel_tau``: temperature of the width sampler.
     - ``checkpoint``: recompute each cell call in the backward pass instead of storing its
       activations (only cell inputs are kept): about 1/3 more compute, a fraction of the memory;
-      what makes a dense paper-size step (83 nodes, C = 64) fit in CPU memory.
+      what makes a dense paper-size step (83 nodes, C = 64) fit in CPU memory. Batched node
+      groups are then recomputed in chunks of at most ``checkpoint_rows`` samples, which bounds
+      the peak memory of the recomputation.
     """
 
     backbone: str = "B"
@@ -48,6 +50,7 @@ class SupernetConfig:
     fixed_path: list | None = None
     gumbel_tau: float = 1.0
     checkpoint: bool = False
+    checkpoint_rows: int = 64
 
     def __post_init__(self) -> None:
         if not isinstance(self.relaxations, Mapping):
@@ -89,6 +92,8 @@ class SupernetConfig:
             raise UserError(f"order_lambda={self.order_lambda!r}: expected a number >= 0")
         if not isinstance(self.gumbel_tau, (int, float)) or self.gumbel_tau <= 0:
             raise UserError(f"gumbel_tau={self.gumbel_tau!r}: expected a positive number")
+        if not isinstance(self.checkpoint_rows, int) or self.checkpoint_rows < 1:
+            raise UserError(f"checkpoint_rows={self.checkpoint_rows!r}: expected a positive integer")
         if self.fixed_path is not None:
             p = self.fixed_path
             if not isinstance(p, (list, tuple)) or any(not is_int(s) or s not in (0, 1) for s in p):
@@ -103,6 +108,8 @@ class SupernetConfig:
     @property
     def path(self) -> list[int]:
         """The fixed topology's path: ``fixed_path`` or ``[0]*n_rir + [1]*n_up``."""
+        if not isinstance(self.checkpoint_rows, int) or self.checkpoint_rows < 1:
+            raise UserError(f"checkpoint_rows={self.checkpoint_rows!r}: expected a positive integer")
         if self.fixed_path is not None:
             return list(self.fixed_path)
         return [0] * self.n_rir + [1] * self.n_up

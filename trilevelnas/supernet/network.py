@@ -161,7 +161,10 @@ class Supernet(nn.Module):
     def run_cell(self, m: int, x: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         args = (x, ctx.widths[m], ctx.coeffs[m], ctx.live_ops[m])
         if self.config.checkpoint and torch.is_grad_enabled():
-            return checkpoint(self.cells[m], *args, use_reentrant=False)
+            rows = self.config.checkpoint_rows
+            outs = [checkpoint(self.cells[m], xc, *args[1:], use_reentrant=False)
+                    for xc in x.split(rows)]
+            return outs[0] if len(outs) == 1 else torch.cat(outs)
         return self.cells[m](*args)
 
     def run_up(self, m: int, x: torch.Tensor) -> torch.Tensor:
@@ -175,6 +178,17 @@ class Supernet(nn.Module):
     def run_last(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_last(x)
         return self.shuffle(x) if self.shuffle is not None else x
+
+    def relaxed_weights(self) -> dict[str, torch.Tensor]:
+        """The architecture weights as the forward sees them at the current radius (detached):
+        relaxed ``alpha`` [n_cells, 5, 4], ``gamma`` as softmax(γ) and, when present, relaxed
+        ``beta`` (tree: q [n_nodes]; trellis: e [n_merge, 2])."""
+        with torch.no_grad():
+            op_w, net_w = self._relax_levels()
+            out = {"alpha": op_w.detach().clone(), "gamma": torch.softmax(self.gamma.detach(), -1)}
+            if net_w is not None:
+                out["beta"] = net_w.detach().view_as(self.beta).clone()
+        return out
 
     # ---------------------------------------------------------------------------------- FLOPs
     def expected_flops(self, lr_size=(256, 256)) -> torch.Tensor:

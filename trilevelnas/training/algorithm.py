@@ -28,7 +28,7 @@ from ..cli import UserError
 from . import checkpoint as ckpt
 from . import components as comp
 from .config import Config
-from .distributed import DistContext, all_reduce_grads, barrier, unwrap, wrap
+from .distributed import DistContext, all_reduce_grads, barrier, broadcast_module, unwrap, wrap
 from .logging import RunLog
 from .loop import Loop, linear_radius, sample_batch
 from .losses import flops_penalty
@@ -201,8 +201,11 @@ class Pipeline:
         milestones = cfg.train.finetune_milestones if name == "finetune" else section.milestones
         module = self.supernet if name in ("pretrain", "search") else self.model
         module.train()
-        ignore = list(self._arch_params()) if module is self.supernet else []
-        self.net = wrap(module, self.ctx, self.device, ignore=ignore)
+        if module is self.supernet:  # gradients averaged by _sync_weights, not by DDP
+            broadcast_module(module, self.ctx)
+            self.net = module
+        else:
+            self.net = wrap(module, self.ctx, self.device)
         self.opt_w = _adam(self._weight_params(module), section.lr, section.betas, section.weight_decay)
         self.sched_w = _multistep(self.opt_w, milestones, section.lr_decay)
         self.opt_a = None
@@ -226,9 +229,15 @@ class Pipeline:
         loss, parts = objective(self.net(batch["lq"]), target)
         loop.check_finite({"loss": loss})
         loss.backward()
+        self._sync_weights()
         _clip(self.opt_w.param_groups[0]["params"], self._section(phase).grad_clip)
         self.opt_w.step()
         return {"loss": float(loss.detach()), **parts}
+
+    def _sync_weights(self) -> None:
+        """Average the supernet's weight gradients over the ranks (the derived network uses DDP)."""
+        if self.net is self.supernet:
+            all_reduce_grads(self.opt_w.param_groups[0]["params"], self.ctx)
 
     def _batch_size(self, phase: str) -> int:
         return self._section(phase).batch_size or self.cfg.data.batch_size
@@ -249,6 +258,7 @@ class Pipeline:
             loss, _ = self.content_only(self.net(batch["lq"]), target)
             loop.check_finite({"loss": loss})
             loss.backward()
+            self._sync_weights()
             _clip(self.opt_w.param_groups[0]["params"], self.cfg.pretrain.grad_clip)
             self.opt_w.step()
             total += float(loss.detach())

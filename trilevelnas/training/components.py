@@ -107,7 +107,11 @@ def load_teacher(cfg: Config, device: torch.device) -> nn.Module | None:
 
     if not os.path.isfile(cfg.loss.teacher):
         raise UserError(f"--teacher {cfg.loss.teacher!r}: no such file")
-    teacher = _load(cfg.loss.teacher).to(device).eval()
+    teacher = _load(cfg.loss.teacher)
+    t_scale = teacher.scale
+    if t_scale != cfg.data.scale:
+        raise UserError(f"--teacher {cfg.loss.teacher!r} is a x{t_scale} network but data.scale = {cfg.data.scale}")
+    teacher = teacher.to(device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher

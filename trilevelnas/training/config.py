@@ -305,8 +305,6 @@ def validate(cfg: Config) -> None:
     if s.fixed_path is not None:
         if any(v not in (0, 1) for v in s.fixed_path):
             raise UserError(f"supernet.fixed_path = {s.fixed_path}: entries must be 0 (RiR) or 1")
-    if cfg.loss.teacher is not None and d.scale != 4:
-        raise UserError(f"loss.teacher is an ESRGAN x4 network but data.scale = {d.scale}")
     if cfg.loss.flops_weight < 0:
         raise UserError(f"loss.flops_weight = {cfg.loss.flops_weight}: must be >= 0")
     if cfg.loss.objective == "visual" and cfg.loss.perceptual_weight > 0 and not cfg.loss.vgg_weights:

@@ -2,7 +2,10 @@
 
 A run started by ``torchrun`` finds ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` in its environment;
 it joins a process group (NCCL on CUDA, gloo on CPU) and wraps the network in
-DistributedDataParallel. Every rank draws different batches (the rank is part of the per-step data
+DistributedDataParallel (the derived network) or averages the gradients explicitly with one
+flattened all-reduce per step (the supernet: its custom ops may leave a used parameter's gradient
+undefined, which DDP's reducer rejects, and its architecture parameters are also used outside
+``forward`` by the FLOPs term). Every rank draws different batches (the rank is part of the per-step data
 seed) but the same Gumbel noise (so all ranks run the same sampled widths); only rank 0 writes files.
 """
 from __future__ import annotations
@@ -57,31 +60,43 @@ def pick_device(spec: str, ctx_local_rank: int | None = None) -> torch.device:
     return device
 
 
-def wrap(model: nn.Module, ctx: DistContext, device: torch.device, ignore: list[str] = ()) -> nn.Module:
+def wrap(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:
     """``model`` in DistributedDataParallel when the run has several processes, else itself.
 
-    ``find_unused_parameters`` is on: sparse execution skips candidates and tree nodes whose weight
-    is zero, so a step need not touch every parameter. Parameters named in ``ignore`` (the
-    architecture parameters, which are also used outside ``forward`` by the FLOPs term) are left
-    to :func:`all_reduce_grads`.
+    Used for the derived network, a plain feed-forward network in which every parameter takes
+    part in every step.
     """
     if not ctx.enabled:
         return model
-    if ignore:
-        nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, list(ignore))
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
 def all_reduce_grads(params, ctx: DistContext) -> None:
     """Average the gradients of ``params`` over all ranks (in place; missing gradients count as 0)."""
     if not ctx.enabled:
         return
+    params = list(params)
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-        dist.all_reduce(p.grad)
-        p.grad.div_(ctx.world_size)
+    grads = [p.grad for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat.div_(ctx.world_size)
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def broadcast_module(module: nn.Module, ctx: DistContext) -> None:
+    """Copy rank 0's parameters and buffers to every rank (what DDP does at construction)."""
+    if not ctx.enabled:
+        return
+    with torch.no_grad():
+        for t in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(t.data, src=0)
 
 
 
