@@ -1,11 +1,12 @@
 """Run the benchmark suites and write ``benchmarks/results/<device>.{json,md,png}``.
 
     python benchmarks/sweep.py [--quick] [--threads N] [-k EXPR] [--suites relax superconv ...]
+                              [--update] [--from-json FILE] [--out DIR]
 
-1. Measures the machine: copy bandwidth (median of a large ``Tensor.copy_`` into a preallocated
-   tensor — a clone without the page faults of a fresh allocation —, bytes read + written; the
-   ``torch.clone`` figure, faults included, is recorded beside it) and fp32 matmul throughput
-   (median of a large square ``torch.mm``).
+1. Measures the machine (best of several runs): copy bandwidth (a large ``Tensor.copy_`` into a
+   preallocated tensor — a clone without the page faults of a fresh allocation —, bytes read +
+   written; the ``torch.clone`` figure, faults included, is recorded beside it) and fp32 matmul
+   throughput (a large square ``torch.mm``).
 2. Runs ``pytest benchmarks/<suites> --benchmark-json`` in a subprocess (``--quick``:
    ``TNAS_BENCH_QUICK=1``, small shapes, few rounds; ``--threads``: ``--bench-threads`` and
    ``OMP_NUM_THREADS``).
@@ -28,12 +29,13 @@ import json
 import os
 import platform
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from trilevelnas.cli import UserError, run_main
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -91,7 +93,9 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def _median_time(fn, repeats: int, sync) -> float:
+def _best_time(fn, repeats: int, sync) -> float:
+    """Fastest of ``repeats`` timed calls after one warm-up: a capability, so the best run (on a
+    shared machine the median measures the neighbours)."""
     fn()
     sync()
     times = []
@@ -100,7 +104,7 @@ def _median_time(fn, repeats: int, sync) -> float:
         fn()
         sync()
         times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return min(times)
 
 
 def measure_machine(quick: bool) -> dict:
@@ -113,13 +117,13 @@ def measure_machine(quick: bool) -> dict:
     n_bytes = (1 << 30 if cuda else 1 << 28) // (4 if quick else 1)
     x = torch.empty(n_bytes // 4, device=dev).fill_(1.0)
     y = torch.empty_like(x).fill_(0.0)
-    t_copy = _median_time(lambda: y.copy_(x), 5 if quick else 15, sync)
-    t_clone = _median_time(lambda: x.clone(), 5 if quick else 15, sync)
+    t_copy = _best_time(lambda: y.copy_(x), 5 if quick else 15, sync)
+    t_clone = _best_time(lambda: x.clone(), 5 if quick else 15, sync)
     del x, y
     n = (8192 if cuda else 2048) // (2 if quick else 1)
     a = torch.randn(n, n, device=dev)
     b = torch.randn(n, n, device=dev)
-    t_mm = _median_time(lambda: torch.mm(a, b), 3 if quick else 10, sync)
+    t_mm = _best_time(lambda: torch.mm(a, b), 3 if quick else 10, sync)
     return {"device": device_name(), "kind": dev, "torch": torch.__version__,
             "threads": torch.get_num_threads(), "copy_bandwidth_Bps": 2 * n_bytes / t_copy,
             "clone_bandwidth_Bps": 2 * n_bytes / t_clone,
@@ -295,7 +299,7 @@ def write_markdown(path: Path, machine: dict, rows: list[dict], targets: list[di
     models = sorted((r for r in rows if "model" in r["extra_info"]), key=lambda r: r["median_s"])
     if models:
         lines += ["### Derived models (summary)", "",
-                  "| model | provider | LR | median | images/s | GFLOPs at this LR | peak mem |",
+                  "| model | provider | LR | median | images/s | GFLOP (2·MACs) at this LR | peak mem |",
                   "|---|---|---|---|---|---|---|"]
         for r in models:
             info = r["extra_info"]
@@ -317,6 +321,8 @@ def write_markdown(path: Path, machine: dict, rows: list[dict], targets: list[di
                 notes.append(f"live candidates {info['live_candidates']:.2f}")
             if "nonzero_net_weights" in info:
                 notes.append(f"non-zero net weights {info['nonzero_net_weights']:.2f}")
+            if "flops" in info and "topology" in info:
+                notes.append(f"{info['flops'] / 1e9:.3g} GFLOP")
             if "batch" in info and "topology" in info:
                 notes.append(f"batch {info['batch']}, LR {info['lr']}², {info['n_rir']}+{info['n_up']}")
             xf = f"{r['ratio_to_floor']:.3g}" if r["ratio_to_floor"] else "–"
@@ -366,6 +372,17 @@ def write_plot(path: Path, rows: list[dict], title: str) -> bool:
     return True
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--from-json {str(path)!r}: cannot read a JSON file ({exc})") from None
+    if not isinstance(data, dict) or not ("results" in data or "benchmarks" in data):
+        raise UserError(f"--from-json {str(path)!r}: neither a pytest-benchmark JSON nor a "
+                        "results JSON of this script")
+    return data
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="CI-sized shapes and few rounds")
@@ -376,15 +393,17 @@ def main(argv=None) -> int:
     ap.add_argument("--from-json", type=Path, default=None,
                     help="report from an existing pytest --benchmark-json file (no run), or "
                          "rebuild the report of a results JSON this script wrote")
+    ap.add_argument("--update", action="store_true",
+                    help="merge into the existing results of this device: replace the groups this "
+                         "run measured, keep the others")
     args = ap.parse_args(argv)
     if args.threads is not None and args.threads < 1:
-        print(f"sweep: --threads {args.threads}: expected a positive integer", file=sys.stderr)
-        return 2
+        raise UserError(f"--threads {args.threads}: expected a positive integer")
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    stored = json.loads(args.from_json.read_text()) if args.from_json else None
+    stored = _read_json(args.from_json) if args.from_json else None
     if stored is not None and "results" in stored:
         # a JSON this script wrote: rebuild the report (and plot) without measuring again
         machine, rows, rc = stored["machine"], stored["results"], stored.get("pytest_exit_status", 0)
@@ -399,13 +418,20 @@ def main(argv=None) -> int:
                 jpath = Path(tmp) / "bench.json"
                 rc = run_suites(args.suites, args.quick, args.threads, args.select, jpath)
                 if not jpath.exists():
-                    print("sweep: pytest wrote no benchmark JSON", file=sys.stderr)
+                    print("sweep.py: pytest wrote no benchmark JSON", file=sys.stderr)
                     return rc or 1
                 raw = json.loads(jpath.read_text())
         rows = collect(raw, machine)
-    targets = evaluate_targets(rows, machine)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = slug(machine["device"]) + ("-quick" if args.quick else "")
+    previous = args.out / f"{stem}.json"
+    if args.update and previous.exists():
+        # keep the earlier run's groups that this run did not measure (their floors stay those
+        # of the earlier run's machine measurement)
+        fresh = {r["group"] for r in rows}
+        kept = [r for r in json.loads(previous.read_text())["results"] if r["group"] not in fresh]
+        rows = kept + rows
+    targets = evaluate_targets(rows, machine)
     plot = args.out / f"{stem}.png"
     has_plot = write_plot(plot, rows, f"{machine['device']} ({machine['threads']} threads)")
     (args.out / f"{stem}.json").write_text(json.dumps(
@@ -418,4 +444,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main("sweep.py", main))

@@ -143,7 +143,8 @@ def test_relax(benchmark, quick, sync, op, provider, shape, direction):
                 torch.autograd.grad(out, x, grad)
                 sync()
 
-            benchmark.pedantic(run, setup=setup, rounds=1 if quick else 50, iterations=1)
+            rounds = 1 if quick else (50 if case.x.numel() <= 100_000 else 10)
+            benchmark.pedantic(run, setup=setup, rounds=rounds, iterations=1)
     finally:
         if CUDA:
             ops.set_gpu_backend(previous)

@@ -1,23 +1,27 @@
 """Supernet search step: forward + backward + optimizer step (weights and architecture), backbone
 B, C = 64, ×4.
 
-Providers (one pytest-benchmark group per topology):
+Groups ``supernet-step-<tree|trellis|fixed>``; providers (``extra_info["provider"]``):
 
-- ``ours-<topology>-<sparse|dense>-rho<ρ>``: :class:`trilevelnas.supernet.Supernet` with the paper's
-  relaxations, sparse or dense execution, sparsestmax radius ρ ∈ {0, 0.5, 0.9, 1.0};
-  topologies tree (paper), trellis (Auto-DeepLab) and fixed path;
-- ``agd-<tree|fixed>``: :class:`agd_baseline.AGDSupernet` (softmax over all candidates, every
-  candidate and node computed one by one, weights sliced with ``F.conv2d`` and zero-padded),
-  holding the same weights as the tree supernet and sampling the same widths.
+- ``ours-<sparse|dense>-rho<ρ>`` (test ids ``ours-<topology>-<execution>-rho<ρ>``):
+  :class:`trilevelnas.supernet.Supernet` with the paper's relaxations (sparsestmax for α and the
+  trellis edges, sorted sparsestmax for the tree's nodes), sparse or dense execution, radius
+  ρ ∈ {0, 0.5, 0.9, 1.0} (fixed path: ρ ∈ {0, 1}); ``-deep`` (tree, sparse, ρ ∈ {0.9, 1}): the
+  node weights biased to the deepest node (see :func:`make_supernet`) — from the initial logits
+  the order penalty makes the tree's support collapse onto the root at ρ = 1;
+- ``agd-baseline`` (tree and fixed path): :class:`agd_baseline.AGDSupernet` — softmax over all
+  candidates, every candidate and node computed one by one, weights sliced with ``F.conv2d`` and
+  zero-padded — holding the same weights as the supernet and sampling the same widths.
 
-Sizes: on a GPU a batch of 16 LR 32×32 patches; on a CPU one LR 8×8 patch (the full 83-node tree at
-C = 64 already takes seconds per step there). With ``--benchmark-disable`` (CI smoke) or
+Sizes: on a GPU a batch of 16 LR 32×32 patches; on a CPU one LR 8×8 patch (the full 83-node tree
+at C = 64 takes seconds per step there). With ``--benchmark-disable`` (CI smoke) or
 ``TNAS_BENCH_QUICK=1`` the supernet is cut to 2 RiR + 1 conv, keeping C = 64.
 
 Every round reseeds the generator, so each round (and each provider) samples the same widths; the
-architecture logits are the supernet's (seeded) initialisation, restored before every round, so
-ρ alone decides the sparsity.
-The fraction of candidates and output nodes that run is stored in ``extra_info``.
+architecture logits are the supernet's (seeded) initialisation, restored before every round, so ρ
+alone decides the sparsity. ``extra_info``: the fraction of candidates that run and of non-zero
+network-level weights, the step's FLOPs (the work actually done, for the hardware floor) and the
+peak memory.
 
 Not measured: CUDA graphs / ``torch.compile`` of the step. The step reads the sampled widths and
 the support of the relaxed weights on the host (they become slice sizes and skipped work), so the
@@ -30,11 +34,10 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-
 from torch.utils.flop_counter import FlopCounterMode
 
 from agd_baseline import AGDSupernet
-from trilevelnas.supernet import Supernet, SupernetConfig
+from trilevelnas.supernet import Supernet, SupernetConfig, enumerate_tree
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -49,11 +52,19 @@ def sizes(is_small: bool) -> dict:
     return dict(depth, batch=batch, lr=lr, channels=64, scale=4)
 
 
-def make_supernet(topology: str, sparse: bool, rho: float, s: dict) -> Supernet:
+def make_supernet(topology: str, sparse: bool, rho: float, s: dict, deep: bool = False) -> Supernet:
+    """The supernet at its seeded initialisation; ``deep`` (tree only): β of the deepest node (all
+    cells, then all convs) raised by 1, so the sparse support ends on the longest path — what a
+    search that settled on a deep path runs, rather than the root-ward collapse of the initial
+    logits under the order penalty."""
     torch.manual_seed(ARCH_SEED)
     net = Supernet(SupernetConfig(backbone="B", topology=topology, channels=s["channels"],
                                   n_rir=s["n_rir"], n_up=s["n_up"], scale=s["scale"],
                                   sparse_execution=sparse))
+    if deep:
+        deepest = enumerate_tree(s["n_rir"], s["n_up"]).index((0,) * s["n_rir"] + (1,) * s["n_up"])
+        with torch.no_grad():
+            net.arch_parameters()["beta"][deepest] += 1.0
     net.set_radius(rho)
     return net.to(DEVICE).train()
 
@@ -174,19 +185,20 @@ def run(benchmark, step, info: dict) -> None:
     benchmark.pedantic(step, rounds=rounds, iterations=1, warmup_rounds=0)
 
 
-CASES = ([("tree", ex, rho) for ex in ("sparse", "dense") for rho in RHOS]
-         + [("trellis", ex, rho) for ex in ("sparse", "dense") for rho in RHOS]
-         + [("fixed", ex, rho) for ex in ("sparse", "dense") for rho in (0.0, 1.0)])
+CASES = ([("tree", ex, rho, "") for ex in ("sparse", "dense") for rho in RHOS]
+         + [("tree", "sparse", rho, "-deep") for rho in (0.9, 1.0)]
+         + [("trellis", ex, rho, "") for ex in ("sparse", "dense") for rho in RHOS]
+         + [("fixed", ex, rho, "") for ex in ("sparse", "dense") for rho in (0.0, 1.0)])
 
 
-@pytest.mark.parametrize("topology,execution,rho", CASES,
-                         ids=[f"ours-{t}-{e}-rho{r}" for t, e, r in CASES])
-def test_supernet_step(benchmark, quick, topology, execution, rho):
+@pytest.mark.parametrize("topology,execution,rho,variant", CASES,
+                         ids=[f"ours-{t}-{e}-rho{r}{v}" for t, e, r, v in CASES])
+def test_supernet_step(benchmark, quick, topology, execution, rho, variant):
     s = sizes(quick)
     benchmark.group = f"supernet-step-{topology}"
-    net = make_supernet(topology, execution == "sparse", rho, s)
-    info = dict(provider=f"ours-{execution}-rho{rho}", topology=topology, execution=execution,
-                rho=rho, **{k: s[k] for k in ("batch", "lr", "channels", "n_rir", "n_up")},
+    net = make_supernet(topology, execution == "sparse", rho, s, deep=variant == "-deep")
+    info = dict(provider=f"ours-{execution}-rho{rho}{variant}", topology=topology,
+                execution=execution, rho=rho, **{k: s[k] for k in ("batch", "lr", "channels", "n_rir", "n_up")},
                 **live_fractions(net))
     run(benchmark, make_step(net, s), info)
 

@@ -427,3 +427,102 @@ def test_triton_gradcheck():
     assert torch.autograd.gradcheck(
         lambda x: lib.triton_sparsestmax_packed(x, offsets, None, 0.3, parent, None, 0.05)[0], (v,))
     assert torch.autograd.gradcheck(lambda x: lib.triton_softmax_packed(x, offsets), (v,))
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA kernels (GPU only).
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available() or not ops.backend()["cuda_kernels"],
+                                reason="needs a GPU and the extension's CUDA kernels")
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype,atol", [(torch.float64, 1e-12), (torch.float32, 3e-6), (torch.float16, 2e-3),
+                                        (torch.bfloat16, 2e-2)])
+def test_cuda_ops_match_reference(dtype, atol):
+    previous = ops.gpu_backend()
+    ops.set_gpu_backend("cuda")
+    try:
+        gen = torch.Generator().manual_seed(31)
+        sizes = [4] * 25 + [83, 0, 1, 2, 33, 100]
+        values, offsets = random_packed(sizes, torch.float64, gen)
+        values[0:2] = values[0:2].max()
+        values = values.to(dtype).cuda()
+        offsets = offsets.cuda()
+        parent = torch.cat([torch.tensor(random_forest(s, np.random.default_rng(s)), dtype=torch.int64)
+                            for s in sizes]).cuda()
+        radius = (torch.rand(len(sizes), generator=gen) * 0.6).cuda()
+        cases = [
+            (lambda v: ops.sparsestmax_packed(v, offsets, radius), lambda v: ref.sparsestmax_packed(v, offsets, radius)),
+            (lambda v: ops.sparsemax_packed(v, offsets), lambda v: ref.sparsemax_packed(v, offsets)),
+            (lambda v: ops.softmax_packed(v, offsets), lambda v: ref.softmax_packed(v, offsets)),
+            (lambda v: ops.sorted_sparsestmax_packed(v, offsets, parent, 0.3, 0.2),
+             lambda v: ref.sorted_sparsestmax_packed(v, offsets, parent, 0.3, 0.2)),
+        ]
+        for k in (1, 3, 4, 16, 17, 32, 40):
+            x = torch.randn(64, k, generator=gen).to(dtype).cuda()
+            x[0] = 0.5
+            cases.append((x, 0.4))
+        for case in cases:
+            if isinstance(case[0], torch.Tensor):
+                x, r = case
+                compare(lambda v: ops.sparsestmax(v, r), lambda v: ref.sparsestmax(v, r), x, atol=atol)
+            else:
+                compare(case[0], case[1], values, atol=atol)
+    finally:
+        ops.set_gpu_backend(previous)
+
+
+@needs_cuda
+def test_cuda_search_call_uses_at_most_two_launches_per_direction():
+    from torch.profiler import ProfilerActivity, profile
+
+    previous = ops.gpu_backend()
+    ops.set_gpu_backend("cuda")
+    try:
+        sizes = [4] * 25 + [83]
+        offsets = torch.tensor([0] + list(itertools.accumulate(sizes)), device="cuda")
+        parent = torch.tensor([-1] * 100 + [-1] + [(i - 1) // 2 for i in range(1, 83)], device="cuda")
+        lam = torch.tensor([0.0] * 25 + [0.01], device="cuda")
+        radius = torch.full((26,), 0.3, device="cuda")
+        v = torch.randn(183, device="cuda", requires_grad=True)
+        out = ops.sorted_sparsestmax_packed(v, offsets, parent, radius, lam)
+        grad = torch.randn_like(out)
+        torch.cuda.synchronize()
+        for direction in ("forward", "backward"):
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                if direction == "forward":
+                    out = ops.sorted_sparsestmax_packed(v, offsets, parent, radius, lam)
+                else:
+                    torch.autograd.grad(out, v, grad)
+                torch.cuda.synchronize()
+            kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+            assert len(kernels) <= 2, (direction, [e.name for e in kernels])
+    finally:
+        ops.set_gpu_backend(previous)
+
+
+@needs_cuda
+def test_cuda_rows_forward_reaches_60_percent_of_copy_bandwidth():
+    previous = ops.gpu_backend()
+    ops.set_gpu_backend("cuda")
+    try:
+        x = torch.randn(1 << 20, 16, device="cuda")
+
+        def timed(fn, reps=20):
+            fn()
+            torch.cuda.synchronize()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(reps):
+                fn()
+            end.record()
+            torch.cuda.synchronize()
+            return start.elapsed_time(end) / reps
+
+        with torch.no_grad():
+            t_copy = timed(lambda: x.clone())  # reads and writes x.numel() floats
+            t_op = timed(lambda: ops.sparsestmax(x, 0.3))  # the same, plus one float per row
+        assert t_op <= t_copy * (1 + 1 / 16) / 0.6, (t_op, t_copy)
+    finally:
+        ops.set_gpu_backend(previous)

@@ -173,3 +173,17 @@ def test_subprocess_error_is_one_line():
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "/nonexistent/folder" in proc.stderr
+
+
+def test_train_from_a_saved_model_and_resume(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert run_prog(search, TINY + ["--out", str(out)], capsys)[0] == 0
+    argv = TINY + ["--arch", str(out / "arch.json"), "--init", str(out / "model.pt"), "--set", "train.steps=0"]
+    assert run_prog(train, argv + ["--out", str(tmp_path / "t")], capsys)[0] == 0
+    from trilevelnas.models import load_model
+
+    a, b = load_model(str(out / "model.pt")), load_model(str(tmp_path / "t" / "model.pt"))
+    for va, vb in zip(a.state_dict().values(), b.state_dict().values()):
+        assert torch.equal(va, vb)  # zero steps: the saved model's weights, unchanged
+    code, cap = run_prog(train, argv + ["--out", str(tmp_path / "t"), "--resume"], capsys)
+    assert code == 0, cap.err

@@ -257,7 +257,8 @@ def test_expected_flops_of_paper_tree_at_uniform_widths_lies_between_extremes():
     net = Supernet(SupernetConfig(channels=64))
     h = net.expected_flops().item()
     stem_head = profile(net.extract(Architecture("B", [], [], 64, 4)))["gflops"]
-    full = profile(net.extract(Architecture("B", [0] * 5 + [1, 1], [[["dwsblock", 64]] * 5] * 5, 64, 4)))["gflops"]
+    costliest = Architecture("B", [0] * 5 + [1, 1], [[["resblock", 64]] * 5] * 5, 64, 4)
+    full = profile(net.extract(costliest))["gflops"]
     assert stem_head < h < full
 
 
@@ -322,3 +323,18 @@ def test_cuda_supernet_matches_cpu(topology):
         want = net(x)
         got = net.cuda()(x.cuda()).cpu()
     assert torch.allclose(got, want, atol=1e-4)
+
+
+@pytest.mark.parametrize("kw", [dict(topology="fixed", fixed_path=[]), dict(topology="fixed", fixed_path=[1]),
+                                dict(topology="tree", n_rir=0, n_up=2), dict(topology="tree", n_rir=2, n_up=0),
+                                dict(topology="trellis", n_rir=2, n_up=0), dict(topology="trellis", n_rir=0, n_up=1)])
+def test_degenerate_search_spaces_run_derive_and_extract(kw):
+    net = make(SupernetConfig(backbone="B", channels=16, scale=2, **kw), seed=15)
+    net.set_radius(1.0)
+    net.eval()
+    x = torch.randn(1, 3, 4, 4, dtype=DT)
+    model = net.extract(net.derive())
+    with torch.no_grad():
+        assert torch.allclose(net(x), model(x), atol=1e-10)
+    net.train()
+    (net(x).sum() + net.expected_flops()).backward()

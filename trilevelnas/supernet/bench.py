@@ -30,20 +30,26 @@ def _step(net, x, target, seed):
     return loss
 
 
-def time_steps(net, x, target, repeats: int, warmup: bool = True) -> list[float]:
-    """Seconds of ``repeats`` training steps (after one warm-up step), same Gumbel seed each."""
+def time_steps(net, x, target, repeats: int, warmup: bool = True,
+               cpu_times: list | None = None) -> list[float]:
+    """Wall seconds of ``repeats`` training steps (after one warm-up step), same Gumbel seed
+    each; the process CPU seconds of each step are appended to ``cpu_times`` if given (on a
+    shared machine they say more than wall time)."""
     if warmup:
         _step(net, x, target, 0)
     out = []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         _step(net, x, target, 0)
         out.append(time.perf_counter() - t)
+        if cpu_times is not None:
+            cpu_times.append(time.process_time() - c)
     return out
 
 
 def sparse_vs_dense(cfg: SupernetConfig, batch: int, size: int, rho: float, repeats: int, seed=0):
-    """(median sparse s, median dense s, live-node count) of one training step at radius ``rho``."""
+    """Median wall seconds of one training step at radius ``rho``, sparse and dense, the number
+    of non-zero network weights, and the median CPU seconds, sparse and dense."""
     torch.manual_seed(seed)
     net = Supernet(cfg)
     with torch.no_grad():
@@ -53,19 +59,20 @@ def sparse_vs_dense(cfg: SupernetConfig, batch: int, size: int, rho: float, repe
     net.train()
     x = torch.randn(batch, 3, size, size)
     target = torch.randn(batch, 3, size * cfg.scale, size * cfg.scale)
+    cpu_s, cpu_d = [], []
     net.config.sparse_execution = True
-    sparse = statistics.median(time_steps(net, x, target, repeats))
+    sparse = statistics.median(time_steps(net, x, target, repeats, cpu_times=cpu_s))
     net.config.sparse_execution = False
-    dense = statistics.median(time_steps(net, x, target, repeats))
+    dense = statistics.median(time_steps(net, x, target, repeats, cpu_times=cpu_d))
     net.config.sparse_execution = True
     ctx = net.step_context()
     live = None if ctx.net_host is None else int((ctx.net_host > 0).sum())
-    return sparse, dense, live
+    return sparse, dense, live, statistics.median(cpu_s), statistics.median(cpu_d)
 
 
 def paper_step(batch=16, size=32, rho=0.0, repeats=1, sparse=True, checkpoint=True, arch_std=None):
-    """Median seconds, peak RSS growth (MiB) and computed-node count of a paper-size training
-    step (backbone B, C = 64, tree of 83 nodes, default initialisation)."""
+    """Median wall seconds, peak RSS growth (MiB), computed-node count and median CPU seconds of
+    a paper-size training step (backbone B, C = 64, tree of 83 nodes)."""
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     torch.manual_seed(0)
     net = Supernet(SupernetConfig(backbone="B", channels=64, sparse_execution=sparse,
@@ -78,12 +85,13 @@ def paper_step(batch=16, size=32, rho=0.0, repeats=1, sparse=True, checkpoint=Tr
     net.train()
     x = torch.randn(batch, 3, size, size)
     target = torch.randn(batch, 3, 4 * size, 4 * size)
-    times = time_steps(net, x, target, repeats, warmup=False)
+    cpu = []
+    times = time_steps(net, x, target, repeats, warmup=False, cpu_times=cpu)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     ctx = net.step_context()
     w = ctx.net_host
     live = int(net.topology.desc[:, w > 0].any(axis=1).sum()) if sparse else net.topology.n_nodes
-    return statistics.median(times), (peak - before) / 1024.0, live
+    return statistics.median(times), (peak - before) / 1024.0, live, statistics.median(cpu)
 
 
 def main(argv=None):
@@ -107,11 +115,11 @@ def main(argv=None):
         torch.set_num_threads(a.threads)
     if a.paper:
         a.batch, a.size, a.rho = a.batch or 16, a.size or 32, a.rho or 0.0
-        t, mem, live = paper_step(a.batch, a.size, a.rho, a.repeats, not a.dense,
+        t, mem, live, cpu = paper_step(a.batch, a.size, a.rho, a.repeats, not a.dense,
                                   not a.no_checkpoint, a.arch_std)
         print(f"paper-size step (B, C=64, tree, batch {a.batch}, {a.size}x{a.size}, rho {a.rho}, "
               f"{'sparse' if not a.dense else 'dense'}, checkpoint {not a.no_checkpoint}, "
-              f"{live} live nodes): {t:.2f} s, "
+              f"{live} live nodes): {t:.2f} s wall, {cpu:.2f} s CPU, "
               f"peak RSS growth {mem:.0f} MiB")
         return 0
     a.batch, a.size = a.batch or 4, a.size or 16
@@ -120,10 +128,11 @@ def main(argv=None):
     scale = 4
     cfg = SupernetConfig(backbone=a.backbone, topology=a.topology, channels=a.channels, n_up=n_up,
                          scale=scale)
-    s, d, live = sparse_vs_dense(cfg, a.batch, a.size, a.rho, a.repeats)
+    s, d, live, cs, cd = sparse_vs_dense(cfg, a.batch, a.size, a.rho, a.repeats)
     print(f"{a.backbone}/{a.topology} C={a.channels} batch {a.batch} {a.size}x{a.size} rho {a.rho}: "
           f"sparse {s * 1e3:.1f} ms, dense {d * 1e3:.1f} ms, speedup {d / s:.2f}x "
-          f"(non-zero network weights: {live})")
+          f"(CPU time: {cs * 1e3:.1f} / {cd * 1e3:.1f} ms, {cd / cs:.2f}x; "
+          f"non-zero network weights: {live})")
     return 0
 
 

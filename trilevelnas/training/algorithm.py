@@ -60,6 +60,8 @@ class Pipeline:
                  resume: dict | None = None, arch: Architecture | None = None, init: str | None = None,
                  progress: bool | None = None):
         self.cfg, self.out_dir, self.program, self.ctx, self.device = cfg, out_dir, program, ctx, device
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
         self.arch: Architecture | None = arch
         self.init = init
         self.supernet: nn.Module | None = None

@@ -4,8 +4,6 @@ from __future__ import annotations
 import argparse
 import os
 
-import torch
-
 from ..cli import UserError
 from . import checkpoint as ckpt
 from .algorithm import Pipeline, format_summary, write_json_atomic
@@ -53,8 +51,6 @@ def run_program(program: str, args: argparse.Namespace, arch=None, init: str | N
                        base=resume_state["config"] if resume_state is not None else None)
     if arch is not None and arch.scale != cfg.data.scale:
         raise UserError(f"--arch is a x{arch.scale} network but the config has data.scale = {cfg.data.scale}")
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
     device = pick_device(cfg.run.device)
     ctx = init_from_env(device)
     try:
