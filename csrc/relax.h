@@ -21,11 +21,12 @@ constexpr double kOneHotTol = 1e-6;
 
 // Scratch space reused across the groups handled by one thread.
 struct Workspace {
-  std::vector<double> b;
+  std::vector<double> b, v;
   std::vector<int64_t> order;
   void reserve(int64_t k) {
     if (static_cast<int64_t>(b.size()) < k) {
       b.resize(k);
+      v.resize(k);
       order.resize(k);
     }
   }
@@ -34,18 +35,29 @@ struct Workspace {
 // Order of the sorted scan: b descending, ties by index ascending (deterministic).
 inline bool precedes(const double* b, int64_t x, int64_t y) { return b[x] > b[y] || (b[x] == b[y] && x < y); }
 
-// Puts the element of rank `pos` at idx[pos], given idx[0..pos) already holds ranks 0..pos-1.
-// The first kLazy positions are found by selection (the scan usually stops after a few); at
-// position kLazy the rest is sorted once.
+// Puts the element of rank `pos` at position pos of (v, idx), given positions [0, pos) already hold
+// ranks 0..pos-1; v mirrors b[idx]. The first kLazy ranks are found by (branch-free) selection, as
+// the scan usually stops after a few; at position kLazy the rest is sorted once.
 constexpr int64_t kLazy = 8;
-inline void place_next(const double* b, int64_t* idx, int64_t pos, int64_t k) {
+inline void place_next(const double* b, double* v, int64_t* idx, int64_t pos, int64_t k) {
   if (pos < kLazy) {
-    int64_t best = pos;
-    for (int64_t j = pos + 1; j < k; ++j)
-      if (precedes(b, idx[j], idx[best])) best = j;
-    std::swap(idx[pos], idx[best]);
+    double bv = v[pos];
+    int64_t bi = idx[pos], bp = pos;
+    for (int64_t j = pos + 1; j < k; ++j) {
+      const double vj = v[j];
+      const int64_t ij = idx[j];
+      const bool better = (vj > bv) | ((vj == bv) & (ij < bi));
+      bv = better ? vj : bv;
+      bi = better ? ij : bi;
+      bp = better ? j : bp;
+    }
+    v[bp] = v[pos];
+    idx[bp] = idx[pos];
+    v[pos] = bv;
+    idx[pos] = bi;
   } else if (pos == kLazy) {
     std::sort(idx + pos, idx + k, [b](int64_t x, int64_t y) { return precedes(b, x, y); });
+    for (int64_t j = pos; j < k; ++j) v[j] = b[idx[j]];
   }
 }
 
@@ -78,17 +90,21 @@ double sparsestmax_group(Workspace& ws, const double* x, int64_t k, double r, St
   }
   ws.reserve(k);
   double* b = ws.b.data();
+  double* sv = ws.v.data();
   int64_t* idx = ws.order.data();
   const double mx = x[arg];
-  for (int64_t i = 0; i < k; ++i) b[i] = x[i] - mx;
-  for (int64_t i = 0; i < k; ++i) idx[i] = i;
+  for (int64_t i = 0; i < k; ++i) {
+    b[i] = x[i] - mx;
+    sv[i] = b[i];
+    idx[i] = i;
+  }
 
   const double inf = std::numeric_limits<double>::infinity();
   double s1 = 0, s2 = 0, tau = -inf, tmax = -inf;
   int64_t n_top = 0;
   for (int64_t s = 1; s <= k; ++s) {
-    place_next(b, idx, s - 1, k);
-    const double v = b[idx[s - 1]];
+    place_next(b, sv, idx, s - 1, k);
+    const double v = sv[s - 1];
     // Once an element is at or below the best threshold so far, no later prefix can raise it (the
     // optimal threshold is attained at the support size, and the support is within this prefix).
     if (v < 0.0 && v <= std::max(tau, tmax)) break;

@@ -188,6 +188,9 @@ void dispatch_activation(int64_t act, F&& fn) {
   }
 }
 
+// Pixels per task when a channels-last tensor is read or written plane by plane.
+constexpr int64_t kTile = 32;
+
 // Strides of an [N, C, H, W] tensor that is contiguous or channels-last, with H*W flattened.
 struct PlaneStrides {
   int64_t n, c, i;
@@ -224,27 +227,41 @@ void epilogue_forward(const scalar_t* z, PlaneStrides zs, const scalar_t* acc, s
   using acc_t = at::opmath_type<scalar_t>;
   const acc_t slope_a = static_cast<acc_t>(slope), s_a = static_cast<acc_t>(s);
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(plane, 1));
+  // Contiguous z: one task per plane. Channels-last z: tasks of kTile pixels × all channels, so
+  // that the transposed reads of z stay in L1.
+  const int64_t tile = zs.i == 1 ? plane : std::min<int64_t>(plane, kTile);
+  const int64_t n_tiles = tile > 0 ? (plane + tile - 1) / tile : 0;
   dispatch_activation(act, [&](auto act_c) {
     constexpr int64_t ACT = decltype(act_c)::value;
-    at::parallel_for(0, n_batch * channels, grain, [&](int64_t begin, int64_t end) {
-      for (int64_t p = begin; p < end; ++p) {
-        const int64_t n = p / channels, c = p % channels;
-        scalar_t* o = out + p * plane;
-        const scalar_t* a = acc ? acc + p * plane : nullptr;
-        if (c < width) {
-          const scalar_t* zp = z + n * zs.n + c * zs.c;
-          if (a) {
-            forward_plane<ACT, true>(zp, zs.i, a, o, plane, s_a, slope_a);
-          } else {
-            forward_plane<ACT, false>(zp, zs.i, a, o, plane, s_a, slope_a);
-          }
-        } else if (a) {
-          std::memcpy(o, a, sizeof(scalar_t) * plane);
+    auto run = [&](int64_t n, int64_t c, int64_t i0, int64_t len) {
+      const int64_t p = n * channels + c;
+      scalar_t* o = out + p * plane + i0;
+      const scalar_t* a = acc ? acc + p * plane + i0 : nullptr;
+      if (c < width) {
+        const scalar_t* zp = z + n * zs.n + c * zs.c + i0 * zs.i;
+        if (a) {
+          forward_plane<ACT, true>(zp, zs.i, a, o, len, s_a, slope_a);
         } else {
-          std::memset(static_cast<void*>(o), 0, sizeof(scalar_t) * plane);
+          forward_plane<ACT, false>(zp, zs.i, a, o, len, s_a, slope_a);
         }
+      } else if (a) {
+        std::memcpy(o, a, sizeof(scalar_t) * len);
+      } else {
+        std::memset(static_cast<void*>(o), 0, sizeof(scalar_t) * len);
       }
-    });
+    };
+    if (zs.i == 1) {
+      at::parallel_for(0, n_batch * channels, grain, [&](int64_t begin, int64_t end) {
+        for (int64_t p = begin; p < end; ++p) run(p / channels, p % channels, 0, plane);
+      });
+    } else {
+      at::parallel_for(0, n_batch * n_tiles, 16, [&](int64_t begin, int64_t end) {
+        for (int64_t t = begin; t < end; ++t) {
+          const int64_t n = t / n_tiles, i0 = (t % n_tiles) * tile;
+          for (int64_t c = 0; c < channels; ++c) run(n, c, i0, std::min(tile, plane - i0));
+        }
+      });
+    }
   });
 }
 
@@ -297,29 +314,42 @@ BackwardSums epilogue_backward(const scalar_t* grad, const scalar_t* z, PlaneStr
   const acc_t slope_a = static_cast<acc_t>(slope), s_a = static_cast<acc_t>(s);
   std::vector<double> part_scale(n_batch * width, 0.0), part_bias(n_batch * width, 0.0);
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(plane, 1));
+  const bool contiguous = (!z || zs.i == 1) && gzs.i == 1;
   dispatch_activation(act, [&](auto act_c) {
     constexpr int64_t ACT = decltype(act_c)::value;
-    at::parallel_for(0, n_batch * width, grain, [&](int64_t begin, int64_t end) {
-      for (int64_t p = begin; p < end; ++p) {
-        const int64_t n = p / width, c = p % width;
-        const scalar_t* gp = grad + (n * channels + c) * plane;
-        scalar_t* gzp = grad_z + n * gzs.n + c * gzs.c;
-        std::pair<acc_t, acc_t> sums;
-        const scalar_t* zp = z ? z + n * zs.n + c * zs.c : nullptr;
-        const bool contiguous = (!z || zs.i == 1) && gzs.i == 1;
-        if (z && contiguous) {
-          sums = backward_plane<ACT, true, true>(gp, zp, zs.i, gzp, gzs.i, plane, s_a, slope_a);
-        } else if (z) {
-          sums = backward_plane<ACT, true, false>(gp, zp, zs.i, gzp, gzs.i, plane, s_a, slope_a);
-        } else if (contiguous) {
-          sums = backward_plane<kNone, false, true>(gp, zp, zs.i, gzp, gzs.i, plane, s_a, slope_a);
-        } else {
-          sums = backward_plane<kNone, false, false>(gp, zp, zs.i, gzp, gzs.i, plane, s_a, slope_a);
-        }
-        part_bias[p] = static_cast<double>(sums.first);
-        part_scale[p] = static_cast<double>(sums.second);
+    // Adds the sums of pixels [i0, i0 + len) of plane (n, c) to the plane's partials.
+    auto run = [&](int64_t n, int64_t c, int64_t i0, int64_t len) {
+      const scalar_t* gp = grad + (n * channels + c) * plane + i0;
+      const scalar_t* zp = z ? z + n * zs.n + c * zs.c + i0 * zs.i : nullptr;
+      scalar_t* gzp = grad_z + n * gzs.n + c * gzs.c + i0 * gzs.i;
+      std::pair<acc_t, acc_t> sums;
+      if (z && contiguous) {
+        sums = backward_plane<ACT, true, true>(gp, zp, zs.i, gzp, gzs.i, len, s_a, slope_a);
+      } else if (z) {
+        sums = backward_plane<ACT, true, false>(gp, zp, zs.i, gzp, gzs.i, len, s_a, slope_a);
+      } else if (contiguous) {
+        sums = backward_plane<kNone, false, true>(gp, zp, zs.i, gzp, gzs.i, len, s_a, slope_a);
+      } else {
+        sums = backward_plane<kNone, false, false>(gp, zp, zs.i, gzp, gzs.i, len, s_a, slope_a);
       }
-    });
+      part_bias[n * width + c] += static_cast<double>(sums.first);
+      part_scale[n * width + c] += static_cast<double>(sums.second);
+    };
+    if (contiguous) {
+      at::parallel_for(0, n_batch * width, grain, [&](int64_t begin, int64_t end) {
+        for (int64_t p = begin; p < end; ++p) run(p / width, p % width, 0, plane);
+      });
+    } else {
+      // Channels-last: one task per image (its planes' partials are only touched by it), walked
+      // in tiles of kTile pixels × all active channels.
+      at::parallel_for(0, n_batch, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t n = begin; n < end; ++n) {
+          for (int64_t i0 = 0; i0 < plane; i0 += kTile) {
+            for (int64_t c = 0; c < width; ++c) run(n, c, i0, std::min(kTile, plane - i0));
+          }
+        }
+      });
+    }
   });
   BackwardSums sums;
   sums.bias.assign(width, 0.0);
@@ -378,19 +408,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> superconv2d_backward_
   const bool want_scale = mask[3] && scale.has_value();
   const at::MemoryFormat format = cpu_format(x, g);
   const double s = effective_scale(scale, scale_factor);
-  const at::Tensor gc = grad.contiguous();
-  const at::Tensor zc = need_z ? conv_out.contiguous(format) : at::Tensor();
-  at::Tensor grad_z = at::empty({x.size(0), g.out_width, g.out_h, g.out_w},
-                                grad.options().memory_format(format));
   BackwardSums sums;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(),
-                                  "superconv2d_backward_cpu", [&] {
-    sums = epilogue_backward<scalar_t>(
-        gc.const_data_ptr<scalar_t>(), need_z ? zc.const_data_ptr<scalar_t>() : nullptr,
-        need_z ? plane_strides(zc) : plane_strides(grad_z), grad_z.mutable_data_ptr<scalar_t>(),
-        plane_strides(grad_z), x.size(0), c_out, g.out_width,
-        g.out_h * g.out_w, activation, negative_slope, s);
-  });
+  at::Tensor grad_z;
+  if (!need_z && s == 1.0 && !mask[2]) {
+    // Identity epilogue: the gradient of the convolution is grad's active block itself.
+    grad_z = g.out_width == c_out ? grad : grad.narrow(1, 0, g.out_width);
+  } else {
+    const at::Tensor gc = grad.contiguous();
+    const at::Tensor zc = need_z ? conv_out.contiguous(format) : at::Tensor();
+    grad_z = at::empty({x.size(0), g.out_width, g.out_h, g.out_w},
+                       grad.options().memory_format(format));
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(),
+                                    "superconv2d_backward_cpu", [&] {
+      sums = epilogue_backward<scalar_t>(
+          gc.const_data_ptr<scalar_t>(), need_z ? zc.const_data_ptr<scalar_t>() : nullptr,
+          need_z ? plane_strides(zc) : plane_strides(grad_z),
+          grad_z.mutable_data_ptr<scalar_t>(), plane_strides(grad_z), x.size(0), c_out,
+          g.out_width, g.out_h * g.out_w, activation, negative_slope, s);
+    });
+  }
   auto [gx, gw, unused_gb] = conv_active_backward(grad_z, x, weight, g, stride, padding,
                                                   {mask[0], mask[1], false}, format);
   at::Tensor gb, gs;

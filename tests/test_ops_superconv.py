@@ -135,6 +135,16 @@ def test_full_width_without_epilogue_equals_conv2d():
                                rtol=0, atol=0)
 
 
+def test_channels_last_input_and_output_layout():
+    gen = torch.Generator().manual_seed(9)
+    for widths in [(6, 6), (3, 5)]:
+        tensors, kwargs = make_case(gen, c_in=6, c_out=6, widths=widths)
+        tensors["x"] = tensors["x"].detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+        out = assert_matches_reference(ops.superconv2d, tensors, dict(kwargs, activation="relu"),
+                                       rtol=1e-10, atol=1e-10)
+        assert out.is_contiguous()
+
+
 def test_degenerate_inputs():
     gen = torch.Generator().manual_seed(8)
     # empty batch, width 1, 1x1 spatial, stride 2, zero tensor scale (its gradient is still defined)

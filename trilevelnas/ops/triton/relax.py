@@ -81,9 +81,9 @@ def _sparsestmax_fwd_kernel(x_ptr, off_ptr, rad_ptr, rad_scalar, par_ptr, lam_pt
                 children += tl.sum((pj[None, :] == i[:, None]).to(tl.int32), axis=1)
             leaf = mi & (children == 0)
             cur = i.to(tl.int64)
-            for _ in range(0, k):  # walk to the root (depth < k)
+            for _ in range(0, k):  # walk to the root (depth < k); a parent not before its child is a root
                 p = tl.load(par_ptr + start + cur, mask=mi, other=-1)
-                cur = tl.where(p >= 0, p, cur)
+                cur = tl.where((p >= 0) & (p < cur), p, cur)
             moved = leaf & (cur != i)
             tl.atomic_add(ws_ptr + start + i, tl.where(moved, 1.0, 0.0).to(tl.float32), mask=moved)
             tl.atomic_add(ws_ptr + start + cur, tl.where(moved, -1.0, 0.0).to(tl.float32), mask=moved)
