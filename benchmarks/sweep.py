@@ -5,18 +5,20 @@
 
 1. Measures the machine (best of several runs): copy bandwidth (a large ``Tensor.copy_`` into a
    preallocated tensor — a clone without the page faults of a fresh allocation —, bytes read +
-   written; the ``torch.clone`` figure, faults included, is recorded beside it) and fp32 matmul
-   throughput (a large square ``torch.mm``).
+   written; the ``torch.clone`` figure, faults included, is recorded beside it) and the fp32
+   peak: the better of a large square ``torch.mm`` and a large 3×3 ``F.conv2d`` (oneDNN's conv
+   outruns its matmul on AVX-512 CPUs).
 2. Runs ``pytest benchmarks/<suites> --benchmark-json`` in a subprocess (``--quick``:
    ``TNAS_BENCH_QUICK=1``, small shapes, few rounds; ``--threads``: ``--bench-threads`` and
    ``OMP_NUM_THREADS``).
 3. Writes the JSON (machine, every benchmark's stats and ``extra_info``), a markdown report (per
-   benchmark group: each provider's median, its ratio to the best provider of the group, the
+   benchmark group: each provider's median, its ratio to the best of its peers (same group, same
+   widths), the
    hardware floor and the ratio to it; then the op-layer and superkernel targets, met or not) and a
    PNG plot of the ratios.
 
 Hardware floor of one benchmark: ``extra_info["bytes"] / bandwidth`` or ``extra_info["flops"] /
-matmul peak`` when the suite records them; for the relax suite, whose ops are memory-bound, the
+peak`` when the suite records them; for the relax suite, whose ops are memory-bound, the
 bytes are derived from ``elements`` (fp32; fwd reads x and writes q: 8 B/element; bwd reads q and
 the incoming gradient and writes the gradient: 12 B; fwd+bwd: 20 B); for the superconv suite,
 which records the multiply-accumulates of the active block, FLOPs = 2·MACs forward and 6·MACs
@@ -108,7 +110,7 @@ def _best_time(fn, repeats: int, sync) -> float:
 
 
 def measure_machine(quick: bool) -> dict:
-    """Copy bandwidth (B/s) and fp32 matmul throughput (FLOP/s) on the benchmark device."""
+    """Copy bandwidth (B/s) and fp32 peak throughput (FLOP/s) on the benchmark device."""
     import torch
 
     cuda = torch.cuda.is_available()
@@ -124,10 +126,18 @@ def measure_machine(quick: bool) -> dict:
     a = torch.randn(n, n, device=dev)
     b = torch.randn(n, n, device=dev)
     t_mm = _best_time(lambda: torch.mm(a, b), 3 if quick else 10, sync)
+    del a, b
+    cb, cc, hw = (64, 128, 64) if cuda else (16, 64, 64)
+    xc = torch.randn(cb, cc, hw, hw, device=dev)
+    wc = torch.randn(cc, cc, 3, 3, device=dev)
+    t_conv = _best_time(lambda: torch.nn.functional.conv2d(xc, wc, padding=1), 3 if quick else 10, sync)
+    conv_flops = 2 * cb * hw * hw * cc * cc * 9 / t_conv
     return {"device": device_name(), "kind": dev, "torch": torch.__version__,
             "threads": torch.get_num_threads(), "copy_bandwidth_Bps": 2 * n_bytes / t_copy,
             "clone_bandwidth_Bps": 2 * n_bytes / t_clone,
-            "matmul_flops": 2 * n ** 3 / t_mm, "copy_bytes": n_bytes, "matmul_n": n}
+            "matmul_flops": 2 * n ** 3 / t_mm, "conv3x3_flops": conv_flops,
+            "peak_flops": max(2 * n ** 3 / t_mm, conv_flops), "copy_bytes": n_bytes, "matmul_n": n,
+            "conv3x3_shape": [cb, cc, hw, hw]}
 
 
 # ------------------------------------------------------------------------------ running
@@ -157,33 +167,50 @@ def _provider(bench: dict) -> str:
     return bench.get("param") or bench["name"]
 
 
-def collect(raw: dict, machine: dict) -> list[dict]:
-    """One row per benchmark: group, provider, median/min seconds, floor and peak memory."""
+def floor_work(info: dict):
+    """``(amount, "bytes" | "flops")`` of the hardware floor from a benchmark's ``extra_info``, or
+    ``(None, None)`` when it records neither."""
+    if "bytes" in info:
+        return info["bytes"], "bytes"
+    if "flops" in info:
+        return info["flops"], "flops"
+    if "macs" in info and info.get("direction") in CONV_FLOPS_PER_MAC:
+        return info["macs"] * CONV_FLOPS_PER_MAC[info["direction"]], "flops"
+    if "elements" in info and info.get("direction") in RELAX_BYTES_PER_ELEMENT:
+        return info["elements"] * RELAX_BYTES_PER_ELEMENT[info["direction"]], "bytes"
+    return None, None
+
+
+def collect(raw: dict) -> list[dict]:
+    """One row per benchmark: group, provider, median/min seconds, floor and peak memory (see
+    :func:`rank` for the ratios)."""
     rows = []
     for b in raw.get("benchmarks", []):
         info = b.get("extra_info", {})
         st = b["stats"]
-        floor = floor_kind = None
-        if "bytes" in info:
-            floor, floor_kind = info["bytes"] / machine["copy_bandwidth_Bps"], "bytes/bandwidth"
-        elif "flops" in info:
-            floor, floor_kind = info["flops"] / machine["matmul_flops"], "FLOPs/peak"
-        elif "macs" in info and info.get("direction") in CONV_FLOPS_PER_MAC:
-            flops = info["macs"] * CONV_FLOPS_PER_MAC[info["direction"]]
-            floor, floor_kind = flops / machine["matmul_flops"], "FLOPs/peak"
-        elif "elements" in info and info.get("direction") in RELAX_BYTES_PER_ELEMENT:
-            nbytes = info["elements"] * RELAX_BYTES_PER_ELEMENT[info["direction"]]
-            floor, floor_kind = nbytes / machine["copy_bandwidth_Bps"], "bytes/bandwidth"
+        work, kind = floor_work(info)
         rows.append({"group": b.get("group") or "-", "name": b["name"], "provider": _provider(b),
                      "median_s": st["median"], "min_s": st["min"], "rounds": st["rounds"],
-                     "floor_s": floor, "floor_kind": floor_kind,
+                     "floor_work": work, "floor_kind": kind,
                      "peak_memory_bytes": info.get("peak_memory_bytes"), "extra_info": info})
-    by_group: dict[str, list[dict]] = {}
+    return rows
+
+
+def rank(rows: list[dict], machine: dict) -> list[dict]:
+    """Add each row's floor (its bytes / the copy bandwidth or its FLOPs / the peak of ``machine``),
+    its ratio to the best of its peers and to its floor (and images/s for models).
+    Peers: the same group and, where a suite sweeps widths inside a group (superconv), the same
+    widths — so the ratio compares providers doing the same work."""
+    peers: dict[tuple, list[dict]] = {}
     for r in rows:
-        by_group.setdefault(r["group"], []).append(r)
-    for group_rows in by_group.values():
-        best = min(r["median_s"] for r in group_rows)
-        for r in group_rows:
+        peers.setdefault((r["group"], r["extra_info"].get("widths")), []).append(r)
+    for peer_rows in peers.values():
+        best = min(r["median_s"] for r in peer_rows)
+        for r in peer_rows:
+            r["floor_work"], r["floor_kind"] = floor_work(r["extra_info"])
+            rate = {"bytes": machine["copy_bandwidth_Bps"], "flops": machine["peak_flops"],
+                    None: None}[r["floor_kind"]]
+            r["floor_s"] = r["floor_work"] / rate if rate else None
             r["ratio_to_best"] = r["median_s"] / best
             r["ratio_to_floor"] = r["median_s"] / r["floor_s"] if r["floor_s"] else None
             if "model" in r["extra_info"]:
@@ -244,14 +271,19 @@ def evaluate_targets(rows, machine) -> list[dict]:
         out.append({"target": "GPU targets of the op-layer and superkernel issues (CUDA / Triton "
                               "kernels vs the bandwidth / FLOP floor, CUDA-graph step)",
                     "status": "not measured", "detail": "no GPU in this session"})
-    for topo, rhos in (("tree", ("0.9", "1.0")), ("trellis", ("0.9", "1.0")), ("fixed", ("1.0",))):
+    # tree: the "-deep" support (see test_bench_supernet); from the initial logits the ρ = 1 tree
+    # collapses onto the root, which would flatter sparse execution
+    for topo, rhos, variant in (("tree", ("0.9", "1.0"), "-deep"), ("trellis", ("0.9", "1.0"), ""),
+                                ("fixed", ("1.0",), "")):
         for rho in rhos:
             out.append(_speedup_target(rows, f"supernet step ({topo}): sparse execution faster than "
-                                       f"dense at ρ = {rho}", rf"supernet-step-{topo}",
-                                       rf"ours-sparse-rho{rho}", rf"ours-dense-rho{rho}", 1))
-    for topo in ("tree", "fixed"):
-        out.append(_speedup_target(rows, f"supernet step ({topo}): ours (dense, ρ = 0) faster than "
-                                   "the AGD-style baseline", rf"supernet-step-{topo}",
+                                       f"dense at ρ = {rho}{' (deep support)' if variant else ''}",
+                                       rf"supernet-step-{topo}",
+                                       rf"ours-sparse-rho{rho}{re.escape(variant)}",
+                                       rf"ours-dense-rho{rho}", 1))
+    for group in ("tree", "fixed", "fixed-lr32"):
+        out.append(_speedup_target(rows, f"supernet step ({group}): ours (dense, ρ = 0) faster "
+                                   "than the AGD-style baseline", rf"supernet-step-{group}",
                                    r"ours-dense-rho0\.0", "agd-baseline", 1))
     return out
 
@@ -281,8 +313,9 @@ def write_markdown(path: Path, machine: dict, rows: list[dict], targets: list[di
              f"Measured floors: copy bandwidth {machine['copy_bandwidth_Bps'] / 1e9:.2f} GB/s "
              f"(`copy_` of {machine['copy_bytes'] >> 20} MiB into a preallocated tensor, read + write; "
              f"`torch.clone` with its fresh allocation: {machine['clone_bandwidth_Bps'] / 1e9:.2f} GB/s), "
-             f"fp32 matmul "
-             f"{machine['matmul_flops'] / 1e9:.1f} GFLOP/s (`torch.mm` {machine['matmul_n']}²).", ""]
+             f"fp32 peak {machine['peak_flops'] / 1e9:.1f} GFLOP/s = the better of `torch.mm` "
+             f"{machine['matmul_n']}² ({machine['matmul_flops'] / 1e9:.1f}) and a 3×3 `F.conv2d` "
+             f"{machine['conv3x3_shape']} ({machine['conv3x3_flops'] / 1e9:.1f}).", ""]
     if plot_name:
         lines += [f"![ratio to the best provider]({plot_name})", ""]
     lines += ["## Targets", "", "| target | status | measured |", "|---|---|---|"]
@@ -291,8 +324,9 @@ def write_markdown(path: Path, machine: dict, rows: list[dict], targets: list[di
     for r in rows:
         by_group.setdefault(r["group"], []).append(r)
     lines += ["", "## Results", "",
-              "Median of the rounds; ratio = median / best median of the group (1.00 = best); "
-              "floor = the time the hardware needs at least (bytes / bandwidth or FLOPs / matmul "
+              "Median of the rounds; ratio = median / best median of the peers: same group and, for "
+              "superconv, same widths (1.00 = best); "
+              "floor = the time the hardware needs at least (bytes / bandwidth or FLOPs / "
               "peak), × floor = median / floor. Peak memory: CUDA `max_memory_allocated`, CPU the "
               "resident-set high-water mark over one call (after `malloc_trim`); both beyond "
               "weights and inputs.", ""]
@@ -334,7 +368,7 @@ def write_markdown(path: Path, machine: dict, rows: list[dict], targets: list[di
 
 
 def write_plot(path: Path, rows: list[dict], title: str) -> bool:
-    """One panel per suite, log scale: every provider's time / best time of its group; a suite
+    """One panel per suite, log scale: every provider's time / best time of its peers; a suite
     whose groups each hold one provider (e.g. the models) shows time / hardware floor instead."""
     import matplotlib
 
@@ -363,7 +397,7 @@ def write_plot(path: Path, rows: list[dict], title: str) -> bool:
         ax.invert_yaxis()
         ax.set_xscale("log")
         ax.axvline(1.0, color="k", lw=0.5)
-        what = "time / hardware floor" if by_floor else "time / best time of the group"
+        what = "time / hardware floor" if by_floor else "time / best time of its peers"
         ax.set_title(f"{suite}: {what}", fontsize=9)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -421,7 +455,7 @@ def main(argv=None) -> int:
                     print("sweep.py: pytest wrote no benchmark JSON", file=sys.stderr)
                     return rc or 1
                 raw = json.loads(jpath.read_text())
-        rows = collect(raw, machine)
+        rows = collect(raw)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = slug(machine["device"]) + ("-quick" if args.quick else "")
     previous = args.out / f"{stem}.json"
@@ -431,6 +465,7 @@ def main(argv=None) -> int:
         fresh = {r["group"] for r in rows}
         kept = [r for r in json.loads(previous.read_text())["results"] if r["group"] not in fresh]
         rows = kept + rows
+    rows = rank(rows, machine)
     targets = evaluate_targets(rows, machine)
     plot = args.out / f"{stem}.png"
     has_plot = write_plot(plot, rows, f"{machine['device']} ({machine['threads']} threads)")

@@ -8,7 +8,9 @@ Groups ``supernet-step-<tree|trellis|fixed>``; providers (``extra_info["provider
   trellis edges, sorted sparsestmax for the tree's nodes), sparse or dense execution, radius
   ρ ∈ {0, 0.5, 0.9, 1.0} (fixed path: ρ ∈ {0, 1}); ``-deep`` (tree, sparse, ρ ∈ {0.9, 1}): the
   node weights biased to the deepest node (see :func:`make_supernet`) — from the initial logits
-  the order penalty makes the tree's support collapse onto the root at ρ = 1;
+  the order penalty makes the tree's support collapse onto the root at ρ = 1; group
+  ``supernet-step-fixed-lr32``: the fixed path with 32×32 LR patches also on a CPU, where the
+  convolutions rather than per-op overheads dominate;
 - ``agd-baseline`` (tree and fixed path): :class:`agd_baseline.AGDSupernet` — softmax over all
   candidates, every candidate and node computed one by one, weights sliced with ``F.conv2d`` and
   zero-padded — holding the same weights as the supernet and sampling the same widths.
@@ -188,25 +190,37 @@ def run(benchmark, step, info: dict) -> None:
 CASES = ([("tree", ex, rho, "") for ex in ("sparse", "dense") for rho in RHOS]
          + [("tree", "sparse", rho, "-deep") for rho in (0.9, 1.0)]
          + [("trellis", ex, rho, "") for ex in ("sparse", "dense") for rho in RHOS]
-         + [("fixed", ex, rho, "") for ex in ("sparse", "dense") for rho in (0.0, 1.0)])
+         + [("fixed", ex, rho, "") for ex in ("sparse", "dense") for rho in (0.0, 1.0)]
+         + [("fixed", "dense", 0.0, "-lr32"), ("fixed", "sparse", 1.0, "-lr32")])
+LARGE_LR = 32
+
+
+def group_of(topology: str, variant: str) -> str:
+    return f"supernet-step-{topology}" + ("-lr32" if variant == "-lr32" else "")
 
 
 @pytest.mark.parametrize("topology,execution,rho,variant", CASES,
                          ids=[f"ours-{t}-{e}-rho{r}{v}" for t, e, r, v in CASES])
 def test_supernet_step(benchmark, quick, topology, execution, rho, variant):
     s = sizes(quick)
-    benchmark.group = f"supernet-step-{topology}"
+    if variant == "-lr32" and not quick:
+        s["lr"] = max(s["lr"], LARGE_LR)
+    benchmark.group = group_of(topology, variant)
     net = make_supernet(topology, execution == "sparse", rho, s, deep=variant == "-deep")
-    info = dict(provider=f"ours-{execution}-rho{rho}{variant}", topology=topology,
+    info = dict(provider=f"ours-{execution}-rho{rho}{'-deep' if variant == '-deep' else ''}",
+                topology=topology,
                 execution=execution, rho=rho, **{k: s[k] for k in ("batch", "lr", "channels", "n_rir", "n_up")},
                 **live_fractions(net))
     run(benchmark, make_step(net, s), info)
 
 
-@pytest.mark.parametrize("topology", ["tree", "fixed"], ids=["agd-tree", "agd-fixed"])
-def test_agd_baseline_step(benchmark, quick, topology):
+@pytest.mark.parametrize("topology,variant", [("tree", ""), ("fixed", ""), ("fixed", "-lr32")],
+                         ids=["agd-tree", "agd-fixed", "agd-fixed-lr32"])
+def test_agd_baseline_step(benchmark, quick, topology, variant):
     s = sizes(quick)
-    benchmark.group = f"supernet-step-{topology}"
+    if variant == "-lr32" and not quick:
+        s["lr"] = max(s["lr"], LARGE_LR)
+    benchmark.group = group_of(topology, variant)
     agd = make_agd(topology, s)
     info = dict(provider="agd-baseline", topology=topology, execution="dense-softmax", rho=None,
                 **{k: s[k] for k in ("batch", "lr", "channels", "n_rir", "n_up")})

@@ -14,6 +14,7 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/Dispatch.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
 #include <cstring>
@@ -439,6 +440,108 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> superconv2d_backward_
   return {gx, gw, gb, gs};
 }
 
+// ---------------------------------------------------------------------------------------------
+// Autograd (C++, so that a call costs no Python): forward runs the device kernel below autograd,
+// backward calls superconv2d_backward on whatever device the tensors are.
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+std::tuple<at::Tensor, at::Tensor> call_forward(
+    const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+    int64_t in_width, int64_t out_width, int64_t stride, int64_t padding, int64_t groups,
+    int64_t activation, double negative_slope, const std::optional<at::Tensor>& scale,
+    double scale_factor, const std::optional<at::Tensor>& accumulate) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("trilevelnas::superconv2d", "")
+                       .typed<std::tuple<at::Tensor, at::Tensor>(
+                           const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                           c10::SymInt, c10::SymInt, int64_t, int64_t, int64_t, int64_t, double,
+                           const std::optional<at::Tensor>&, double,
+                           const std::optional<at::Tensor>&)>();
+  return op.call(x, weight, bias, c10::SymInt(in_width), c10::SymInt(out_width), stride, padding,
+                 groups, activation, negative_slope, scale, scale_factor, accumulate);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> call_backward(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight,
+    const at::Tensor& conv_out, int64_t in_width, int64_t out_width, int64_t stride,
+    int64_t padding, int64_t groups, int64_t activation, double negative_slope,
+    const std::optional<at::Tensor>& scale, double scale_factor, std::array<bool, 4> mask) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("trilevelnas::superconv2d_backward", "")
+                       .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
+                           const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                           const at::Tensor&, c10::SymInt, c10::SymInt, int64_t, int64_t, int64_t,
+                           int64_t, double, const std::optional<at::Tensor>&, double,
+                           std::array<bool, 4>)>();
+  return op.call(grad, x, weight, conv_out, c10::SymInt(in_width), c10::SymInt(out_width), stride,
+                 padding, groups, activation, negative_slope, scale, scale_factor, mask);
+}
+
+class SuperconvFunction : public torch::autograd::Function<SuperconvFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
+                               const std::optional<at::Tensor>& bias, int64_t in_width,
+                               int64_t out_width, int64_t stride, int64_t padding, int64_t groups,
+                               int64_t activation, double negative_slope,
+                               const std::optional<at::Tensor>& scale, double scale_factor,
+                               const std::optional<at::Tensor>& accumulate) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [out, conv_out] = call_forward(x, weight, bias, in_width, out_width, stride, padding,
+                                        groups, activation, negative_slope, scale, scale_factor,
+                                        accumulate);
+    // Edges exist for x, weight and the optional tensors that are present, in argument order.
+    const bool has_bias = bias.has_value() && bias->defined();
+    const bool has_scale = scale.has_value() && scale->defined();
+    const bool has_acc = accumulate.has_value() && accumulate->defined();
+    int64_t edge = 2;
+    ctx->saved_data["bias_edge"] = has_bias ? edge++ : int64_t(-1);
+    ctx->saved_data["scale_edge"] = has_scale ? edge++ : int64_t(-1);
+    ctx->saved_data["acc_edge"] = has_acc ? edge++ : int64_t(-1);
+    ctx->saved_data["args"] = std::vector<int64_t>{in_width, out_width, stride, padding, groups,
+                                                   activation};
+    ctx->saved_data["negative_slope"] = negative_slope;
+    ctx->saved_data["scale_factor"] = scale_factor;
+    ctx->save_for_backward({x, weight, conv_out, has_scale ? *scale : at::Tensor()});
+    ctx->mark_non_differentiable({conv_out});
+    return {out, conv_out};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto args = ctx->saved_data["args"].toIntVector();
+    const int64_t bias_edge = ctx->saved_data["bias_edge"].toInt();
+    const int64_t scale_edge = ctx->saved_data["scale_edge"].toInt();
+    const int64_t acc_edge = ctx->saved_data["acc_edge"].toInt();
+    auto needs = [&](int64_t edge) { return edge >= 0 && ctx->needs_input_grad(edge); };
+    const std::array<bool, 4> mask{needs(0), needs(1), needs(bias_edge), needs(scale_edge)};
+    at::Tensor gx, gw, gb, gs;
+    if (mask[0] || mask[1] || mask[2] || mask[3]) {
+      std::optional<at::Tensor> scale;
+      if (saved[3].defined()) scale = saved[3];
+      std::tie(gx, gw, gb, gs) = call_backward(
+          grads[0], saved[0], saved[1], saved[2], args[0], args[1], args[2], args[3], args[4],
+          args[5], ctx->saved_data["negative_slope"].toDouble(), scale,
+          ctx->saved_data["scale_factor"].toDouble(), mask);
+    }
+    const at::Tensor none;
+    return {gx, gw, gb, none, none, none, none, none, none, none, gs, none,
+            needs(acc_edge) ? grads[0] : none};
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor> superconv2d_autograd(
+    const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+    int64_t in_width, int64_t out_width, int64_t stride, int64_t padding, int64_t groups,
+    int64_t activation, double negative_slope, const std::optional<at::Tensor>& scale,
+    double scale_factor, const std::optional<at::Tensor>& accumulate) {
+  auto outs = SuperconvFunction::apply(x, weight, bias, in_width, out_width, stride, padding,
+                                       groups, activation, negative_slope, scale, scale_factor,
+                                       accumulate);
+  return {outs[0], outs[1]};
+}
+
 }  // namespace
 }  // namespace superconv
 }  // namespace trilevelnas
@@ -453,6 +556,10 @@ TORCH_LIBRARY_FRAGMENT(trilevelnas, m) {
       "SymInt out_width, int stride, int padding, int groups, int activation, "
       "float negative_slope, Tensor? scale, float scale_factor, bool[4] output_mask) "
       "-> (Tensor, Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(trilevelnas, Autograd, m) {
+  m.impl("superconv2d", &trilevelnas::superconv::superconv2d_autograd);
 }
 
 TORCH_LIBRARY_IMPL(trilevelnas, CPU, m) {

@@ -13,7 +13,7 @@ from trilevelnas.cli import run_main
 from trilevelnas.models import RRDBNet
 from trilevelnas.training import build_config
 from trilevelnas.training import components as comp
-from trilevelnas.training.algorithm import Pipeline, relaxed_weights
+from trilevelnas.training.algorithm import Pipeline
 from trilevelnas.training.distributed import DistContext
 
 FAST = ["pretrain.steps=1", "search.steps=3", "train.steps=1", "data.val_max_images=1",

@@ -60,3 +60,49 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     out_log = (out / "log.csv").read_text().splitlines()
     strip = lambda rows: [",".join(r.split(",")[:4]) for r in rows]  # noqa: E731 - drop timings
     assert strip(ref_log) == strip(out_log)
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_interrupted_in_the_training_phase_resumes_exactly(tmp_path, monkeypatch):
+    from trilevelnas.training import build_config
+    from trilevelnas.training import checkpoint as ckpt
+    from trilevelnas.training.algorithm import Pipeline
+    from trilevelnas.training.distributed import DistContext
+
+    sets = ["pretrain.steps=1", "search.steps=2", "train.steps=20", "run.checkpoint_every=5",
+            "data.val_max_images=1"]
+
+    def pipeline(out, resume=None):
+        cfg = build_config("smoke", sets=sets)
+        return Pipeline(cfg, str(out), "search", DistContext(), torch.device("cpu"), resume=resume, progress=False)
+
+    ref = pipeline(tmp_path / "ref")
+    ref.run()
+
+    killed = pipeline(tmp_path / "cut")
+    real = Pipeline._train_step
+
+    def dying(self, phase):
+        step = real(self, phase)
+
+        def wrapped(t):
+            if t == 13:
+                raise _Killed
+            return step(t)
+        return wrapped
+
+    monkeypatch.setattr(Pipeline, "_train_step", dying)
+    try:
+        killed.run()
+    except _Killed:
+        pass
+    monkeypatch.setattr(Pipeline, "_train_step", real)
+    state = ckpt.load(str(tmp_path / "cut" / "checkpoint.pt"))
+    assert state["loop"]["phase"] == "train" and state["loop"]["step"] == 10
+    resumed = pipeline(tmp_path / "cut", resume=state)
+    resumed.run()
+    for (k, a), b in zip(ref.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k

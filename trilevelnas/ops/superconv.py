@@ -5,13 +5,15 @@ bias[:out_width], stride, padding)`` (depthwise: the first ``w`` channels), an o
 channel count whose channels ``[:out_width]`` are ``accumulate + scale * act(conv)`` and whose
 other channels are ``accumulate`` (zeros without one). Shapes never depend on the widths.
 
-Two dispatcher ops implement it, with the same schema and the same autograd formula:
+Two dispatcher ops implement it, with the same schema and the same gradient formula:
 
-- ``trilevelnas::superconv2d`` (C++, ``csrc/superconv.cpp``): CPU, and CUDA via cuDNN on the
-  active block plus a fused CUDA epilogue (``csrc/cuda/superconv.cu``);
-- ``trilevelnas::superconv2d_triton`` (:mod:`trilevelnas.ops.triton.superconv`): Triton
-  implicit-GEMM kernels, used for CUDA tensors when ``gpu_backend() == "triton"``. On CPU tensors it
-  runs only under ``TRITON_INTERPRET=1`` (how the tests check it without a GPU).
+- ``trilevelnas::superconv2d`` (C++, ``csrc/superconv.cpp``, autograd in C++ too so that a call
+  costs no Python beyond this wrapper): CPU, and CUDA via cuDNN on the active block plus a fused
+  CUDA epilogue (``csrc/cuda/superconv.cu``);
+- ``trilevelnas::superconv2d_triton`` (:mod:`trilevelnas.ops.triton.superconv`, autograd
+  registered here): Triton implicit-GEMM kernels, used for CUDA tensors when
+  ``gpu_backend() == "triton"``. On CPU tensors it runs only under ``TRITON_INTERPRET=1`` (how the
+  tests check it without a GPU).
 
 Each returns ``(out, conv_out)``; ``conv_out`` is the raw convolution of the active block that the
 backward pass needs (empty when it needs none) and is not exposed by :func:`superconv2d`.
@@ -108,6 +110,7 @@ def _fake_backward(grad, x, weight, conv_out, in_width, out_width, stride, paddi
 
 
 def _register_autograd(name: str, backward_op_name: str) -> None:
+    """Python autograd for an op with the superconv2d schema (the C++ op has its own in C++)."""
     def setup_context(ctx, inputs, output):
         (x, weight, bias, in_width, out_width, stride, padding, groups, activation,
          negative_slope, scale, scale_factor, accumulate) = inputs
@@ -213,5 +216,4 @@ _triton_lib = None
 if _backend._C is not None:
     torch.library.register_fake("trilevelnas::superconv2d", _fake_forward)
     torch.library.register_fake("trilevelnas::superconv2d_backward", _fake_backward)
-    _register_autograd("superconv2d", "superconv2d_backward")
 _register_triton_ops()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import time
 
 import torch
 import torch.nn as nn
@@ -161,6 +160,9 @@ class Pipeline:
         """The network the train phase starts from: inherited (train from search) or fresh."""
         from ..models import build, load_model
 
+        if self.program == "train" and self.init is not None and self.cfg.train.init == "scratch":
+            raise UserError(f"--init {self.init!r} asks to inherit weights but the config says "
+                            "train.init = 'scratch'; drop one of them")
         if self.cfg.train.init == "scratch" or (self.program == "train" and self.init is None):
             ckpt.seed_all(ckpt.step_seed(self.cfg.run.seed, 99))
             self.model = build(self.arch).to(self.device)
