@@ -187,3 +187,14 @@ def test_train_from_a_saved_model_and_resume(tmp_path, capsys):
         assert torch.equal(va, vb)  # zero steps: the saved model's weights, unchanged
     code, cap = run_prog(train, argv + ["--out", str(tmp_path / "t"), "--resume"], capsys)
     assert code == 0, cap.err
+
+
+def test_train_init_with_a_teacher_file_is_a_one_line_error(tmp_path, capsys):
+    out = tmp_path / "o"
+    assert run_prog(search, TINY + ["--set", "run.train_after_search=false", "--out", str(out)], capsys)[0] == 0
+    from trilevelnas.models import RRDBNet
+
+    teacher = tmp_path / "esrgan.pth"
+    torch.save({"params_ema": RRDBNet(nf=8, nb=1, gc=4).state_dict()}, teacher)
+    one_line_error(*run_prog(train, TINY + ["--arch", str(out / "arch.json"), "--init", str(teacher),
+                                            "--out", str(tmp_path / "t")], capsys), "esrgan.pth", "RRDBNet")

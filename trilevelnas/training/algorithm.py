@@ -159,6 +159,7 @@ class Pipeline:
     def _init_train_model(self) -> None:
         """The network the train phase starts from: inherited (train from search) or fresh."""
         from ..models import build, load_model
+        from ..models.io import model_architecture
 
         if self.program == "train" and self.init is not None and self.cfg.train.init == "scratch":
             raise UserError(f"--init {self.init!r} asks to inherit weights but the config says "
@@ -188,7 +189,11 @@ class Pipeline:
         except Exception as exc:  # noqa: BLE001 - anything else means it is not one of our files
             raise UserError(f"--init {self.init!r} is neither a search checkpoint nor a saved model "
                             f"({type(exc).__name__})") from None
-        if model.arch.to_dict() != self.arch.to_dict():
+        init_arch = model_architecture(model)
+        if init_arch is None:
+            raise UserError(f"--init {self.init!r} holds a {type(model).__name__}, not a derived "
+                            "network or a search checkpoint (a teacher goes to --teacher)")
+        if init_arch.to_dict() != self.arch.to_dict():
             raise UserError(f"--init {self.init!r} holds a different architecture than --arch")
         self.model = model.to(self.device)
 
