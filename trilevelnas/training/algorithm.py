@@ -307,7 +307,7 @@ class Pipeline:
     def _record_history(self, step: int, rho: float, gflops: float) -> None:
         entry = {"step": step, "radius": rho, "gflops": gflops}
         entry["params"] = {k: v.detach().cpu().clone() for k, v in self._arch_params().items()}
-        entry["weights"] = relaxed_weights(self.supernet)
+        entry["weights"] = {k: v.cpu() for k, v in self.supernet.relaxed_weights().items()}
         self.history.append(entry)
 
     def _train_step(self, phase: str):
@@ -409,17 +409,6 @@ class Pipeline:
         from . import plots
 
         plots.write_all(self.out_dir, self.history, self.arch)
-
-
-@torch.no_grad()
-def relaxed_weights(sn) -> dict:
-    """The supernet's architecture weights as the forward pass sees them at its current radius:
-    relaxed α per op slot, relaxed β (tree nodes / trellis edges), softmax(γ) per width slot."""
-    alpha = sn.op_relax(sn.alpha.reshape(-1), sn.rho).view_as(sn.alpha) if sn.alpha.numel() else sn.alpha
-    out = {"alpha": alpha.detach().cpu().clone(), "gamma": torch.softmax(sn.gamma, -1).detach().cpu().clone()}
-    if sn.beta is not None and sn.net_relax is not None:
-        out["beta"] = sn.net_relax(sn.beta.reshape(-1), sn.rho).detach().cpu().clone()
-    return out
 
 
 def write_json_atomic(obj, path: str) -> None:
