@@ -53,6 +53,22 @@ def _tied_rank(x_ptr, ws_ptr, start, k, i, half_lam, mx, CDT: tl.constexpr, SORT
 
 
 @triton.jit
+def _unnormalised(x_ptr, ws_ptr, start, k, i, mi, half_lam, mx, tie, one_hot, first, t_tie, thr,
+                  CDT: tl.constexpr, SORTED: tl.constexpr, BLOCK: tl.constexpr):
+    """The projection's unnormalised weights p at indices ``i`` (q = p / sum(p)): the tie-broken
+    limit for tied maxima, one-hot at ``first``, or relu(b - threshold)."""
+    bi = _load_b(x_ptr, ws_ptr, start, i, mi, half_lam, mx, CDT, SORTED)
+    if tie:
+        rt = _tied_rank(x_ptr, ws_ptr, start, k, i, half_lam, mx, CDT, SORTED, BLOCK).to(CDT)
+        p = tl.where(bi == 0, tl.maximum(-rt - t_tie, 0.0), 0.0)
+    elif one_hot:
+        p = tl.where(i == first, 1.0, 0.0).to(CDT)
+    else:
+        p = tl.maximum(bi - thr, 0.0)
+    return p
+
+
+@triton.jit
 def _sparsestmax_fwd_kernel(x_ptr, off_ptr, rad_ptr, rad_scalar, par_ptr, lam_ptr, lam_scalar, ws_ptr, out_ptr,
                             gain_ptr, row_k, TOL: tl.constexpr, HAS_OFFSETS: tl.constexpr,
                             HAS_RADIUS: tl.constexpr, SORTED: tl.constexpr, HAS_LAM: tl.constexpr,
@@ -147,27 +163,15 @@ def _sparsestmax_fwd_kernel(x_ptr, off_ptr, rad_ptr, rad_scalar, par_ptr, lam_pt
     for i0 in range(0, k, BLOCK):
         i = i0 + ar
         mi = i < k
-        bi = _load_b(x_ptr, ws_ptr, start, i, mi, half_lam, mx, CDT, SORTED)
-        if tie:
-            rt = _tied_rank(x_ptr, ws_ptr, start, k, i, half_lam, mx, CDT, SORTED, BLOCK).to(CDT)
-            p = tl.where(bi == 0, tl.maximum(-rt - t_tie, 0.0), 0.0)
-        elif one_hot:
-            p = tl.where(i == first, 1.0, 0.0).to(CDT)
-        else:
-            p = tl.maximum(bi - thr, 0.0)
+        p = _unnormalised(x_ptr, ws_ptr, start, k, i, mi, half_lam, mx, tie, one_hot, first, t_tie, thr,
+                          CDT, SORTED, BLOCK)
         z += tl.sum(tl.where(mi, p, 0.0), axis=0)
     inv_z = 1.0 / tl.where(z > 0, z, 1.0)
     for i0 in range(0, k, BLOCK):
         i = i0 + ar
         mi = i < k
-        bi = _load_b(x_ptr, ws_ptr, start, i, mi, half_lam, mx, CDT, SORTED)
-        if tie:
-            rt = _tied_rank(x_ptr, ws_ptr, start, k, i, half_lam, mx, CDT, SORTED, BLOCK).to(CDT)
-            p = tl.where(bi == 0, tl.maximum(-rt - t_tie, 0.0), 0.0)
-        elif one_hot:
-            p = tl.where(i == first, 1.0, 0.0).to(CDT)
-        else:
-            p = tl.maximum(bi - thr, 0.0)
+        p = _unnormalised(x_ptr, ws_ptr, start, k, i, mi, half_lam, mx, tie, one_hot, first, t_tie, thr,
+                          CDT, SORTED, BLOCK)
         tl.store(out_ptr + start + i, (p * inv_z).to(out_ptr.dtype.element_ty), mask=mi)
     circle = tie | ((k > 1) & (c < 1.0 - TOL) & (tmax > tau))
     tl.store(gain_ptr + g, tl.where(circle, inv_z, 0.0).to(gain_ptr.dtype.element_ty))
