@@ -76,6 +76,21 @@ def cpu_peak_memory(fn) -> int | None:
     return max(_status_bytes("VmHWM:") - before, 0)
 
 
+
+def peak_memory_bytes(fn) -> int | None:
+    """Peak memory (bytes) that one ``fn()`` adds: the CUDA allocator's high-water mark on a GPU,
+    :func:`cpu_peak_memory` on CPU (skipped, None, when ``TNAS_BENCH_PEAK=0``)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        return torch.cuda.max_memory_allocated() - base
+    if os.environ.get("TNAS_BENCH_PEAK", "1") != "1":
+        return None
+    return cpu_peak_memory(fn)
+
 # ------------------------------------------------------------------------------ machine
 def device_name() -> str:
     import torch

@@ -25,6 +25,7 @@ import torch
 import trilevelnas
 from trilevelnas import models
 from trilevelnas.arch import PRESET_NAMES, Architecture
+from sweep import peak_memory_bytes
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -100,13 +101,8 @@ def test_model_inference(benchmark, quick, name, provider):
     if benchmark.disabled:
         benchmark(fwd)
         return
-    if CUDA:
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        fwd()
-        benchmark.extra_info["peak_memory_bytes"] = torch.cuda.max_memory_allocated() - base
-    elif os.environ.get("TNAS_BENCH_PEAK", "1") == "1":
-        from sweep import cpu_peak_memory
-        benchmark.extra_info["peak_memory_bytes"] = cpu_peak_memory(fwd)
+    peak = peak_memory_bytes(fwd)
+    if peak is not None:
+        benchmark.extra_info["peak_memory_bytes"] = peak
     rounds = int(os.environ.get("TNAS_BENCH_ROUNDS", "5"))
     benchmark.pedantic(fwd, rounds=rounds, iterations=1, warmup_rounds=1)

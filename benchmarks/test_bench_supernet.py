@@ -40,6 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from agd_baseline import AGDSupernet
 from trilevelnas.supernet import Supernet, SupernetConfig, enumerate_tree
+from sweep import peak_memory_bytes
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -175,14 +176,9 @@ def run(benchmark, step, info: dict) -> None:
         benchmark(step)
         return
     benchmark.extra_info["flops"] = step_flops(step)
-    if CUDA:
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        step()
-        benchmark.extra_info["peak_memory_bytes"] = torch.cuda.max_memory_allocated() - base
-    elif os.environ.get("TNAS_BENCH_PEAK", "1") == "1":
-        from sweep import cpu_peak_memory
-        benchmark.extra_info["peak_memory_bytes"] = cpu_peak_memory(step)
+    peak = peak_memory_bytes(step)
+    if peak is not None:
+        benchmark.extra_info["peak_memory_bytes"] = peak
     rounds = int(os.environ.get("TNAS_BENCH_ROUNDS", "3"))
     benchmark.pedantic(step, rounds=rounds, iterations=1, warmup_rounds=0)
 
