@@ -6,10 +6,12 @@ Benchmark id: ``test_relax[<op>-<provider>-<shape>-<direction>]``
 - provider: ``fused`` (``trilevelnas.ops``: C++ on CPU, CUDA kernels on a GPU), ``triton`` (GPU
   only), ``reference`` (``trilevelnas.ops.reference``), ``entmax`` (``entmax.sparsemax``, r = 0 only);
 - shape: ``search`` = the search step's groups: 25 cells × 4 candidates plus the 83-node tree of
-  paths (a forest; sorted sparsestmax, λ = 0.01, for ``sparsestmax``), packed in one tensor and one
-  call; or ``<rows>x<K>`` dense batches (1Kx4 … 64Kx64 on CPU; 1Mx16 and 256Kx64 on a GPU only);
+  paths (a forest; for ``sparsestmax``: sorted sparsestmax, i.e. sparsestmax of every group plus the
+  per-group ordering penalty with λ = 0 for the cells and 0.01 for the tree, both outputs), packed in
+  one tensor and one call; or ``<rows>x<K>`` dense batches (1Kx4 … 64Kx64 on CPU; 1Mx16 and 256Kx64
+  on a GPU only);
 - direction: ``fwd`` (no autograd), ``bwd`` (backward of a fresh forward; the forward is done in
-  the round's setup), ``fwdbwd`` (both).
+  the round's setup; with random upstream gradients for every output), ``fwdbwd`` (both).
 
 ``extra_info`` holds op/provider/shape/direction/elements for the sweep script. float32.
 """
@@ -78,6 +80,7 @@ class Case:
             self.fn = self._rows(op, provider, RHO * math.sqrt(1 - 1 / k))
 
     def _search(self, op, provider):
+        """The callable of the search shape: values -> output tensor, or a tuple (q, penalty)."""
         o, p, lam = self.offsets, self.parent, self.lam
         r = self.radius if op == "sparsestmax" else 0.0
         if provider in ("fused", "triton"):
@@ -119,7 +122,13 @@ def test_relax(benchmark, quick, sync, op, provider, shape, direction):
         ops.set_gpu_backend("triton" if provider == "triton" else "cuda")
     try:
         x = case.x.clone().requires_grad_(direction != "fwd")
-        grad = torch.randn_like(case.x)
+
+        def outputs(v):
+            out = case.fn(v)
+            return out if isinstance(out, tuple) else (out,)
+
+        with torch.no_grad():
+            grad = tuple(torch.randn_like(o) for o in outputs(x))
         if direction == "fwd":
             def run():
                 with torch.no_grad():
@@ -129,13 +138,13 @@ def test_relax(benchmark, quick, sync, op, provider, shape, direction):
             benchmark(run)
         elif direction == "fwdbwd":
             def run():
-                torch.autograd.grad(case.fn(x), x, grad)
+                torch.autograd.grad(outputs(x), x, grad)
                 sync()
 
             benchmark(run)
         else:
             def setup():
-                out = case.fn(x)
+                out = outputs(x)
                 sync()
                 return (out,), {}
 

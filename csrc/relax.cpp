@@ -1,16 +1,17 @@
-// Relaxation ops (sparsestmax family, packed softmax): schemas and CPU kernels.
+// Relaxation ops (sparsestmax family, packed softmax, forest ordering penalty): schemas and CPU kernels.
 //
 // Schemas (namespace trilevelnas; the Python layer in trilevelnas/ops/relax.py adds autograd and
 // fake kernels and exposes the public functions):
 //   sparsestmax_packed(values, offsets, radius?, radius_scalar) -> (out, gain)
-//   sorted_sparsestmax_packed(values, offsets, parent, radius?, radius_scalar, lam?, lam_scalar)
-//       -> (out, gain)
 //   sparsestmax_rows(x, radius?, radius_scalar) -> (out, gain)      groups = rows of the last dim
 //   sparsestmax_packed_backward(grad, out, gain, offsets) -> grad_values
 //   sparsestmax_rows_backward(grad, out, gain) -> grad_x
 //   softmax_packed(values, offsets) -> out;  softmax_packed_backward(grad, out, offsets) -> grad
-// `radius`/`lam` are per-group tensors; when absent the scalar applies to every group. `gain` is
-// per group (float64 for float64 inputs, float32 otherwise): 1/Z when the circle is active, else 0.
+//   order_penalty_packed(q, offsets, parent) -> out [G]: sum over each group's edges of
+//       max(0, q_child - q_parent) (the ordering term of sorted sparsestmax, docs/ops.md)
+//   order_penalty_packed_backward(grad [G], q, offsets, parent) -> grad_q
+// `radius` is a per-group tensor; when absent the scalar applies to every group. `gain` is per
+// group (float64 for float64 inputs, float32 otherwise): 1/Z when the circle is active, else 0.
 // CPU kernels run in parallel over groups; each group is handled by the routines of relax.h.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -61,7 +62,7 @@ Tensor check_offsets(const char* op, const Tensor& offsets, int64_t n) {
   return o;
 }
 
-// A per-group parameter (radius or lambda) as a contiguous float64 tensor, or undefined.
+// A per-group parameter (the radius) as a contiguous float64 tensor, or undefined.
 Tensor per_group(const char* op, const optional<Tensor>& t, int64_t groups, const char* name,
                  bool nonnegative) {
   if (!t.has_value() || !t->defined()) return Tensor();
@@ -81,13 +82,30 @@ void check_scalar(const char* op, double v, const char* name, bool nonnegative) 
                     nonnegative ? " and >= 0" : "", ", got ", v);
 }
 
-// ------------------------------------------------------------------------------------------------
-// Forward of the packed sparsestmax family; `parent` defined selects sorted sparsestmax.
+// Validates parent (1-D int64 shaped like the values, on the CPU, each entry -1 or an earlier index
+// of its own group, given validated offsets); returns a contiguous copy.
+Tensor check_parent(const char* op, const Tensor& parent_in, const Tensor& offsets, int64_t n) {
+  TORCH_CHECK(parent_in.scalar_type() == at::kLong && parent_in.dim() == 1 && parent_in.numel() == n, op,
+              ": parent must be a 1-D int64 tensor shaped like the values, got ", parent_in.scalar_type(),
+              " of shape ", parent_in.sizes());
+  TORCH_CHECK(parent_in.device().is_cpu(), op, ": parent must be on the CPU like the values");
+  Tensor parent = parent_in.contiguous();
+  const int64_t* pa = parent.data_ptr<int64_t>();
+  const int64_t* o = offsets.data_ptr<int64_t>();
+  const int64_t groups = offsets.numel() - 1;
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t i = o[g]; i < o[g + 1]; ++i)
+      TORCH_CHECK_VALUE(pa[i] >= -1 && pa[i] < i - o[g], op, ": parent[", i, "] = ", pa[i],
+                        " is not -1 or an earlier index of its group (", i - o[g], " within group ", g, ")");
+  return parent;
+}
 
-std::tuple<Tensor, Tensor> packed_forward(const char* op, const Tensor& values_in, const Tensor& offsets_in,
-                                          const Tensor& parent_in, const optional<Tensor>& radius,
-                                          double radius_scalar, const optional<Tensor>& lam,
-                                          double lam_scalar) {
+// ------------------------------------------------------------------------------------------------
+// Forward of the packed sparsestmax family.
+
+std::tuple<Tensor, Tensor> sparsestmax_packed_cpu(const Tensor& values_in, const Tensor& offsets_in,
+                                                  const optional<Tensor>& radius, double radius_scalar) {
+  const char* op = "sparsestmax_packed";
   check_values(op, values_in, "values");
   TORCH_CHECK(values_in.dim() == 1, op, ": values must be 1-D (packed groups), got shape ", values_in.sizes());
   const int64_t n = values_in.numel();
@@ -95,31 +113,12 @@ std::tuple<Tensor, Tensor> packed_forward(const char* op, const Tensor& values_i
   const int64_t groups = offsets.numel() - 1;
   const Tensor r = per_group(op, radius, groups, "radius", true);
   if (!r.defined()) check_scalar(op, radius_scalar, "radius", true);
-  const bool sorted = parent_in.defined();
-  Tensor parent, lam_t;
-  if (sorted) {
-    TORCH_CHECK(parent_in.scalar_type() == at::kLong && parent_in.dim() == 1 && parent_in.numel() == n, op,
-                ": parent must be a 1-D int64 tensor shaped like values, got ", parent_in.scalar_type(),
-                " of shape ", parent_in.sizes());
-    TORCH_CHECK(parent_in.device().is_cpu(), op, ": parent must be on the CPU like values");
-    parent = parent_in.contiguous();
-    lam_t = per_group(op, lam, groups, "lam", false);
-    if (!lam_t.defined()) check_scalar(op, lam_scalar, "lam", false);
-    const int64_t* pa = parent.data_ptr<int64_t>();
-    const int64_t* o = offsets.data_ptr<int64_t>();
-    for (int64_t g = 0; g < groups; ++g)
-      for (int64_t i = o[g]; i < o[g + 1]; ++i)
-        TORCH_CHECK_VALUE(pa[i] >= -1 && pa[i] < i - o[g], op, ": parent[", i, "] = ", pa[i],
-                          " is not -1 or an earlier index of its group (", i - o[g], " within group ", g, ")");
-  }
 
   const Tensor values = values_in.contiguous();
   Tensor out = at::empty_like(values);
   Tensor gain = at::empty({groups}, values.options().dtype(gain_dtype(values)));
   const int64_t* o = offsets.data_ptr<int64_t>();
   const double* rp = r.defined() ? r.data_ptr<double>() : nullptr;
-  const double* lp = lam_t.defined() ? lam_t.data_ptr<double>() : nullptr;
-  const int64_t* pa = sorted ? parent.data_ptr<int64_t>() : nullptr;
 
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "sparsestmax_packed_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -128,21 +127,11 @@ std::tuple<Tensor, Tensor> packed_forward(const char* op, const Tensor& values_i
     acc_t* gp = gain.data_ptr<acc_t>();
     at::parallel_for(0, groups, grain_for(groups, n), [&](int64_t g0, int64_t g1) {
       relax::Workspace ws;
-      std::vector<double> xin, w;
-      std::vector<int64_t> root;
+      std::vector<double> xin;
       for (int64_t g = g0; g < g1; ++g) {
         const int64_t start = o[g], k = o[g + 1] - o[g];
         if (static_cast<int64_t>(xin.size()) < k) xin.resize(k);
         for (int64_t i = 0; i < k; ++i) xin[i] = static_cast<double>(x[start + i]);
-        if (sorted && k > 0) {
-          if (static_cast<int64_t>(w.size()) < k) {
-            w.resize(k);
-            root.resize(k);
-          }
-          relax::forest_weights(pa + start, k, w.data(), root.data());
-          const double half_lam = 0.5 * (lp ? lp[g] : lam_scalar);
-          for (int64_t i = 0; i < k; ++i) xin[i] -= half_lam * w[i];
-        }
         scalar_t* yg = y + start;
         gp[g] = static_cast<acc_t>(relax::sparsestmax_group(
             ws, xin.data(), k, rp ? rp[g] : radius_scalar,
@@ -151,20 +140,6 @@ std::tuple<Tensor, Tensor> packed_forward(const char* op, const Tensor& values_i
     });
   });
   return {out, gain};
-}
-
-std::tuple<Tensor, Tensor> sparsestmax_packed_cpu(const Tensor& values, const Tensor& offsets,
-                                                  const optional<Tensor>& radius, double radius_scalar) {
-  return packed_forward("sparsestmax_packed", values, offsets, Tensor(), radius, radius_scalar, c10::nullopt, 0.0);
-}
-
-std::tuple<Tensor, Tensor> sorted_sparsestmax_packed_cpu(const Tensor& values, const Tensor& offsets,
-                                                         const Tensor& parent, const optional<Tensor>& radius,
-                                                         double radius_scalar, const optional<Tensor>& lam,
-                                                         double lam_scalar) {
-  TORCH_CHECK(parent.defined(), "sorted_sparsestmax_packed: parent is required");
-  return packed_forward("sorted_sparsestmax_packed", values, offsets, parent, radius, radius_scalar, lam,
-                        lam_scalar);
 }
 
 std::tuple<Tensor, Tensor> sparsestmax_rows_cpu(const Tensor& x_in, const optional<Tensor>& radius,
@@ -300,28 +275,88 @@ Tensor softmax_packed_backward_cpu(const Tensor& grad_in, const Tensor& out_in, 
   return dx;
 }
 
+// ------------------------------------------------------------------------------------------------
+// Forest ordering penalty (sorted sparsestmax's ordering term, docs/ops.md).
+
+Tensor order_penalty_packed_cpu(const Tensor& q_in, const Tensor& offsets_in, const Tensor& parent_in) {
+  const char* op = "order_penalty_packed";
+  check_values(op, q_in, "q");
+  TORCH_CHECK(q_in.dim() == 1, op, ": q must be 1-D (packed groups), got shape ", q_in.sizes());
+  const int64_t n = q_in.numel();
+  const Tensor offsets = check_offsets(op, offsets_in, n);
+  const Tensor parent = check_parent(op, parent_in, offsets, n);
+  const int64_t groups = offsets.numel() - 1;
+  const Tensor q = q_in.contiguous();
+  Tensor out = at::empty({groups}, q.options());
+  const int64_t* o = offsets.data_ptr<int64_t>();
+  const int64_t* pa = parent.data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "order_penalty_packed_cpu", [&] {
+    const scalar_t* qp = q.data_ptr<scalar_t>();
+    scalar_t* y = out.data_ptr<scalar_t>();
+    at::parallel_for(0, groups, grain_for(groups, n), [&](int64_t g0, int64_t g1) {
+      for (int64_t g = g0; g < g1; ++g)
+        y[g] = static_cast<scalar_t>(relax::order_penalty_group(qp + o[g], pa + o[g], o[g + 1] - o[g]));
+    });
+  });
+  return out;
+}
+
+Tensor order_penalty_packed_backward_cpu(const Tensor& grad_in, const Tensor& q_in, const Tensor& offsets_in,
+                                         const Tensor& parent_in) {
+  const char* op = "order_penalty_packed_backward";
+  check_values(op, q_in, "q");
+  TORCH_CHECK(q_in.dim() == 1, op, ": q must be 1-D (packed groups), got shape ", q_in.sizes());
+  const int64_t n = q_in.numel();
+  const Tensor offsets = check_offsets(op, offsets_in, n);
+  const Tensor parent = check_parent(op, parent_in, offsets, n);
+  const int64_t groups = offsets.numel() - 1;
+  check_values(op, grad_in, "grad");
+  TORCH_CHECK(grad_in.scalar_type() == q_in.scalar_type() && grad_in.dim() == 1 && grad_in.numel() == groups, op,
+              ": grad must be a 1-D tensor with one entry per group (", groups, ") and q's dtype, got ",
+              grad_in.scalar_type(), " of shape ", grad_in.sizes());
+  const Tensor grad = grad_in.contiguous(), q = q_in.contiguous();
+  Tensor dq = at::empty_like(q);
+  const int64_t* o = offsets.data_ptr<int64_t>();
+  const int64_t* pa = parent.data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "order_penalty_packed_backward_cpu", [&] {
+    const scalar_t* gp = grad.data_ptr<scalar_t>();
+    const scalar_t* qp = q.data_ptr<scalar_t>();
+    scalar_t* d = dq.data_ptr<scalar_t>();
+    at::parallel_for(0, groups, grain_for(groups, n), [&](int64_t g0, int64_t g1) {
+      std::vector<int64_t> slope;
+      for (int64_t g = g0; g < g1; ++g) {
+        const int64_t k = o[g + 1] - o[g];
+        if (static_cast<int64_t>(slope.size()) < k) slope.resize(k);
+        relax::order_penalty_group_backward(static_cast<double>(gp[g]), qp + o[g], pa + o[g], k, slope.data(),
+                                            d + o[g]);
+      }
+    });
+  });
+  return dq;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(trilevelnas, m) {
   m.def("sparsestmax_packed(Tensor values, Tensor offsets, Tensor? radius, float radius_scalar) -> (Tensor, Tensor)");
-  m.def(
-      "sorted_sparsestmax_packed(Tensor values, Tensor offsets, Tensor parent, Tensor? radius, "
-      "float radius_scalar, Tensor? lam, float lam_scalar) -> (Tensor, Tensor)");
   m.def("sparsestmax_rows(Tensor x, Tensor? radius, float radius_scalar) -> (Tensor, Tensor)");
   m.def("sparsestmax_packed_backward(Tensor grad, Tensor out, Tensor gain, Tensor offsets) -> Tensor");
   m.def("sparsestmax_rows_backward(Tensor grad, Tensor out, Tensor gain) -> Tensor");
   m.def("softmax_packed(Tensor values, Tensor offsets) -> Tensor");
   m.def("softmax_packed_backward(Tensor grad, Tensor out, Tensor offsets) -> Tensor");
+  m.def("order_penalty_packed(Tensor q, Tensor offsets, Tensor parent) -> Tensor");
+  m.def("order_penalty_packed_backward(Tensor grad, Tensor q, Tensor offsets, Tensor parent) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(trilevelnas, CPU, m) {
   m.impl("sparsestmax_packed", &sparsestmax_packed_cpu);
-  m.impl("sorted_sparsestmax_packed", &sorted_sparsestmax_packed_cpu);
   m.impl("sparsestmax_rows", &sparsestmax_rows_cpu);
   m.impl("sparsestmax_packed_backward", &sparsestmax_packed_backward_cpu);
   m.impl("sparsestmax_rows_backward", &sparsestmax_rows_backward_cpu);
   m.impl("softmax_packed", &softmax_packed_cpu);
   m.impl("softmax_packed_backward", &softmax_packed_backward_cpu);
+  m.impl("order_penalty_packed", &order_penalty_packed_cpu);
+  m.impl("order_penalty_packed_backward", &order_penalty_packed_backward_cpu);
 }
 
 }  // namespace trilevelnas

@@ -1,4 +1,5 @@
-// Per-group CPU kernels of the relaxation ops (sparsestmax family, softmax), torch-free.
+// Per-group CPU kernels of the relaxation ops (sparsestmax family, softmax, the forest ordering
+// penalty), torch-free.
 //
 // The closed form is DESIGN.md §3. One group is a contiguous run of K values. All arithmetic is in
 // double whatever the storage type. The forward of the sparsestmax family also returns the group's
@@ -75,8 +76,8 @@ inline double tie_threshold(int64_t n_top, double c) {
   return best;
 }
 
-// Sparsestmax of one group. `x` holds the (already shifted, for sorted sparsestmax) inputs in
-// double; writes the output through `store(i, value)`; returns the gain.
+// Sparsestmax of one group. `x` holds the inputs in double; writes the output through
+// `store(i, value)`; returns the gain.
 template <typename Store>
 double sparsestmax_group(Workspace& ws, const double* x, int64_t k, double r, Store store) {
   if (k <= 0) return 0.0;
@@ -193,20 +194,36 @@ void softmax_group_backward(const T* g, const T* y, int64_t k, T* dx) {
     dx[i] = static_cast<T>(static_cast<double>(y[i]) * (static_cast<double>(g[i]) - dot));
 }
 
-// Ordering weights of a forest group (DESIGN §3): w = [leaf] - [root] * (leaves below the root),
-// so an isolated node gets 0. parent[i] in [-1, i); `root` is scratch of size k.
-inline void forest_weights(const int64_t* parent, int64_t k, double* w, int64_t* root) {
-  for (int64_t i = 0; i < k; ++i) w[i] = 1.0;
+// Ordering penalty of one forest group (docs/ops.md): sum over the non-root nodes i of
+// max(0, q[i] - q[parent[i]]), accumulated in double. parent[i] is -1 (root) or in [0, i): the
+// caller validates it.
+template <typename T>
+double order_penalty_group(const T* q, const int64_t* parent, int64_t k) {
+  double sum = 0;
   for (int64_t i = 0; i < k; ++i) {
     const int64_t p = parent[i];
-    root[i] = p < 0 ? i : root[p];
-    if (p >= 0) w[p] = 0.0;
+    if (p < 0) continue;
+    const double d = static_cast<double>(q[i]) - static_cast<double>(q[p]);
+    if (d > 0) sum += d;
   }
-  // w = [leaf] now. Only roots change below, and a root's own w is never read as a leaf flag.
-  for (int64_t i = 0; i < k; ++i)
-    if (root[i] != i && w[i] == 1.0) w[root[i]] -= 1.0;
-  for (int64_t i = 0; i < k; ++i)
-    if (parent[i] < 0 && w[i] == 1.0) w[i] = 0.0;
+  return sum;
+}
+
+// Vector-Jacobian product of order_penalty_group for the upstream scalar `grad`: every edge with
+// q_child > q_parent adds +grad to the child and -grad to the parent; a tie adds nothing (the
+// subgradient 0). `slope` is scratch of size k (per-node sum of the edges' +-1 slopes, exact).
+template <typename T>
+void order_penalty_group_backward(double grad, const T* q, const int64_t* parent, int64_t k, int64_t* slope,
+                                  T* dq) {
+  for (int64_t i = 0; i < k; ++i) slope[i] = 0;
+  for (int64_t i = 0; i < k; ++i) {
+    const int64_t p = parent[i];
+    if (p >= 0 && static_cast<double>(q[i]) > static_cast<double>(q[p])) {
+      ++slope[i];
+      --slope[p];
+    }
+  }
+  for (int64_t i = 0; i < k; ++i) dq[i] = static_cast<T>(grad * static_cast<double>(slope[i]));
 }
 
 }  // namespace relax

@@ -7,8 +7,7 @@ namespace kernels {
 
 #define TRILEVELNAS_INSTANTIATE_RELAX(T)                                                                      \
   template cudaError_t launch_sparsestmax_packed<T>(const T*, const int64_t*, int64_t, int64_t, const acc_t<T>*, \
-                                                    double, const int64_t*, const acc_t<T>*, double, float*, T*,   \
-                                                    acc_t<T>*, cudaStream_t);                                     \
+                                                    double, T*, acc_t<T>*, cudaStream_t);                         \
   template cudaError_t launch_sparsestmax_rows<T>(const T*, int64_t, int64_t, const acc_t<T>*, double, T*,       \
                                                   acc_t<T>*, cudaStream_t);                                       \
   template cudaError_t launch_sparsestmax_backward_packed<T>(const T*, const T*, const acc_t<T>*, const int64_t*, \
@@ -17,7 +16,11 @@ namespace kernels {
                                                            T*, cudaStream_t);                                     \
   template cudaError_t launch_softmax_packed<T>(const T*, const int64_t*, int64_t, int64_t, T*, cudaStream_t);    \
   template cudaError_t launch_softmax_packed_backward<T>(const T*, const T*, const int64_t*, int64_t, int64_t, T*, \
-                                                         cudaStream_t);
+                                                         cudaStream_t);                                           \
+  template cudaError_t launch_order_penalty_packed<T>(const T*, const int64_t*, const int64_t*, int64_t, int64_t, \
+                                                      T*, cudaStream_t);                                          \
+  template cudaError_t launch_order_penalty_packed_backward<T>(const T*, const T*, const int64_t*, const int64_t*, \
+                                                               int64_t, int64_t, T*, cudaStream_t);
 
 TRILEVELNAS_INSTANTIATE_RELAX(float)
 TRILEVELNAS_INSTANTIATE_RELAX(double)

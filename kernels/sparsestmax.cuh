@@ -1,5 +1,6 @@
-// CUDA kernels of the relaxation ops (sparsestmax family, packed softmax). Torch-free: raw device
-// pointers and a cudaStream_t; csrc/cuda/relax.cu launches them on PyTorch's current stream.
+// CUDA kernels of the relaxation ops (sparsestmax family, packed softmax, forest ordering penalty).
+// Torch-free: raw device pointers and a cudaStream_t; csrc/cuda/relax.cu launches them on PyTorch's
+// current stream.
 //
 // Closed form (DESIGN.md §3) per group of K values, c = r^2 + 1/K: one-hot at the first argmax if
 // c >= 1 - kOneHotTol (or K == 1); else with b = x - max sorted descending (ties by index), prefix
@@ -9,9 +10,16 @@
 // circle is active, else 0; the backward needs only (out, gain).
 //
 // Kernels: (1) one thread per row for dense rows with K <= 32 (registers, bitonic sort); (2) one warp
-// per group otherwise (packed groups of any size, sorted sparsestmax): each lane takes elements in
-// chunks of 32 and gets its sorted position and prefix sums by comparing against all elements of
-// the group (shuffles), O(K^2/32) per group: meant for the small groups of the relaxations.
+// per group otherwise (packed groups of any size): each lane takes elements in chunks of 32 and gets
+// its sorted position and prefix sums by comparing against all elements of the group (shuffles),
+// O(K^2/32) per group: meant for the small groups of the relaxations.
+//
+// Ordering penalty of forest groups (sorted sparsestmax's ordering term, docs/ops.md):
+// out[g] = sum over the group's edges (i, parent(i)) of max(0, q_i - q_parent), one warp per group
+// (lane-strided edges, warp-shuffle sum); its backward gives each node +grad[g] for its own edge if
+// q_i > q_parent and -grad[g] per child c with q_c > q_i (ties: 0), the children found by scanning
+// the group with shuffles (O(K^2/32), no atomics, deterministic). A parent that is not an earlier
+// index of its group counts as a root (parents are not validated on the device).
 // Arithmetic in float (double for double inputs); storage float, double, __half or __nv_bfloat16.
 #pragma once
 
@@ -190,23 +198,15 @@ __global__ void sparsestmax_rows_thread_kernel(const T* __restrict__ x, int64_t 
 }
 
 // ------------------------------------------------------------------------------------------------
-// One warp per group (packed or rows, any K; forest shift when parent != nullptr).
-
-template <typename T>
-__device__ __forceinline__ acc_t<T> load_shifted(const T* x, const float* ws, int64_t i, acc_t<T> half_lam) {
-  acc_t<T> v = load_acc(x + i);
-  if (ws != nullptr) v -= half_lam * static_cast<acc_t<T>>(ws[i]);
-  return v;
-}
+// One warp per group (packed or rows, any K).
 
 // Number of elements j < i of the group equal to the maximum (rank of i within the tied block).
 template <typename T>
-__device__ int64_t tied_rank(const T* x, const float* ws, int64_t start, int64_t k, int64_t i, acc_t<T> half_lam,
-                             acc_t<T> mx, int lane) {
+__device__ int64_t tied_rank(const T* x, int64_t start, int64_t k, int64_t i, acc_t<T> mx, int lane) {
   int64_t rank = 0;
   for (int64_t j0 = 0; j0 < k; j0 += 32) {
     const int64_t jl = j0 + lane;
-    const acc_t<T> bjl = jl < k ? load_shifted(x, ws, start + jl, half_lam) - mx : neg_inf<acc_t<T>>();
+    const acc_t<T> bjl = jl < k ? load_acc(x + start + jl) - mx : neg_inf<acc_t<T>>();
     const int n = static_cast<int>(min(int64_t(32), k - j0));
     for (int t = 0; t < n; ++t) {
       const acc_t<T> bj = __shfl_sync(0xffffffffu, bjl, t);
@@ -219,9 +219,7 @@ __device__ int64_t tied_rank(const T* x, const float* ws, int64_t start, int64_t
 template <typename T>
 __global__ void sparsestmax_warp_kernel(const T* __restrict__ x, const int64_t* __restrict__ offsets, int64_t row_k,
                                         int64_t n, int64_t groups, const acc_t<T>* __restrict__ radius,
-                                        double radius_scalar, const int64_t* __restrict__ parent,
-                                        const acc_t<T>* __restrict__ lam, double lam_scalar, float* ws,
-                                        T* __restrict__ out, acc_t<T>* __restrict__ gain) {
+                                        double radius_scalar, T* __restrict__ out, acc_t<T>* __restrict__ gain) {
   using A = acc_t<T>;
   const int lane = threadIdx.x & 31;
   const int64_t warps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
@@ -233,31 +231,9 @@ __global__ void sparsestmax_warp_kernel(const T* __restrict__ x, const int64_t* 
       continue;
     }
     const A r = radius != nullptr ? radius[g] : static_cast<A>(radius_scalar);
-    A half_lam = 0;
-    const float* wsp = nullptr;
-    if (parent != nullptr) {
-      half_lam = A(0.5) * (lam != nullptr ? lam[g] : static_cast<A>(lam_scalar));
-      const int64_t* pg = parent + start;
-      for (int64_t i = lane; i < k; i += 32) {
-        bool leaf = true;
-        for (int64_t j = i + 1; j < k && leaf; ++j) leaf = pg[j] != i;
-        int64_t cur = i;
-        for (int64_t d = 0; d < k; ++d) {  // walk up; an out-of-range parent counts as a root
-          const int64_t p = pg[cur];
-          if (p < 0 || p >= cur) break;
-          cur = p;
-        }
-        if (leaf && cur != i) {
-          atomicAdd(ws + start + i, 1.0f);
-          atomicAdd(ws + start + cur, -1.0f);
-        }
-      }
-      __syncwarp();
-      wsp = ws;
-    }
 
     A mx = neg_inf<A>();
-    for (int64_t i = lane; i < k; i += 32) mx = max(mx, load_shifted(x, wsp, start + i, half_lam));
+    for (int64_t i = lane; i < k; i += 32) mx = max(mx, load_acc(x + start + i));
     mx = warp_max(mx);
     const A c = r * r + A(1) / static_cast<A>(k);
     const bool one_hot = k == 1 || c >= A(1) - static_cast<A>(kOneHotTol);
@@ -268,12 +244,12 @@ __global__ void sparsestmax_warp_kernel(const T* __restrict__ x, const int64_t* 
       for (int64_t i0 = 0; i0 < k; i0 += 32) {
         const int64_t i = i0 + lane;
         const bool mi = i < k;
-        const A bi = mi ? load_shifted(x, wsp, start + i, half_lam) - mx : neg_inf<A>();
+        const A bi = mi ? load_acc(x + start + i) - mx : neg_inf<A>();
         int64_t rank = 0;
         A s1 = 0, s2 = 0;
         for (int64_t j0 = 0; j0 < k; j0 += 32) {
           const int64_t jl = j0 + lane;
-          const A bjl = jl < k ? load_shifted(x, wsp, start + jl, half_lam) - mx : neg_inf<A>();
+          const A bjl = jl < k ? load_acc(x + start + jl) - mx : neg_inf<A>();
           const int cnt = static_cast<int>(min(int64_t(32), k - j0));
           for (int t = 0; t < cnt; ++t) {
             const A bj = __shfl_sync(0xffffffffu, bjl, t);
@@ -304,7 +280,7 @@ __global__ void sparsestmax_warp_kernel(const T* __restrict__ x, const int64_t* 
       n_top = warp_sum(n_top);
     } else {
       for (int64_t i = lane; i < k; i += 32)
-        if (load_shifted(x, wsp, start + i, half_lam) == mx) first = min(first, i);
+        if (load_acc(x + start + i) == mx) first = min(first, i);
     }
     first = warp_min(first);
     const bool tie = !one_hot && n_top >= 2 && static_cast<A>(n_top) * c > A(1);
@@ -312,10 +288,10 @@ __global__ void sparsestmax_warp_kernel(const T* __restrict__ x, const int64_t* 
 
     // Unnormalised output of element i (every lane of the warp calls this together).
     auto unnorm = [&](int64_t i, bool mi) -> A {
-      const A bi = mi ? load_shifted(x, wsp, start + i, half_lam) - mx : neg_inf<A>();
+      const A bi = mi ? load_acc(x + start + i) - mx : neg_inf<A>();
       if (one_hot) return (mi && i == first) ? A(1) : A(0);
       if (tie) {
-        const int64_t rk = tied_rank(x, wsp, start, k, i, half_lam, mx, lane);
+        const int64_t rk = tied_rank(x, start, k, i, mx, lane);
         return (mi && bi == A(0)) ? max(-static_cast<A>(rk) - t, A(0)) : A(0);
       }
       return mi ? max(bi - t, A(0)) : A(0);
@@ -450,6 +426,72 @@ __global__ void softmax_packed_backward_kernel(const T* __restrict__ grad, const
 }
 
 // ------------------------------------------------------------------------------------------------
+// Forest ordering penalty.
+
+// True when node i (index within its group) has a parent p, i.e. 0 <= p < i.
+__device__ __forceinline__ bool has_parent(int64_t p, int64_t i) { return p >= 0 && p < i; }
+
+template <typename T>
+__global__ void order_penalty_kernel(const T* __restrict__ q, const int64_t* __restrict__ offsets,
+                                     const int64_t* __restrict__ parent, int64_t n, int64_t groups,
+                                     T* __restrict__ out) {
+  using A = acc_t<T>;
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
+  for (int64_t g = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; g < groups; g += warps) {
+    int64_t start, k;
+    group_bounds(offsets, 0, n, g, start, k);
+    A sum = 0;
+    for (int64_t i = lane; i < k; i += 32) {
+      const int64_t p = parent[start + i];
+      if (has_parent(p, i)) {
+        const A d = load_acc(q + start + i) - load_acc(q + start + p);
+        if (d > A(0)) sum += d;
+      }
+    }
+    sum = warp_sum(sum);
+    if (lane == 0) store_acc(out + g, sum);
+  }
+}
+
+template <typename T>
+__global__ void order_penalty_backward_kernel(const T* __restrict__ grad, const T* __restrict__ q,
+                                              const int64_t* __restrict__ offsets,
+                                              const int64_t* __restrict__ parent, int64_t n, int64_t groups,
+                                              T* __restrict__ dq) {
+  using A = acc_t<T>;
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
+  for (int64_t g = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; g < groups; g += warps) {
+    int64_t start, k;
+    group_bounds(offsets, 0, n, g, start, k);
+    const A gr = load_acc(grad + g);
+    for (int64_t i0 = 0; i0 < k; i0 += 32) {  // every lane runs the same iterations (shuffles below)
+      const int64_t i = i0 + lane;
+      const bool mi = i < k;
+      const A qi = mi ? load_acc(q + start + i) : A(0);
+      int slope = 0;
+      if (mi) {
+        const int64_t p = parent[start + i];
+        if (has_parent(p, i) && qi > load_acc(q + start + p)) ++slope;
+      }
+      for (int64_t j0 = 0; j0 < k; j0 += 32) {
+        const int64_t jl = j0 + lane;
+        const int64_t pjl = jl < k ? parent[start + jl] : int64_t(-1);
+        const A qjl = jl < k ? load_acc(q + start + jl) : A(0);
+        const int cnt = static_cast<int>(min(int64_t(32), k - j0));
+        for (int t = 0; t < cnt; ++t) {
+          const int64_t pj = __shfl_sync(0xffffffffu, pjl, t);
+          const A qj = __shfl_sync(0xffffffffu, qjl, t);
+          if (mi && pj == i && i < j0 + t && qj > qi) --slope;  // child j0 + t of i rises above it
+        }
+      }
+      if (mi) store_acc(dq + start + i, gr * static_cast<A>(slope));
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
 // Launchers. Each is one kernel launch on `stream`; they return cudaGetLastError().
 
 constexpr int kThreads = 128;
@@ -460,17 +502,15 @@ inline unsigned int warp_blocks(int64_t groups) {
   return static_cast<unsigned int>(blocks < (int64_t(1) << 30) ? blocks : (int64_t(1) << 30));
 }
 
-// Sparsestmax (sorted sparsestmax when parent != nullptr) of packed groups. `radius`/`lam` are
-// per-group device arrays or nullptr (then the scalar applies). With parent, `ws` is a zeroed float
-// workspace of n entries.
+// Sparsestmax of packed groups. `radius` is a per-group device array or nullptr (then the scalar
+// applies to every group).
 template <typename T>
 inline cudaError_t launch_sparsestmax_packed(const T* x, const int64_t* offsets, int64_t n, int64_t groups,
-                                             const acc_t<T>* radius, double radius_scalar, const int64_t* parent,
-                                             const acc_t<T>* lam, double lam_scalar, float* ws, T* out,
-                                             acc_t<T>* gain, cudaStream_t stream) {
+                                             const acc_t<T>* radius, double radius_scalar, T* out, acc_t<T>* gain,
+                                             cudaStream_t stream) {
   if (groups <= 0) return cudaSuccess;
-  sparsestmax_warp_kernel<T><<<warp_blocks(groups), kThreads, 0, stream>>>(
-      x, offsets, 0, n, groups, radius, radius_scalar, parent, lam, lam_scalar, ws, out, gain);
+  sparsestmax_warp_kernel<T><<<warp_blocks(groups), kThreads, 0, stream>>>(x, offsets, 0, n, groups, radius,
+                                                                           radius_scalar, out, gain);
   return cudaGetLastError();
 }
 
@@ -491,7 +531,7 @@ inline cudaError_t launch_sparsestmax_rows(const T* x, int64_t rows, int64_t k, 
     sparsestmax_rows_thread_kernel<T, 32><<<blocks, kThreads, 0, stream>>>(x, rows, ki, radius, radius_scalar, out, gain);
   } else {
     sparsestmax_warp_kernel<T><<<warp_blocks(rows), kThreads, 0, stream>>>(
-        x, nullptr, k, rows * k, rows, radius, radius_scalar, nullptr, nullptr, 0.0, nullptr, out, gain);
+        x, nullptr, k, rows * k, rows, radius, radius_scalar, out, gain);
   }
   return cudaGetLastError();
 }
@@ -534,6 +574,26 @@ inline cudaError_t launch_softmax_packed_backward(const T* grad, const T* y, con
                                                   int64_t groups, T* dx, cudaStream_t stream) {
   if (groups <= 0) return cudaSuccess;
   softmax_packed_backward_kernel<T><<<warp_blocks(groups), kThreads, 0, stream>>>(grad, y, offsets, n, groups, dx);
+  return cudaGetLastError();
+}
+
+// Ordering penalty of packed forest groups: out[g] (storage type T) for each of the `groups` groups.
+template <typename T>
+inline cudaError_t launch_order_penalty_packed(const T* q, const int64_t* offsets, const int64_t* parent, int64_t n,
+                                               int64_t groups, T* out, cudaStream_t stream) {
+  if (groups <= 0) return cudaSuccess;
+  order_penalty_kernel<T><<<warp_blocks(groups), kThreads, 0, stream>>>(q, offsets, parent, n, groups, out);
+  return cudaGetLastError();
+}
+
+// Vector-Jacobian product of the ordering penalty for the per-group upstream gradient `grad` [groups].
+template <typename T>
+inline cudaError_t launch_order_penalty_packed_backward(const T* grad, const T* q, const int64_t* offsets,
+                                                        const int64_t* parent, int64_t n, int64_t groups, T* dq,
+                                                        cudaStream_t stream) {
+  if (groups <= 0) return cudaSuccess;
+  order_penalty_backward_kernel<T><<<warp_blocks(groups), kThreads, 0, stream>>>(grad, q, offsets, parent, n,
+                                                                                 groups, dq);
   return cudaGetLastError();
 }
 

@@ -9,12 +9,13 @@ from trilevelnas.ops import _backend
 
 RELAX_OPS = [
     "sparsestmax_packed",
-    "sorted_sparsestmax_packed",
     "sparsestmax_rows",
     "sparsestmax_packed_backward",
     "sparsestmax_rows_backward",
     "softmax_packed",
     "softmax_packed_backward",
+    "order_penalty_packed",
+    "order_penalty_packed_backward",
 ]
 
 
@@ -45,6 +46,11 @@ def test_relax_ops_are_registered_with_cpu_kernels():
         assert torch._C._dispatch_has_kernel_for_dispatch_key(op.name(), "CPU"), name
         if ops.backend()["cuda_kernels"]:
             assert torch._C._dispatch_has_kernel_for_dispatch_key(op.name(), "CUDA"), name
+
+
+def test_withdrawn_sorted_sparsestmax_op_is_not_registered():
+    """Sorted sparsestmax is a composition in Python now (sparsestmax + order_penalty_packed)."""
+    assert not hasattr(torch.ops.trilevelnas, "sorted_sparsestmax_packed")
 
 
 def test_relax_op_runs_through_the_dispatcher():

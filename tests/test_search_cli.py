@@ -36,7 +36,7 @@ def test_search_then_train_writes_everything(tmp_path, capsys):
     for name in ("arch.json", "checkpoint.pt", "log.csv", "config.json", "summary.json", "model.pt",
                  "curves.png", "arch_params.png", "architecture.png"):
         assert (out / name).is_file(), name
-    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert set(state["arch"]) >= {"alpha", "gamma"}
     assert all(isinstance(v, torch.Tensor) for v in state["arch"].values())
     arch = json.loads((out / "arch.json").read_text())
@@ -71,7 +71,7 @@ def test_train_from_search_inherits_the_supernet_weights(tmp_path, capsys):
     from trilevelnas.supernet import Supernet, SupernetConfig
 
     a, b, c = (load_model(str(tmp_path / d / "model.pt")) for d in ("a", "b", "scratch"))
-    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
     sn = Supernet(SupernetConfig.from_dict(state["supernet_config"]))
     sn.load_state_dict(state["supernet"])
     ref = sn.extract(a.arch)
@@ -162,7 +162,7 @@ def test_nan_loss_stops_with_the_last_good_checkpoint(tmp_path, capsys, monkeypa
     argv = TINY + ["--set", "search.steps=5", "--set", "run.checkpoint_every=1", "--out", str(out)]
     code, cap = run_prog(search, argv, capsys)
     one_line_error(code, cap, "non-finite", "search step 3", "checkpoint.pt", "search step 2")
-    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["loop"]["phase"] == "search" and state["loop"]["step"] == 2
     assert all(torch.isfinite(v).all() for v in state["supernet"].values() if v.is_floating_point())
 

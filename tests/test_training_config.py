@@ -19,7 +19,7 @@ def test_presets_ship_and_build():
 
 @pytest.mark.parametrize("name", ["paper-a", "paper-b", "paper-b-psnr"])
 def test_paper_presets_follow_the_paper(name):
-    sets = ["data.root=/data/DIV2K", "loss.vgg_weights=/w/vgg19.pth"]
+    sets = ["data.root=/data/DIV2K", "loss.vgg_weights=/w/vgg19.pth", "loss.teacher=/w/esrgan.pth"]
     cfg = build_config(name, sets=sets)
     assert cfg.search.arch_lr == 3e-4 and cfg.search.arch_betas == (0.5, 0.999)
     assert cfg.data.batch_size == 16 and cfg.data.patch_size // cfg.data.scale == 32
@@ -32,6 +32,17 @@ def test_paper_presets_follow_the_paper(name):
 def test_paper_preset_without_data_names_the_flag():
     with pytest.raises(UserError, match="--data"):
         build_config("paper-b-psnr")
+
+
+@pytest.mark.parametrize("name", ["paper-a", "paper-b", "paper-b-psnr"])
+def test_paper_presets_never_drop_distillation_silently(name):
+    sets = ["data.root=/data/DIV2K", "loss.vgg_weights=/w/vgg19.pth"]
+    with pytest.raises(UserError, match="--teacher"):
+        build_config(name, sets=sets)
+    # HR supervision stays available, but only when asked for explicitly
+    cfg = build_config(name, sets=sets + ["loss.require_teacher=false"])
+    assert cfg.loss.teacher is None
+    assert build_config(name, sets=sets, flags={"loss": {"teacher": "/w/esrgan.pth"}}).loss.teacher == "/w/esrgan.pth"
 
 
 def test_layering_order(tmp_path):

@@ -28,5 +28,5 @@ def test_two_process_gloo_search(tmp_path):
     assert (out / "model.pt").is_file() and (out / "log.csv").is_file()
     # rank 0 alone wrote the summary table
     assert proc.stdout.count("GFLOPs (256x256 LR)") == 1
-    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["loop"]["done"] == ["pretrain", "search", "train"]

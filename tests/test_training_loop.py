@@ -99,7 +99,9 @@ def test_atomic_save_and_load(tmp_path):
     path = tmp_path / "c.pt"
     ckpt.save_atomic({"a": torch.arange(3)}, str(path))
     ckpt.save_atomic({"a": torch.arange(4)}, str(path))
-    assert torch.equal(ckpt.load(str(path))["a"], torch.arange(4))
+    assert torch.equal(ckpt.load(str(path), required=())["a"], torch.arange(4))
+    with pytest.raises(UserError, match=r"c.pt.*lacks 'loop', 'rng'"):
+        ckpt.load(str(path))
     assert [p for p in os.listdir(tmp_path) if p != "c.pt"] == []  # no temporary file left
     with pytest.raises(UserError, match="missing.pt"):
         ckpt.load(str(tmp_path / "missing.pt"))

@@ -45,7 +45,7 @@ def test_ablation_switches_run_to_a_derived_model(tmp_path, sets):
     if "supernet.topology=fixed" in sets and "supernet.fixed_path=[0,0,1]" in sets:
         assert arch["path"] == [0, 0, 1]
     assert summary["params"] > 0 and summary["trained"]
-    state = torch.load(os.path.join(tmp_path, "checkpoint.pt"), weights_only=False)
+    state = torch.load(os.path.join(tmp_path, "checkpoint.pt"), weights_only=True)
     assert state["loop"]["done"] == ["pretrain", "search", "train"]
 
 

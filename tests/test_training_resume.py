@@ -19,7 +19,7 @@ ARGS = ["--preset", "smoke", "--no-progress", "--seed", "5", "--set", "pretrain.
 
 def _checkpoint_position(path):
     try:
-        state = torch.load(path, weights_only=False)
+        state = torch.load(path, weights_only=True)
     except Exception:  # noqa: BLE001 - not written yet
         return None
     return state["loop"]["phase"], state["loop"]["step"]
@@ -48,8 +48,8 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     assert not (out / "arch.json").exists()  # it really stopped mid-search
 
     assert run_main("trilevelnas.search", search.main, ARGS + ["--out", str(out), "--resume"]) == 0
-    a = torch.load(ref / "checkpoint.pt", weights_only=False)
-    b = torch.load(out / "checkpoint.pt", weights_only=False)
+    a = torch.load(ref / "checkpoint.pt", weights_only=True)
+    b = torch.load(out / "checkpoint.pt", weights_only=True)
     assert a["arch"].keys() == b["arch"].keys()
     for k in a["arch"]:
         assert torch.equal(a["arch"][k], b["arch"][k]), k

@@ -15,6 +15,10 @@ class UserError(Exception):
     """An error in the user's input; its message names the culprit."""
 
 
+class Interrupted(Exception):
+    """Ctrl-C stopped a run after it saved its state; the message says how to resume (exit 130)."""
+
+
 def run_main(prog: str, main: Callable[[Sequence[str] | None], int | None],
              argv: Sequence[str] | None = None) -> int:
     """Run ``main(argv)``; turn :class:`UserError` (and Ctrl-C) into a one-line message.
@@ -28,6 +32,9 @@ def run_main(prog: str, main: Callable[[Sequence[str] | None], int | None],
         message = " ".join(str(exc).split())  # one line, whatever the message held
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        print(f"{prog}: interrupted: {exc}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

@@ -17,6 +17,7 @@ import sys
 import numpy as np
 
 from .cli import UserError, run_main
+from .fileio import check_writable_dir, check_writable_file, write_text
 from .data.datasets import build_dataset
 from .data.imresize import imresize
 from .data.io import tensor_to_image, write_image
@@ -84,6 +85,10 @@ def evaluate_model(model, dataset, *, scale, crop_border=None, device="cpu", til
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     device = choose_device(args.device)
+    if args.json:
+        check_writable_file(args.json, "--json")
+    if args.save_dir:
+        check_writable_dir(args.save_dir, "--save-dir")
     from . import profile
     model = load_model_file(args.model).to(device).eval()
     scale = model_scale(model)
@@ -110,10 +115,7 @@ def main(argv=None) -> int:
     print(f"x{scale}, crop {result['crop_border']}, {len(result['images'])} images; "
           f"params {result['params'] / 1e6:.3f} M, {result['gflops']:.2f} GFLOPs at 256x256 LR")
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(result, fh, indent=1)
-            fh.write("\n")
+        write_text(json.dumps(result, indent=1) + "\n", args.json)
     return 0
 
 

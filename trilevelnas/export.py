@@ -16,6 +16,7 @@ import warnings
 import torch
 
 from .cli import UserError, run_main
+from .fileio import check_writable_file, replacing
 from .inference import ArgumentParser, load_model_file
 
 __all__ = ["main", "export_onnx", "export_torchscript", "check_export"]
@@ -39,13 +40,14 @@ def export_onnx(model, path: str, *, opset: int = 17, size: int = 32) -> None:
     example = torch.rand(1, 3, size, size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=DeprecationWarning)
-        torch.onnx.export(model, (example,), path, dynamo=False, opset_version=opset,
-                          input_names=["lq"], output_names=["sr"],
-                          dynamic_axes={"lq": {0: "batch", 2: "height", 3: "width"},
-                                        "sr": {0: "batch", 2: "out_height", 3: "out_width"}})
-    import onnx
+        with replacing(path) as tmp:
+            torch.onnx.export(model, (example,), tmp, dynamo=False, opset_version=opset,
+                              input_names=["lq"], output_names=["sr"],
+                              dynamic_axes={"lq": {0: "batch", 2: "height", 3: "width"},
+                                            "sr": {0: "batch", 2: "out_height", 3: "out_width"}})
+            import onnx
 
-    onnx.checker.check_model(onnx.load(path))
+            onnx.checker.check_model(onnx.load(tmp))
 
 
 def export_torchscript(model, path: str, *, size: int = 32) -> None:
@@ -54,7 +56,8 @@ def export_torchscript(model, path: str, *, size: int = 32) -> None:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", category=DeprecationWarning)
         traced = torch.jit.trace(model, example)
-    traced.save(path)
+    with replacing(path) as tmp:
+        traced.save(tmp)
 
 
 @torch.no_grad()
@@ -80,9 +83,8 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.size < 8:
         raise UserError(f"--size must be >= 8, got {args.size}")
+    check_writable_file(args.output, "-o/--output")
     model = load_model_file(args.model).cpu().eval()
-    out_dir = os.path.dirname(os.path.abspath(args.output))
-    os.makedirs(out_dir, exist_ok=True)
     if args.format == "onnx":
         export_onnx(model, args.output, opset=args.opset, size=args.size)
     else:

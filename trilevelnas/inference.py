@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .cli import UserError
+from .devices import resolve_device
 
 __all__ = ["ArgumentParser", "choose_device", "model_scale", "upscale_tensor", "autocast_dtype",
            "load_model_file", "receptive_radius"]
@@ -29,17 +30,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def choose_device(name: str = "auto") -> torch.device:
     """``"auto"`` → CUDA if available, else CPU; otherwise the named device (checked)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise UserError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} requested but CUDA is not available")
-    if device.type not in ("cpu", "cuda"):
-        raise UserError(f"unsupported device {name!r} (use auto, cpu, cuda or cuda:N)")
-    return device
+    return resolve_device(name, "--device")
 
 
 def autocast_dtype(half: bool, bf16: bool, device: torch.device) -> torch.dtype | None:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .cli import UserError, run_main
+from .fileio import check_writable_dir
 from .data.imresize import imresize
 from .data.io import IMAGE_EXTENSIONS, list_images, read_image, tensor_to_image, to_float, write_image
 from .inference import ArgumentParser, load_model_file, autocast_dtype, choose_device, model_scale, receptive_radius, upscale_tensor
@@ -40,6 +41,8 @@ def _parser() -> ArgumentParser:
     p.add_argument("--ext", choices=("auto", "png"), default="auto",
                    help="output format: auto = the input's, png = always PNG")
     p.add_argument("--suffix", default="", help="appended to output file stems in folder mode")
+    p.add_argument("--overwrite", action="store_true",
+                   help="allow an output to replace its own input file (refused otherwise)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -82,11 +85,29 @@ def _outputs(inp: str, out: str, ext: str, suffix: str) -> list[tuple[str, str]]
     return [(inp, target(inp, out))]
 
 
+def _check_jobs(jobs: list[tuple[str, str]], overwrite: bool) -> None:
+    """Refuse (UserError) an output that is its own input (unless ``overwrite``) or two inputs with
+    one output; check that every output folder is writable. Nothing has been written yet."""
+    seen: dict[str, str] = {}
+    for src, dst in jobs:
+        key = os.path.realpath(dst)
+        if key in seen:
+            raise UserError(f"inputs {seen[key]} and {src} would both be written to {dst}; "
+                            "use --suffix or --ext to tell them apart")
+        seen[key] = src
+        if not overwrite and os.path.exists(dst) and os.path.samefile(src, dst):
+            raise UserError(f"output {dst} is the input {src}: it would be overwritten; choose "
+                            "another -o or a --suffix, or pass --overwrite")
+    for folder in sorted({os.path.dirname(os.path.abspath(dst)) for _, dst in jobs}):
+        check_writable_dir(folder, "-o/--output")
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     device = choose_device(args.device)
     dtype = autocast_dtype(args.half, args.bf16, device)
     jobs = _outputs(args.input, args.output, args.ext, args.suffix)
+    _check_jobs(jobs, args.overwrite)
     model = load_model_file(args.model).to(device).eval()
     scale = model_scale(model)
     tile_pad = args.tile_pad
@@ -97,8 +118,16 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     bar = tqdm(jobs, desc="upscale", unit="image", disable=args.no_progress or len(jobs) == 1)
+    bad: list[str] = []
     for src, dst in bar:
-        image = read_image(src)
+        try:
+            image = read_image(src)
+        except UserError as exc:
+            if len(jobs) == 1:
+                raise
+            bad.append(src)
+            bar.write(f"skipped: {exc}", file=sys.stderr)
+            continue
         rgb, alpha = upscale_image(model, image, scale=scale, device=device, tile=args.tile,
                                    tile_pad=tile_pad, dtype=dtype,
                                    alpha_upsampler=args.alpha_upsampler,
@@ -108,6 +137,9 @@ def main(argv=None) -> int:
     if stats.get("fallbacks"):
         print(f"{stats['fallbacks']} tile(s) recomputed in float32 after non-finite reduced-precision output",
               file=sys.stderr)
+    if bad:
+        raise UserError(f"{len(bad)} of {len(jobs)} images could not be read and were skipped "
+                        f"(the others were written): {', '.join(bad)}")
     return 0
 
 

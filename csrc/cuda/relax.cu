@@ -1,7 +1,8 @@
 // CUDA glue of the relaxation ops: checks, output allocation, dtype dispatch, and one launch of the
 // torch-free kernels in kernels/sparsestmax.cuh on the current stream. Schemas: csrc/relax.cpp.
 // Offsets and parent are not validated on the device (that would need a host synchronisation):
-// offsets are clamped into [0, numel] and a parent that is not an earlier index counts as a root.
+// offsets are clamped into [0, numel] and a parent that is not an earlier index counts as a root
+// (order_penalty_packed).
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAException.h>
@@ -54,52 +55,29 @@ Tensor per_group(const char* op, const optional<Tensor>& t, int64_t groups, cons
   return t->to(gain_dtype(like)).contiguous().view({groups});
 }
 
-std::tuple<Tensor, Tensor> packed_forward(const char* op, const Tensor& values_in, const Tensor& offsets_in,
-                                          const Tensor& parent_in, const optional<Tensor>& radius,
-                                          double radius_scalar, const optional<Tensor>& lam, double lam_scalar) {
+std::tuple<Tensor, Tensor> sparsestmax_packed_cuda(const Tensor& values_in, const Tensor& offsets_in,
+                                                   const optional<Tensor>& radius, double radius_scalar) {
+  const char* op = "sparsestmax_packed";
   check_float_cuda(op, values_in, "values");
   TORCH_CHECK(values_in.dim() == 1, op, ": values must be 1-D (packed groups)");
   check_index(op, offsets_in, values_in, "offsets");
   TORCH_CHECK(offsets_in.numel() >= 1, op, ": offsets must hold G+1 >= 1 entries");
-  const bool sorted = parent_in.defined();
-  if (sorted) {
-    check_index(op, parent_in, values_in, "parent");
-    TORCH_CHECK(parent_in.numel() == values_in.numel(), op, ": parent must be shaped like values");
-  }
   c10::cuda::CUDAGuard guard(values_in.device());
   const Tensor values = values_in.contiguous(), offsets = offsets_in.contiguous();
-  const Tensor parent = sorted ? parent_in.contiguous() : Tensor();
   const int64_t n = values.numel(), groups = offsets.numel() - 1;
   Tensor out = at::empty_like(values);
   Tensor gain = at::empty({groups}, values.options().dtype(gain_dtype(values)));
   const Tensor r = per_group(op, radius, groups, values, "radius");
-  const Tensor l = sorted ? per_group(op, lam, groups, values, "lam") : Tensor();
-  const Tensor ws = sorted ? at::zeros({std::max<int64_t>(n, 1)}, values.options().dtype(at::kFloat)) : Tensor();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, values.scalar_type(), "sparsestmax_packed_cuda", [&] {
     using T = typename CudaType<scalar_t>::type;
     using A = kernels::acc_t<T>;
     C10_CUDA_CHECK(kernels::launch_sparsestmax_packed<T>(
         reinterpret_cast<const T*>(values.data_ptr<scalar_t>()), offsets.data_ptr<int64_t>(), n, groups,
-        r.defined() ? r.data_ptr<A>() : nullptr, radius_scalar, sorted ? parent.data_ptr<int64_t>() : nullptr,
-        l.defined() ? l.data_ptr<A>() : nullptr, lam_scalar, sorted ? ws.data_ptr<float>() : nullptr,
-        reinterpret_cast<T*>(out.data_ptr<scalar_t>()), gain.data_ptr<A>(), stream));
+        r.defined() ? r.data_ptr<A>() : nullptr, radius_scalar, reinterpret_cast<T*>(out.data_ptr<scalar_t>()),
+        gain.data_ptr<A>(), stream));
   });
   return {out, gain};
-}
-
-std::tuple<Tensor, Tensor> sparsestmax_packed_cuda(const Tensor& values, const Tensor& offsets,
-                                                   const optional<Tensor>& radius, double radius_scalar) {
-  return packed_forward("sparsestmax_packed", values, offsets, Tensor(), radius, radius_scalar, c10::nullopt, 0.0);
-}
-
-std::tuple<Tensor, Tensor> sorted_sparsestmax_packed_cuda(const Tensor& values, const Tensor& offsets,
-                                                          const Tensor& parent, const optional<Tensor>& radius,
-                                                          double radius_scalar, const optional<Tensor>& lam,
-                                                          double lam_scalar) {
-  TORCH_CHECK(parent.defined(), "sorted_sparsestmax_packed: parent is required");
-  return packed_forward("sorted_sparsestmax_packed", values, offsets, parent, radius, radius_scalar, lam,
-                        lam_scalar);
 }
 
 std::tuple<Tensor, Tensor> sparsestmax_rows_cuda(const Tensor& x_in, const optional<Tensor>& radius,
@@ -220,16 +198,69 @@ Tensor softmax_packed_backward_cuda(const Tensor& grad_in, const Tensor& out_in,
   return dx;
 }
 
+// Checks shared by the ordering penalty's forward and backward: q (1-D, float), offsets and parent
+// (1-D int64 on q's device, parent shaped like q).
+void check_order_penalty(const char* op, const Tensor& q, const Tensor& offsets, const Tensor& parent) {
+  check_float_cuda(op, q, "q");
+  TORCH_CHECK(q.dim() == 1, op, ": q must be 1-D (packed groups)");
+  check_index(op, offsets, q, "offsets");
+  TORCH_CHECK(offsets.numel() >= 1, op, ": offsets must hold G+1 >= 1 entries");
+  check_index(op, parent, q, "parent");
+  TORCH_CHECK(parent.numel() == q.numel(), op, ": parent must be shaped like q");
+}
+
+Tensor order_penalty_packed_cuda(const Tensor& q_in, const Tensor& offsets_in, const Tensor& parent_in) {
+  const char* op = "order_penalty_packed";
+  check_order_penalty(op, q_in, offsets_in, parent_in);
+  c10::cuda::CUDAGuard guard(q_in.device());
+  const Tensor q = q_in.contiguous(), offsets = offsets_in.contiguous(), parent = parent_in.contiguous();
+  const int64_t n = q.numel(), groups = offsets.numel() - 1;
+  Tensor out = at::empty({groups}, q.options());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "order_penalty_packed_cuda", [&] {
+    using T = typename CudaType<scalar_t>::type;
+    C10_CUDA_CHECK(kernels::launch_order_penalty_packed<T>(
+        reinterpret_cast<const T*>(q.data_ptr<scalar_t>()), offsets.data_ptr<int64_t>(), parent.data_ptr<int64_t>(),
+        n, groups, reinterpret_cast<T*>(out.data_ptr<scalar_t>()), stream));
+  });
+  return out;
+}
+
+Tensor order_penalty_packed_backward_cuda(const Tensor& grad_in, const Tensor& q_in, const Tensor& offsets_in,
+                                          const Tensor& parent_in) {
+  const char* op = "order_penalty_packed_backward";
+  check_order_penalty(op, q_in, offsets_in, parent_in);
+  const int64_t groups = offsets_in.numel() - 1;
+  TORCH_CHECK(grad_in.scalar_type() == q_in.scalar_type() && grad_in.device() == q_in.device() && grad_in.dim() == 1 &&
+                  grad_in.numel() == groups,
+              op, ": grad must be a 1-D tensor with one entry per group (", groups, "), q's dtype and device");
+  c10::cuda::CUDAGuard guard(q_in.device());
+  const Tensor grad = grad_in.contiguous(), q = q_in.contiguous(), offsets = offsets_in.contiguous();
+  const Tensor parent = parent_in.contiguous();
+  const int64_t n = q.numel();
+  Tensor dq = at::empty_like(q);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "order_penalty_packed_backward_cuda", [&] {
+    using T = typename CudaType<scalar_t>::type;
+    C10_CUDA_CHECK(kernels::launch_order_penalty_packed_backward<T>(
+        reinterpret_cast<const T*>(grad.data_ptr<scalar_t>()), reinterpret_cast<const T*>(q.data_ptr<scalar_t>()),
+        offsets.data_ptr<int64_t>(), parent.data_ptr<int64_t>(), n, groups,
+        reinterpret_cast<T*>(dq.data_ptr<scalar_t>()), stream));
+  });
+  return dq;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(trilevelnas, CUDA, m) {
   m.impl("sparsestmax_packed", &sparsestmax_packed_cuda);
-  m.impl("sorted_sparsestmax_packed", &sorted_sparsestmax_packed_cuda);
   m.impl("sparsestmax_rows", &sparsestmax_rows_cuda);
   m.impl("sparsestmax_packed_backward", &sparsestmax_packed_backward_cuda);
   m.impl("sparsestmax_rows_backward", &sparsestmax_rows_backward_cuda);
   m.impl("softmax_packed", &softmax_packed_cuda);
   m.impl("softmax_packed_backward", &softmax_packed_backward_cuda);
+  m.impl("order_penalty_packed", &order_penalty_packed_cuda);
+  m.impl("order_penalty_packed_backward", &order_penalty_packed_backward_cuda);
 }
 
 }  // namespace trilevelnas

@@ -1,7 +1,9 @@
-// Standalone test of kernels/sparsestmax.cuh against a host implementation of DESIGN.md §3.
-// Runs forward and backward of every launcher (float and double; half/bf16 forward at a loose
-// tolerance) on random groups with degenerate cases mixed in (K = 1, empty groups, ties, uniform
-// groups, radius beyond the circumradius, 1e4 magnitudes). Exits 1 on any mismatch or CUDA error.
+// Standalone test of kernels/sparsestmax.cuh against a host implementation of DESIGN.md §3 and of
+// the forest ordering penalty (docs/ops.md). Runs forward and backward of every launcher (float and
+// double; half/bf16 at a loose tolerance) on random groups with degenerate cases mixed in (K = 1,
+// empty groups, ties, uniform groups, radius beyond the circumradius, 1e4 magnitudes; for the
+// penalty: tied parent/child weights, forests of several roots, parents that are not earlier
+// indices, which count as roots). Exits 1 on any mismatch or CUDA error.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -82,15 +84,21 @@ void host_backward(const double* g, const double* q, int n, double gain, double*
   for (int i = 0; i < n; ++i) dx[i] = q[i] > 0 ? scale * (g[i] - gs / s - (q[i] - 1.0 / s) * proj) : 0;
 }
 
-// x -= half_lam * w with w = [leaf] - [root] * (leaves below the root); an isolated node gets 0.
-void forest_shift(const long long* parent, int n, double half_lam, double* x) {
-  std::vector<int> root(n), leaf(n, 1), below(n, 0);
+// Ordering penalty of one group: sum over i with 0 <= parent[i] < i of max(0, q_i - q_parent), and
+// its gradient for the upstream scalar g (+g to the child, -g to the parent when q_i > q_parent).
+double host_order_penalty(const double* q, const long long* parent, int n, double g, double* dq) {
+  double sum = 0;
+  std::fill(dq, dq + n, 0.0);
   for (int i = 0; i < n; ++i) {
-    root[i] = parent[i] < 0 ? i : root[parent[i]];
-    if (parent[i] >= 0) leaf[parent[i]] = 0;
+    const long long p = parent[i];
+    if (p < 0 || p >= i) continue;
+    if (q[i] > q[p]) {
+      sum += q[i] - q[p];
+      dq[i] += g;
+      dq[p] -= g;
+    }
   }
-  for (int i = 0; i < n; ++i) below[root[i]] += leaf[i];
-  for (int i = 0; i < n; ++i) x[i] -= half_lam * (leaf[i] - (root[i] == i ? below[i] : 0));
+  return sum;
 }
 
 // ---- device helpers --------------------------------------------------------------------------
@@ -122,7 +130,7 @@ void expect_close(const char* what, const std::vector<double>& got, const std::v
 
 struct Case {
   std::vector<long long> offsets;
-  std::vector<double> x, radius, lam;
+  std::vector<double> x, radius;
   std::vector<long long> parent;
 };
 
@@ -145,7 +153,6 @@ Case make_case(std::mt19937& rng, const std::vector<int>& sizes) {
     }
     const double rc = s > 0 ? std::sqrt(1.0 - 1.0 / s) : 0.0;
     c.radius.push_back(kind == 4 ? 1.5 * rc : ud(rng) * rc);
-    c.lam.push_back(ud(rng));
   }
   return c;
 }
@@ -156,7 +163,7 @@ std::vector<double> as_double(const std::vector<T>& v) {
 }
 
 template <typename T>
-void run_packed(const Case& c, bool sorted, double tol) {
+void run_packed(const Case& c, double tol) {
   using A = k::acc_t<T>;
   const int64_t groups = static_cast<int64_t>(c.offsets.size()) - 1, n = static_cast<int64_t>(c.x.size());
   // host
@@ -166,26 +173,20 @@ void run_packed(const Case& c, bool sorted, double tol) {
   const std::vector<double> xr(xt.begin(), xt.end());  // the values the device sees
   for (int64_t g = 0; g < groups; ++g) {
     const int s = static_cast<int>(c.offsets[g + 1] - c.offsets[g]);
-    std::vector<double> xin(xr.begin() + c.offsets[g], xr.begin() + c.offsets[g + 1]);
-    if (sorted) forest_shift(c.parent.data() + c.offsets[g], s, 0.5 * c.lam[g], xin.data());
-    gain_want[g] = host_group(xin.data(), s, c.radius[g], want.data() + c.offsets[g]);
+    gain_want[g] = host_group(xr.data() + c.offsets[g], s, c.radius[g], want.data() + c.offsets[g]);
   }
   // device
-  std::vector<A> rad(c.radius.begin(), c.radius.end()), lam(c.lam.begin(), c.lam.end());
+  std::vector<A> rad(c.radius.begin(), c.radius.end());
   std::vector<long long> off(c.offsets);
   T* dx_in = to_device(xt);
   int64_t* doff = reinterpret_cast<int64_t*>(to_device(off));
-  int64_t* dpar = reinterpret_cast<int64_t*>(to_device(c.parent));
   A* drad = to_device(rad);
-  A* dlam = to_device(lam);
-  float* ws = to_device(std::vector<float>(std::max<int64_t>(n, 1), 0.0f));
   T* dout = to_device(std::vector<T>(n));
   A* dgain = to_device(std::vector<A>(groups));
-  CHECK_CUDA(k::launch_sparsestmax_packed<T>(dx_in, doff, n, groups, drad, 0.0, sorted ? dpar : nullptr,
-                                             sorted ? dlam : nullptr, 0.0, ws, dout, dgain, 0));
+  CHECK_CUDA(k::launch_sparsestmax_packed<T>(dx_in, doff, n, groups, drad, 0.0, dout, dgain, 0));
   CHECK_CUDA(cudaDeviceSynchronize());
   std::vector<double> got = as_double(to_host(dout, n)), gain_got = as_double(to_host(dgain, groups));
-  expect_close(sorted ? "sorted forward" : "packed forward", got, want, tol);
+  expect_close("packed forward", got, want, tol);
   // backward from the device output and gain
   for (int64_t g = 0; g < groups; ++g)
     host_backward(grad.data() + c.offsets[g], got.data() + c.offsets[g],
@@ -211,10 +212,50 @@ void run_packed(const Case& c, bool sorted, double tol) {
   CHECK_CUDA(cudaDeviceSynchronize());
   expect_close("softmax forward", as_double(to_host(dout, n)), sm, tol);
   expect_close("softmax backward", as_double(to_host(ddx, n)), smdx, tol * 10);
-  for (void* p : {static_cast<void*>(dx_in), static_cast<void*>(doff), static_cast<void*>(dpar),
-                  static_cast<void*>(drad), static_cast<void*>(dlam), static_cast<void*>(ws),
+  for (void* p : {static_cast<void*>(dx_in), static_cast<void*>(doff), static_cast<void*>(drad),
                   static_cast<void*>(dout), static_cast<void*>(dgain), static_cast<void*>(dgrad),
                   static_cast<void*>(ddx)})
+    CHECK_CUDA(cudaFree(p));
+}
+
+// Ordering penalty forward and backward of the case's forests. The weights are c.x rounded to a
+// coarse grid in every other group (ties between parents and children), and a few parents are made
+// invalid (not an earlier index): those nodes count as roots.
+template <typename T>
+void run_order_penalty(const Case& c, double tol) {
+  const int64_t groups = static_cast<int64_t>(c.offsets.size()) - 1, n = static_cast<int64_t>(c.x.size());
+  std::vector<T> qt(n);
+  std::vector<long long> parent(c.parent);
+  for (int64_t g = 0; g < groups; ++g)
+    for (long long i = c.offsets[g]; i < c.offsets[g + 1]; ++i) {
+      qt[i] = static_cast<T>(g % 2 ? std::round(4 * c.x[i]) / 4 : c.x[i]);
+      if ((i * 7 + g) % 19 == 0) parent[i] = i - c.offsets[g];  // itself: counts as a root
+    }
+  const std::vector<double> qr = as_double(qt);  // the values the device sees
+  std::vector<T> gt(groups);
+  for (int64_t g = 0; g < groups; ++g) gt[g] = static_cast<T>(std::cos(0.9 * g) + 0.25);
+  const std::vector<double> gr = as_double(gt);  // the upstream gradient the device sees
+  std::vector<double> want(groups), dq_want(n);
+  for (int64_t g = 0; g < groups; ++g)
+    want[g] = host_order_penalty(qr.data() + c.offsets[g], parent.data() + c.offsets[g],
+                                 static_cast<int>(c.offsets[g + 1] - c.offsets[g]), gr[g], dq_want.data() + c.offsets[g]);
+  std::vector<long long> off(c.offsets);
+  T* dq_in = to_device(qt);
+  int64_t* doff = reinterpret_cast<int64_t*>(to_device(off));
+  int64_t* dpar = reinterpret_cast<int64_t*>(to_device(parent));
+  T* dout = to_device(std::vector<T>(std::max<int64_t>(groups, 1)));
+  T* dgrad = to_device(gt);
+  T* ddq = to_device(std::vector<T>(n));
+  CHECK_CUDA(k::launch_order_penalty_packed<T>(dq_in, doff, dpar, n, groups, dout, 0));
+  CHECK_CUDA(k::launch_order_penalty_packed_backward<T>(dgrad, dq_in, doff, dpar, n, groups, ddq, 0));
+  CHECK_CUDA(cudaDeviceSynchronize());
+  std::vector<double> rel(groups);
+  const std::vector<double> got = as_double(to_host(dout, groups));
+  for (int64_t g = 0; g < groups; ++g) rel[g] = (got[g] - want[g]) / std::max(1.0, std::fabs(want[g]));
+  expect_close("order penalty forward (relative)", rel, std::vector<double>(groups, 0.0), tol);
+  expect_close("order penalty backward", as_double(to_host(ddq, n)), dq_want, tol);
+  for (void* p : {static_cast<void*>(dq_in), static_cast<void*>(doff), static_cast<void*>(dpar),
+                  static_cast<void*>(dout), static_cast<void*>(dgrad), static_cast<void*>(ddq)})
     CHECK_CUDA(cudaFree(p));
 }
 
@@ -264,10 +305,12 @@ int main() {
   for (int rep = 0; rep < 5; ++rep) {
     for (const auto& sizes : {search_space, mixed}) {
       Case c = make_case(rng, sizes);
-      run_packed<double>(c, false, 1e-12);
-      run_packed<double>(c, true, 1e-12);
-      run_packed<float>(c, false, 2e-5);
-      run_packed<float>(c, true, 2e-5);
+      run_packed<double>(c, 1e-12);
+      run_packed<float>(c, 2e-5);
+      run_order_penalty<double>(c, 1e-12);
+      run_order_penalty<float>(c, 1e-5);
+      run_order_penalty<__half>(c, 2e-2);
+      run_order_penalty<__nv_bfloat16>(c, 5e-2);
     }
   }
   for (int kk : {1, 2, 3, 4, 5, 8, 16, 17, 32, 33, 83}) {

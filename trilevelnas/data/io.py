@@ -16,6 +16,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..cli import UserError
+from ..fileio import replacing
 from .png16 import png_header, read_png16, write_png16
 
 __all__ = [
@@ -102,6 +103,15 @@ def _read_tiff(path: str) -> tuple[np.ndarray, np.ndarray | None, bool]:
     return _from_channels(arr, path)
 
 
+def _check_pixel_count(path: str, width: int, height: int) -> None:
+    """UserError when a header declares more pixels than Pillow's decompression-bomb limit allows."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and width * height > 2 * limit:
+        raise UserError(f"cannot read image {path}: its header declares {width} x {height} = "
+                        f"{width * height} pixels, more than twice Pillow's limit of {limit} "
+                        "(a decompression bomb?)")
+
+
 def read_image(path) -> LoadedImage:
     """Read an image file into a :class:`LoadedImage` (RGB + alpha, 8 or 16 bits).
 
@@ -116,6 +126,8 @@ def read_image(path) -> LoadedImage:
         raise UserError(f"not an image file: {path}")
     try:
         head = png_header(path)
+        if head is not None:
+            _check_pixel_count(path, head["width"], head["height"])
         if head is not None and head["bit_depth"] == 16 and head["color_type"] != 0:
             rgb, alpha, gray = _from_channels(read_png16(path), path)
         elif path.lower().endswith(_TIFF):
@@ -124,6 +136,11 @@ def read_image(path) -> LoadedImage:
             rgb, alpha, gray = _read_pil(path)
     except UserError:
         raise
+    except Image.DecompressionBombError as exc:
+        raise UserError(f"cannot read image {path}: {exc}".split(" could be decompression")[0]
+                        + " (a decompression bomb?)") from None
+    except MemoryError:
+        raise UserError(f"cannot read image {path}: not enough memory to decode it") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
         raise UserError(f"cannot read image {path}: {exc}") from None
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:
@@ -162,13 +179,17 @@ def write_image(path, rgb: np.ndarray, alpha: np.ndarray | None = None, gray: bo
         raise UserError(f"cannot write {path}: {ext} cannot hold an alpha channel (use .png)")
     colour = _luma(rgb)[:, :, None] if gray else rgb
     arr = colour if alpha is None else np.concatenate([colour, alpha[:, :, None]], axis=2)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with replacing(path) as tmp:
+        _write_pixels(tmp, arr, ext, sixteen, gray, alpha is not None)
+
+
+def _write_pixels(path, arr, ext, sixteen, gray, has_alpha) -> None:
     if ext in _TIFF:
         import tifffile
 
         tifffile.imwrite(path, arr[:, :, 0] if arr.shape[2] == 1 else arr,
                          photometric="minisblack" if gray else "rgb",
-                         extrasamples=("unassalpha",) if alpha is not None else None)
+                         extrasamples=("unassalpha",) if has_alpha else None)
         return
     if sixteen:
         if arr.shape[2] == 1:

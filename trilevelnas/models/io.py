@@ -23,6 +23,7 @@ from torch import nn
 
 from ..arch import Architecture, ArchitectureError
 from ..cli import UserError
+from ..fileio import check_plain, save_torch
 from .derived import DerivedNetwork, build
 from .rrdbnet import RRDBNet, read_checkpoint, rrdbnet_from_state_dict, unwrap_checkpoint
 
@@ -36,7 +37,7 @@ def save_model(model: nn.Module, path: str | Path, meta: dict[str, Any] | None =
     ``meta`` is stored alongside; it must hold only plain values (str, int, float, bool, None,
     lists/dicts of them, tensors) so the file stays loadable with ``weights_only=True``.
     """
-    _check_plain(meta or {}, "meta")
+    check_plain(meta or {}, "meta")
     if isinstance(model, DerivedNetwork):
         kind, arch = "derived", model.arch.to_dict()
     elif isinstance(model, RRDBNet):
@@ -46,28 +47,7 @@ def save_model(model: nn.Module, path: str | Path, meta: dict[str, Any] | None =
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     payload = {"format": FORMAT, "version": VERSION, "kind": kind, "arch": arch,
                "state_dict": state, "meta": dict(meta or {})}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-
-
-def _check_plain(value: Any, where: str) -> None:
-    """Raise TypeError unless ``value`` is made of values ``torch.load(weights_only=True)`` reads."""
-    if value is None or isinstance(value, (str, int, float, bool, torch.Tensor)):
-        return
-    if isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            _check_plain(v, f"{where}[{i}]")
-        return
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if not isinstance(k, (str, int)):
-                raise TypeError(f"{where} has a key of type {type(k).__name__}; use str or int")
-            _check_plain(v, f"{where}[{k!r}]")
-        return
-    raise TypeError(f"{where} is a {type(value).__name__}; model files hold only plain values")
+    save_torch(payload, str(path), "model file")
 
 
 def read_model_file(path: str | Path) -> dict[str, Any]:

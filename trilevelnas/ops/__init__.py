@@ -1,13 +1,15 @@
 """Public op API (``torch.ops.trilevelnas`` underneath).
 
 - relaxations (:mod:`.relax`): ``sparsestmax``, ``sparsemax``, ``sparsestmax_packed``,
-  ``sparsemax_packed``, ``softmax_packed``, ``sorted_sparsestmax_packed``;
+  ``sparsemax_packed``, ``softmax_packed``, ``sorted_sparsestmax_packed`` (returns ``(q, penalty)``),
+  ``order_penalty_packed`` (the forest ordering term, for any relaxation's output);
 - superkernel convolution (:mod:`.superconv`): ``superconv2d``;
 - ``backend()``: what the ops run on; ``reference``: the pure-torch definition of every op.
 """
 from . import reference
 from ._backend import backend, gpu_backend, set_gpu_backend
 from .relax import (
+    order_penalty_packed,
     softmax_packed,
     sorted_sparsestmax_packed,
     sparsemax,
@@ -28,5 +30,6 @@ __all__ = [
     "sparsemax_packed",
     "softmax_packed",
     "sorted_sparsestmax_packed",
+    "order_penalty_packed",
     "superconv2d",
 ]

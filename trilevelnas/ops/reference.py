@@ -15,8 +15,8 @@ __all__ = [
     "sparsestmax_packed",
     "sparsemax_packed",
     "softmax_packed",
+    "order_penalty_packed",
     "sorted_sparsestmax_packed",
-    "forest_weights",
     "superconv2d",
 ]
 
@@ -144,42 +144,46 @@ def softmax_packed(values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     return _unpad(q, values.to(torch.float64), index, mask).to(values.dtype)
 
 
-def forest_weights(offsets: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
-    """Per-element weights ``w`` of the telescoped ordering penalty (DESIGN §3).
+def order_penalty_packed(q: torch.Tensor, offsets: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
+    """Per-group ordering penalty of forest-structured weights ``q`` (docs/ops.md): a [G] tensor.
 
-    ``w = [leaf] - [root] * (number of leaves below the root)`` (an isolated node gets 0).
-    ``parent`` holds each element's parent index within its group, -1 for roots.
+    Group g is ``q[offsets[g]:offsets[g+1]]``; ``parent[i]`` is the index of i's parent within its
+    own group (-1 for a root, smaller than i's own index otherwise). Returns
+    ``out[g] = sum over non-root i of g of max(0, q[i] - q[parent(i)])`` (0 iff q does not increase
+    along any edge; empty groups and groups of roots give 0), in float64 then cast to ``q.dtype``.
+    Differentiable in ``q`` by autograd: an edge with ``q_child > q_parent`` contributes +1 to the
+    child's and -1 to the parent's derivative; a tie (``q_child == q_parent``) contributes 0.
     """
-    n = parent.numel()
-    if n == 0:
-        return torch.zeros(0, dtype=torch.float64, device=parent.device)
+    return _order_penalty64(q, offsets, parent).to(q.dtype)
+
+
+def _order_penalty64(q: torch.Tensor, offsets: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
+    """:func:`order_penalty_packed` in float64 (no final cast)."""
     lengths = offsets[1:] - offsets[:-1]
-    start = torch.repeat_interleave(offsets[:-1], lengths)
-    is_root = parent < 0
-    gparent = torch.where(is_root, torch.arange(n, device=parent.device), parent + start)
-    has_child = torch.zeros(n, dtype=torch.bool, device=parent.device)
-    has_child[gparent[~is_root]] = True
-    is_leaf = ~has_child
-    root = gparent.clone()
-    for _ in range(int(lengths.max())):
-        root = gparent[root]
-    leaves_below = torch.zeros(n, dtype=torch.float64, device=parent.device)
-    leaves_below.index_add_(0, root, is_leaf.to(torch.float64))
-    return is_leaf.to(torch.float64) - is_root.to(torch.float64) * leaves_below
+    groups = lengths.numel()
+    q64 = q.to(torch.float64)
+    group = torch.repeat_interleave(torch.arange(groups, device=q.device), lengths)
+    child = torch.nonzero(parent >= 0).reshape(-1)
+    par = parent[child] + offsets[:-1][group[child]]
+    diff = q64[child] - q64[par]
+    # where(), not a clamp, so that a tie's derivative is 0 by construction
+    hinge = torch.where(diff > 0, diff, torch.zeros_like(diff))
+    return torch.zeros(groups, dtype=torch.float64, device=q.device).index_add(0, group[child], hinge)
 
 
-def sorted_sparsestmax_packed(values, offsets, parent, r, lam) -> torch.Tensor:
-    """Sorted sparsestmax (paper Eq. 3, DESIGN §3): ``sparsestmax(values - lam/2 * w)`` per group.
+def sorted_sparsestmax_packed(values, offsets, parent, r, lam):
+    """Sorted sparsestmax (paper Eq. 3, as defined in docs/ops.md) of every packed forest group.
 
-    ``parent`` gives each element's parent within its group (-1 for a root, parent < index);
-    ``lam`` is a float or a [G] tensor.
+    Returns ``(q, penalty)``: ``q = sparsestmax_packed(values, offsets, r)`` (``lam`` does not
+    change it) and ``penalty = lam_g * order_penalty_packed(q, offsets, parent)`` per group ([G],
+    ``values.dtype``), the ordering term the caller adds to the architecture loss. ``lam`` is a
+    float or a [G] tensor.
     """
-    lengths = offsets[1:] - offsets[:-1]
-    w = forest_weights(offsets, parent)
-    lam_g = _group_radius(lam, lengths.numel(), values.device)
-    lam_e = torch.repeat_interleave(lam_g, lengths)
-    shifted = values.to(torch.float64) - 0.5 * lam_e * w
-    return sparsestmax_packed(shifted, offsets, r).to(values.dtype)
+    groups = offsets.numel() - 1
+    q = sparsestmax_packed(values, offsets, r)
+    lam_g = _group_radius(lam, groups, values.device)
+    penalty = lam_g * _order_penalty64(q, offsets, parent)
+    return q, penalty.to(values.dtype)
 
 
 def _rows_call(fn, x: torch.Tensor, dim: int, *args):

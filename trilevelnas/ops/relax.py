@@ -1,20 +1,25 @@
-"""Relaxation ops: sparsestmax (paper Eq. 2), sorted sparsestmax (Eq. 3), sparsemax, packed softmax.
+"""Relaxation ops: sparsestmax (paper Eq. 2), sorted sparsestmax (Eq. 3), sparsemax, packed softmax,
+and the forest ordering penalty of sorted sparsestmax.
 
-Public functions (DESIGN §3); gradients flow to the values only:
+Public functions (DESIGN §3, docs/ops.md); gradients flow to the values (or ``q``) only:
 
 - ``sparsestmax(x, r, dim=-1)`` / ``sparsemax(x, dim=-1)``: over one dimension of a dense tensor;
   ``r`` is a float or a tensor broadcast over the groups (the other dimensions).
 - ``sparsestmax_packed(values, offsets, r)`` / ``sparsemax_packed`` / ``softmax_packed``: ragged groups
   ``values[offsets[g]:offsets[g+1]]`` of a 1-D tensor, one kernel launch for all groups.
-- ``sorted_sparsestmax_packed(values, offsets, parent, r, lam)``: each group is a forest
-  (``parent`` index within the group, -1 for a root), ordering penalty weight ``lam`` per group.
+- ``order_penalty_packed(q, offsets, parent)``: each group is a forest (``parent`` index within the
+  group, -1 for a root); per group the hinge ``sum over edges of max(0, q_child - q_parent)``, for
+  the output of any relaxation;
+- ``sorted_sparsestmax_packed(values, offsets, parent, r, lam)``: ``(q, penalty)`` with ``q`` the
+  sparsestmax of each group and ``penalty = lam * order_penalty_packed(q, offsets, parent)`` per
+  group, the ordering term the caller adds to the architecture loss.
 
 ``r`` is the absolute radius of Eq. 2 (``r >= sqrt(1 - 1/K)`` gives one-hot). The work is done by the
 dispatcher ops ``torch.ops.trilevelnas.*`` (C++ on CPU, CUDA kernels on GPU) registered by the
 extension; this module adds their fake kernels and autograd, and on CUDA tensors with
 ``gpu_backend() == "triton"`` routes to Triton kernels wrapped as ``trilevelnas::triton_*`` ops.
-The forward ops also return a per-group ``gain`` (1/Z when the circle constraint is active, else 0)
-which, with the output, is all the backward needs.
+The sparsestmax forward ops also return a per-group ``gain`` (1/Z when the circle constraint is
+active, else 0) which, with the output, is all the backward needs.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ __all__ = [
     "sparsestmax_packed",
     "sparsemax_packed",
     "softmax_packed",
+    "order_penalty_packed",
     "sorted_sparsestmax_packed",
 ]
 
@@ -45,7 +51,8 @@ def _gain_dtype(t: torch.Tensor) -> torch.dtype:
 
 # ---------------------------------------------------------------------------------------------
 # Input checks (metadata only: no host synchronisation). Value checks (offsets monotone, parent
-# in range, r >= 0 per group) happen in the CPU kernels, which raise ValueError.
+# in range, r >= 0 per group) happen in the CPU kernels, which raise ValueError; a per-group lam
+# tensor on the CPU is checked in sorted_sparsestmax_packed (it never reaches a kernel).
 
 
 def _check_float(op: str, name: str, t) -> None:
@@ -57,16 +64,22 @@ def _check_float(op: str, name: str, t) -> None:
                         + ", ".join(str(d) for d in allowed))
 
 
-def _check_packed(op: str, values, offsets) -> None:
-    _check_float(op, "values", values)
+def _check_packed(op: str, values, offsets, name: str = "values") -> None:
+    _check_float(op, name, values)
     if values.dim() != 1:
-        raise UserError(f"{op}: values must be 1-D (groups packed end to end), got shape {tuple(values.shape)}")
+        raise UserError(f"{op}: {name} must be 1-D (groups packed end to end), got shape {tuple(values.shape)}")
     if not isinstance(offsets, torch.Tensor) or offsets.dtype != torch.int64 or offsets.dim() != 1:
         raise UserError(f"{op}: offsets must be a 1-D int64 tensor [G+1]")
     if offsets.numel() < 1:
         raise UserError(f"{op}: offsets must hold at least one entry (G+1 with G >= 0)")
     if offsets.device != values.device:
-        raise UserError(f"{op}: offsets is on {offsets.device} but values on {values.device}")
+        raise UserError(f"{op}: offsets is on {offsets.device} but {name} on {values.device}")
+
+
+def _check_parent(op: str, parent, values, name: str = "values") -> None:
+    if (not isinstance(parent, torch.Tensor) or parent.dtype != torch.int64
+            or parent.shape != values.shape or parent.device != values.device):
+        raise UserError(f"{op}: parent must be an int64 tensor shaped like {name} and on its device")
 
 
 def _per_group(op: str, name: str, v, groups: int, device, nonnegative: bool):
@@ -102,8 +115,7 @@ def sparsestmax_packed(values: torch.Tensor, offsets: torch.Tensor, r) -> torch.
     _check_packed(op, values, offsets)
     radius, radius_scalar = _per_group(op, "r", r, offsets.numel() - 1, values.device, True)
     if _use_triton(values):
-        return torch.ops.trilevelnas.triton_sparsestmax_packed.default(
-            values, offsets, radius, radius_scalar, None, None, 0.0)[0]
+        return torch.ops.trilevelnas.triton_sparsestmax_packed.default(values, offsets, radius, radius_scalar)[0]
     require_extension()
     return torch.ops.trilevelnas.sparsestmax_packed.default(values, offsets, radius, radius_scalar)[0]
 
@@ -113,27 +125,52 @@ def sparsemax_packed(values: torch.Tensor, offsets: torch.Tensor) -> torch.Tenso
     return sparsestmax_packed(values, offsets, 0.0)
 
 
-def sorted_sparsestmax_packed(values: torch.Tensor, offsets: torch.Tensor, parent: torch.Tensor, r,
-                              lam) -> torch.Tensor:
-    """Sorted sparsestmax of every packed group: ``sparsestmax(values - lam/2 * w)`` (DESIGN §3).
+def order_penalty_packed(q: torch.Tensor, offsets: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
+    """Ordering penalty of every packed forest group: a [G] tensor of ``q``'s dtype (docs/ops.md).
 
-    ``parent`` (int64, shaped like ``values``) holds each element's parent index within its own
-    group (smaller than its own index), -1 for a root; ``lam`` is a float or [G] tensor.
+    ``out[g] = sum over the non-root i of group g of max(0, q[i] - q[parent(i)])``; 0 iff the weights
+    do not increase along any edge (empty groups and groups of roots give 0). ``q`` is 1-D (e.g.
+    the output of any packed relaxation), ``parent`` (int64, shaped like ``q``) holds each element's
+    parent index within its own group (smaller than its own index), -1 for a root. Differentiable
+    in ``q``: an edge with ``q_child > q_parent`` adds +1 to the child's and -1 to the parent's
+    derivative, a tie adds 0. Accumulates in float64 on CPU, float32 (float64 for float64) on GPU.
+    """
+    op = "order_penalty_packed"
+    _check_packed(op, q, offsets, "q")
+    _check_parent(op, parent, q, "q")
+    if _use_triton(q):
+        return torch.ops.trilevelnas.triton_order_penalty_packed.default(q, offsets, parent)
+    require_extension()
+    return torch.ops.trilevelnas.order_penalty_packed.default(q, offsets, parent)
+
+
+def sorted_sparsestmax_packed(values: torch.Tensor, offsets: torch.Tensor, parent: torch.Tensor, r,
+                              lam) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sorted sparsestmax of every packed forest group: ``(q, penalty)`` (docs/ops.md).
+
+    ``q = sparsestmax_packed(values, offsets, r)`` exactly (``lam`` does not change it) and
+    ``penalty = lam_g * order_penalty_packed(q, offsets, parent)`` per group ([G], ``values``'s
+    dtype), the ordering term to add to the architecture loss. ``parent`` (int64, shaped like
+    ``values``) holds each element's parent index within its own group (smaller than its own
+    index), -1 for a root; ``lam`` (float or [G] tensor, finite and >= 0) weighs the term per group,
+    so ``lam = 0`` gives plain sparsestmax and a zero penalty. Gradients flow to ``values``
+    through both outputs.
     """
     op = "sorted_sparsestmax_packed"
     _check_packed(op, values, offsets)
-    if (not isinstance(parent, torch.Tensor) or parent.dtype != torch.int64
-            or parent.shape != values.shape or parent.device != values.device):
-        raise UserError(f"{op}: parent must be an int64 tensor shaped like values and on its device")
+    _check_parent(op, parent, values)
     groups = offsets.numel() - 1
-    radius, radius_scalar = _per_group(op, "r", r, groups, values.device, True)
-    lam_t, lam_scalar = _per_group(op, "lam", lam, groups, values.device, False)
-    if _use_triton(values):
-        return torch.ops.trilevelnas.triton_sparsestmax_packed.default(
-            values, offsets, radius, radius_scalar, parent, lam_t, lam_scalar)[0]
-    require_extension()
-    return torch.ops.trilevelnas.sorted_sparsestmax_packed.default(
-        values, offsets, parent, radius, radius_scalar, lam_t, lam_scalar)[0]
+    lam_t, lam_scalar = _per_group(op, "lam", lam, groups, values.device, True)
+    # A per-group lam is checked on the CPU in eager mode; on a GPU (or while torch.compile traces)
+    # the check would need a host synchronisation (a graph break), so it is not done there.
+    if lam_t is not None and not lam_t.is_cuda and not torch.compiler.is_compiling():
+        bad = ~(torch.isfinite(lam_t) & (lam_t >= 0))
+        if bool(bad.any()):
+            g = int(bad.nonzero()[0])
+            raise UserError(f"{op}: lam[{g}] must be finite and >= 0, got {float(lam_t[g])}")
+    q = sparsestmax_packed(values, offsets, r)
+    penalty = order_penalty_packed(q, offsets, parent)
+    return q, penalty * (lam_scalar if lam_t is None else lam_t.to(penalty.dtype))
 
 
 def softmax_packed(values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
@@ -212,6 +249,10 @@ def _setup_softmax(ctx, inputs, output):
     ctx.save_for_backward(output, inputs[1])
 
 
+def _setup_order_penalty(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)  # q, offsets, parent
+
+
 def _register(prefix: str) -> None:
     """Fake kernels and autograd for the ops ``trilevelnas::<prefix>*``."""
     ns = torch.ops.trilevelnas
@@ -222,13 +263,17 @@ def _register(prefix: str) -> None:
     lib.register_fake(f"{name}sparsestmax_rows_backward", lambda grad, out, gain: torch.empty_like(out))
     lib.register_fake(f"{name}softmax_packed", lambda values, offsets: torch.empty_like(values))
     lib.register_fake(f"{name}softmax_packed_backward", lambda grad, out, offsets: torch.empty_like(out))
+    lib.register_fake(f"{name}order_penalty_packed", lambda q, offsets, parent: q.new_empty((offsets.shape[0] - 1,)))
+    lib.register_fake(f"{name}order_penalty_packed_backward",
+                      lambda grad, q, offsets, parent: torch.empty_like(q))
     packed_bwd = getattr(ns, f"{prefix}sparsestmax_packed_backward").default
     rows_bwd = getattr(ns, f"{prefix}sparsestmax_rows_backward").default
     softmax_bwd = getattr(ns, f"{prefix}softmax_packed_backward").default
+    penalty_bwd = getattr(ns, f"{prefix}order_penalty_packed_backward").default
 
     def packed_backward(ctx, grad_out, grad_gain):
         out, gain, offsets = ctx.saved_tensors
-        return (packed_bwd(grad_out.contiguous(), out, gain, offsets),) + (None,) * (ctx.n_inputs - 1)
+        return packed_bwd(grad_out.contiguous(), out, gain, offsets), None, None, None
 
     def rows_backward(ctx, grad_out, grad_gain):
         out, gain = ctx.saved_tensors
@@ -238,18 +283,15 @@ def _register(prefix: str) -> None:
         out, offsets = ctx.saved_tensors
         return softmax_bwd(grad_out.contiguous(), out, offsets), None
 
-    packed_ops = ["sparsestmax_packed"] + (["sorted_sparsestmax_packed"] if prefix == "" else [])
-    for op in packed_ops:
-        n_inputs = len(getattr(ns, f"{prefix}{op}").default._schema.arguments)
-        lib.register_fake(f"{name}{op}", _packed_fake)
+    def penalty_backward(ctx, grad_out):
+        q, offsets, parent = ctx.saved_tensors
+        return penalty_bwd(grad_out.contiguous(), q, offsets, parent), None, None
 
-        def setup(ctx, inputs, output, n_inputs=n_inputs):
-            ctx.n_inputs = n_inputs
-            _setup_packed(ctx, inputs, output)
-
-        lib.register_autograd(f"{name}{op}", packed_backward, setup_context=setup)
+    lib.register_fake(f"{name}sparsestmax_packed", _packed_fake)
+    lib.register_autograd(f"{name}sparsestmax_packed", packed_backward, setup_context=_setup_packed)
     lib.register_autograd(f"{name}sparsestmax_rows", rows_backward, setup_context=_setup_rows)
     lib.register_autograd(f"{name}softmax_packed", softmax_backward, setup_context=_setup_softmax)
+    lib.register_autograd(f"{name}order_penalty_packed", penalty_backward, setup_context=_setup_order_penalty)
 
 
 if _C is not None:
@@ -269,9 +311,8 @@ def _tk():
 
 @torch.library.custom_op("trilevelnas::triton_sparsestmax_packed", mutates_args=())
 def _triton_sparsestmax_packed(values: torch.Tensor, offsets: torch.Tensor, radius: torch.Tensor | None,
-                               radius_scalar: float, parent: torch.Tensor | None, lam: torch.Tensor | None,
-                               lam_scalar: float) -> tuple[torch.Tensor, torch.Tensor]:
-    return _tk().sparsestmax_packed_fwd(values, offsets, radius, radius_scalar, parent, lam, lam_scalar)
+                               radius_scalar: float) -> tuple[torch.Tensor, torch.Tensor]:
+    return _tk().sparsestmax_packed_fwd(values, offsets, radius, radius_scalar)
 
 
 @torch.library.custom_op("trilevelnas::triton_sparsestmax_rows", mutates_args=())
@@ -299,6 +340,17 @@ def _triton_softmax_packed(values: torch.Tensor, offsets: torch.Tensor) -> torch
 @torch.library.custom_op("trilevelnas::triton_softmax_packed_backward", mutates_args=())
 def _triton_softmax_packed_backward(grad: torch.Tensor, out: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     return _tk().softmax_packed_bwd(grad, out, offsets)
+
+
+@torch.library.custom_op("trilevelnas::triton_order_penalty_packed", mutates_args=())
+def _triton_order_penalty_packed(q: torch.Tensor, offsets: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
+    return _tk().order_penalty_packed_fwd(q, offsets, parent)
+
+
+@torch.library.custom_op("trilevelnas::triton_order_penalty_packed_backward", mutates_args=())
+def _triton_order_penalty_packed_backward(grad: torch.Tensor, q: torch.Tensor, offsets: torch.Tensor,
+                                          parent: torch.Tensor) -> torch.Tensor:
+    return _tk().order_penalty_packed_bwd(grad, q, offsets, parent)
 
 
 _register("triton_")

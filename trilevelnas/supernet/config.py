@@ -1,6 +1,7 @@
 """The supernet's configuration (DESIGN §3, §6)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
@@ -14,6 +15,8 @@ LEVEL_RELAXATIONS = {
     "node": ("softmax", "sparsemax", "sparsestmax", "sorted_sparsestmax"),
 }
 DEFAULT_RELAXATIONS = {"op": "sparsestmax", "edge": "sparsestmax", "node": "sorted_sparsestmax"}
+#: The paper's λ (Table 4's middle row) for the tree's ordering term.
+DEFAULT_ORDER_LAMBDA = 0.01
 
 
 @dataclass
@@ -28,7 +31,10 @@ class SupernetConfig:
       ``"none"`` (one module per tree node / trellis edge). Ignored by ``"fixed"``.
     - ``relaxations``: per level, ``op`` (α: softmax | sparsemax | sparsestmax), ``edge`` (trellis
       edges, same choices) and ``node`` (the tree's node weights; also sorted_sparsestmax).
-    - ``order_lambda``: λ of sorted sparsestmax. ``sparse_execution``: skip zero-weight work.
+    - ``order_lambda``: λ of the tree's ordering term ``λ·Σ_edges max(0, q_child − q_parent)``
+      (docs/ops.md), added to the architecture loss with any node relaxation. None (default):
+      0.01 (the paper's) for the tree, 0 otherwise; λ > 0 with the trellis or the fixed path, which
+      have no root-to-node paths to order, is an error. ``sparse_execution``: skip zero-weight work.
     - ``gumbel_tau``: temperature of the width sampler.
     - ``checkpoint``: recompute each cell call in the backward pass instead of storing its
       activations (only cell inputs are kept): about 1/3 more compute, a fraction of the memory;
@@ -44,7 +50,7 @@ class SupernetConfig:
     n_up: int = 2
     share: str = "ordinal"
     relaxations: dict = field(default_factory=lambda: dict(DEFAULT_RELAXATIONS))
-    order_lambda: float = 0.01
+    order_lambda: float | None = None
     sparse_execution: bool = True
     scale: int = 4
     fixed_path: list | None = None
@@ -88,8 +94,14 @@ class SupernetConfig:
             if name not in LEVEL_RELAXATIONS[level]:
                 raise UserError(f"relaxations[{level!r}]={name!r}: expected one of "
                                 f"{', '.join(LEVEL_RELAXATIONS[level])}")
-        if not isinstance(self.order_lambda, (int, float)) or self.order_lambda < 0:
-            raise UserError(f"order_lambda={self.order_lambda!r}: expected a number >= 0")
+        if self.order_lambda is None:
+            self.order_lambda = DEFAULT_ORDER_LAMBDA if self.topology == "tree" else 0.0
+        if (not isinstance(self.order_lambda, (int, float)) or isinstance(self.order_lambda, bool)
+                or not math.isfinite(self.order_lambda) or self.order_lambda < 0):
+            raise UserError(f"order_lambda={self.order_lambda!r}: expected a finite number >= 0")
+        if self.order_lambda > 0 and self.topology != "tree":
+            raise UserError(f"order_lambda={self.order_lambda}: the ordering term orders the tree's "
+                            f"root-to-node paths; the {self.topology} topology has none (set it to 0)")
         if not isinstance(self.gumbel_tau, (int, float)) or self.gumbel_tau <= 0:
             raise UserError(f"gumbel_tau={self.gumbel_tau!r}: expected a positive number")
         if not isinstance(self.checkpoint_rows, int) or self.checkpoint_rows < 1:

@@ -190,6 +190,15 @@ class Supernet(nn.Module):
                 out["beta"] = net_w.detach().view_as(self.beta).clone()
         return out
 
+    def order_loss(self) -> torch.Tensor:
+        """The tree's ordering term ``λ·Σ_edges max(0, q_child − q_parent)`` at the current radius
+        (0-dim, differentiable in β; zero without a tree or at λ = 0). The search adds it to the
+        architecture loss (docs/ops.md)."""
+        if self.net_relax is None or not getattr(self.net_relax, "ordered", False):
+            return self.alpha.new_zeros(())
+        q = self.net_relax(self.beta.reshape(-1), self.rho)
+        return self.net_relax.order_penalty(q)
+
     # ---------------------------------------------------------------------------------- FLOPs
     def expected_flops(self, lr_size=(256, 256)) -> torch.Tensor:
         """Differentiable expected GFLOPs H(α, β, γ) at an LR input of ``lr_size`` (float64)."""

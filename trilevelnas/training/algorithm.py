@@ -24,6 +24,7 @@ import torch.nn as nn
 
 from ..arch import Architecture
 from ..cli import UserError
+from ..fileio import write_json
 from . import checkpoint as ckpt
 from . import components as comp
 from .config import Config
@@ -31,6 +32,7 @@ from .distributed import DistContext, all_reduce_grads, barrier, broadcast_modul
 from .logging import RunLog
 from .loop import Loop, linear_radius, sample_batch
 from .losses import flops_penalty
+from ..supernet.decisions import OneHotTracker, decision_report, logit_margins
 
 SANDWICH = ("max", "min", "random", "random")
 
@@ -72,6 +74,8 @@ class Pipeline:
         self.opt_w = self.sched_w = self.opt_a = None
         self.history: list[dict] = []
         self.last_val: dict = {}
+        self.one_hot = OneHotTracker()
+        self.decisions: dict | None = None  # decision_report at the end of the search
         self._pending_optim: dict | None = None
 
         self.train_full = comp.training_set(cfg)
@@ -122,6 +126,8 @@ class Pipeline:
             "optimizer_phase": self.loop.state.phase,
             "history": self.history,
             "val": self.last_val,
+            "one_hot": self.one_hot.state(),
+            "decisions": self.decisions,
         }
 
     def _restore(self, state: dict) -> None:
@@ -129,6 +135,8 @@ class Pipeline:
         self.supernet_cfg = state.get("supernet_config")
         self.history = list(state.get("history", []))
         self.last_val = dict(state.get("val", {}))
+        self.one_hot.load(state.get("one_hot"))
+        self.decisions = state.get("decisions")
         self.arch_tensors = dict(state.get("arch", {}))
         if state.get("architecture") is not None:
             self.arch = Architecture.from_dict(state["architecture"])
@@ -171,7 +179,7 @@ class Pipeline:
         if self.program == "search":
             self.model = self._extract(self.supernet_state, self.supernet_cfg).to(self.device)
             return
-        state = ckpt.load(self.init, "--init checkpoint")
+        state = ckpt.load(self.init, "--init file", required=())
         if "supernet" in state and state.get("supernet") is not None and state.get("supernet_config"):
             self.supernet_cfg = state["supernet_config"]
             self.arch_tensors = dict(state.get("arch", {}))
@@ -292,17 +300,42 @@ class Pipeline:
         # ranks below (DDP would all-reduce the weight gradients too).
         d, _ = objective(sn(batch["lq"]), target)
         gflops = sn.expected_flops()
-        arch_loss = d + flops_penalty(gflops, cfg.loss.flops_weight) if cfg.loss.flops_weight > 0 else d
+        order = self._order_term(d)
+        arch_loss = d + order
+        if cfg.loss.flops_weight > 0:
+            arch_loss = arch_loss + flops_penalty(gflops, cfg.loss.flops_weight)
         loop.check_finite({"arch_loss": arch_loss})
         arch_loss.backward()
         all_reduce_grads(list(self._arch_params().values()), self.ctx)
         self.opt_a.step()
         self.opt_w.zero_grad(set_to_none=True)  # the arch step's weight gradients are not used
+        self.one_hot.update(sn, t + 1)
+        margins = logit_margins(sn)
         out.update({"arch_loss": float(arch_loss.detach()), "arch_d": float(d.detach()),
-                    "gflops": float(gflops.detach()), "radius": rho})
+                    "order": float(order.detach()),
+                    "gflops": float(gflops.detach()), "radius": rho,
+                    "margin_alpha_min": float(margins["alpha"].min()) if margins["alpha"].numel() else 0.0,
+                    "margin_gamma_min": float(margins["gamma"].min()) if margins["gamma"].numel() else 0.0})
+        if "node" in margins:
+            out["margin_node"] = float(margins["node"])
         if (t + 1) % cfg.run.log_every == 0 or t + 1 == cfg.search.steps:
             self._record_history(t + 1, rho, float(gflops.detach()))
         return out
+
+    def _order_term(self, d: torch.Tensor) -> torch.Tensor:
+        """The tree's ordering term, its λ measured in units of the task's pull on β this step.
+
+        ``s · λ·Σ_edges max(0, q_child − q_parent)`` with ``s = mean |∂d/∂β|`` (detached): a violated
+        edge pushes its two nodes λ times as hard as the task pulls an average node, whatever the
+        loss's scale (L1, perceptual, distillation) and the tree's size (docs/supernet.md).
+        """
+        sn = self.supernet
+        if sn.beta is None or not getattr(sn.net_relax, "ordered", False):
+            return d.new_zeros(())
+        (g,) = torch.autograd.grad(d, sn.beta, retain_graph=True, allow_unused=True)
+        if g is None:
+            return d.new_zeros(())
+        return g.abs().mean().detach().to(d.dtype) * sn.order_loss().to(d.dtype)
 
     def _record_history(self, step: int, rho: float, gflops: float) -> None:
         entry = {"step": step, "radius": rho, "gflops": gflops}
@@ -331,6 +364,7 @@ class Pipeline:
         sn.set_radius(self.cfg.search.radius_end)
         sn.eval()
         self.arch = sn.derive()
+        self.decisions = decision_report(sn, self.arch, self.one_hot)
         self.arch_tensors = {k: v.detach().cpu().clone() for k, v in self._arch_params().items()}
         if self.ctx.is_main:
             write_json_atomic(self.arch.to_dict(), os.path.join(self.out_dir, "arch.json"))
@@ -393,13 +427,13 @@ class Pipeline:
             "train_init": self.cfg.train.init if self.program == "search" else
             ("inherited" if self.init and self.cfg.train.init == "search" else "scratch"),
         }
+        if self.decisions is not None:
+            summary["decisions"] = self.decisions
         if self.ctx.is_main:
             if trained or self.program == "train":
                 from ..models import save_model
 
-                tmp = os.path.join(self.out_dir, ".model.pt.tmp")
-                save_model(model, tmp)
-                os.replace(tmp, os.path.join(self.out_dir, "model.pt"))
+                save_model(model, os.path.join(self.out_dir, "model.pt"))
             write_json_atomic(summary, os.path.join(self.out_dir, "summary.json"))
             self._plots()
             self.log.close()
@@ -412,14 +446,19 @@ class Pipeline:
 
 
 def write_json_atomic(obj, path: str) -> None:
-    """Write ``obj`` as indented JSON to ``path`` via a temporary file and ``os.replace``."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write ``obj`` as indented JSON to ``path`` atomically (:func:`trilevelnas.fileio.write_json`)."""
+    write_json(obj, path)
+
+
+def _decisions_line(dec: dict) -> str:
+    parts = [f"{dec['undecided']} of {dec['used']} undecided (margin < {dec['threshold']:.0e})"]
+    if dec.get("min_margin") is not None:
+        parts.append(f"min margin {dec['min_margin']:.3g}")
+    if "node" in dec:
+        node = dec["node"]
+        at = node.get("at_one_hot")
+        parts.append(f"node margin {node['end']:.3g}" + (f" ({at:.3g} at one-hot)" if at is not None else ""))
+    return ", ".join(parts)
 
 
 def format_summary(summary: dict) -> str:
@@ -434,6 +473,7 @@ def format_summary(summary: dict) -> str:
         ("GFLOPs (256x256 LR)", fmt(summary["gflops"], ".3f")),
         (f"PSNR-Y ({summary['val_images']} val images)", fmt(summary["psnr_y"], ".2f") + " dB"),
         ("bicubic PSNR-Y", fmt(summary["bicubic_psnr_y"], ".2f") + " dB"),
+        *([("decisions", _decisions_line(summary["decisions"]))] if summary.get("decisions") else []),
         ("search time", f"{summary['search_seconds']:.0f} s"),
         ("train time", f"{summary['train_seconds']:.0f} s"),
     ]

@@ -2,63 +2,61 @@
 
 A checkpoint is written to a temporary file in the same folder, flushed and fsync'ed, then renamed
 over the old one with ``os.replace`` (atomic on POSIX), and the folder is fsync'ed: a run killed at
-any moment leaves either the previous checkpoint or the new one, never a torn file.
+any moment leaves either the previous checkpoint or the new one, never a torn file. Checkpoints
+hold only tensors and plain values and are read with ``weights_only=True``, so loading a crafted
+file never runs code.
 """
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..cli import UserError
+from ..fileio import load_torch, save_torch
 
 
 def save_atomic(obj: Any, path: str) -> None:
-    """``torch.save(obj)`` to ``path`` atomically (tmp file + fsync + os.replace + dir fsync)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Write the checkpoint ``obj`` to ``path`` atomically (:func:`trilevelnas.fileio.save_torch`).
 
-
-def load(path: str, what: str = "checkpoint") -> dict:
-    """A checkpoint dict from ``path``; a missing or unreadable file raises UserError naming it.
-
-    Checkpoints hold Python objects (RNG states, the config), so they are unpickled in full: load
-    only checkpoints you wrote yourself.
+    ``obj`` must be plain (tensors and plain values) so that it loads with ``weights_only=True``; a
+    failed write (no space, permission) is a UserError and leaves the previous checkpoint intact.
     """
-    if not os.path.isfile(path):
-        raise UserError(f"{what} {path!r} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a wrong or torn file
-        raise UserError(f"{what} {path!r} cannot be read ({type(exc).__name__}: {exc})") from None
+    save_torch(obj, path, "checkpoint")
+
+
+#: What every loop checkpoint holds; a file without one of these is not a (complete) checkpoint.
+REQUIRED_KEYS = ("loop", "rng")
+#: What a checkpoint of the search and train programs holds besides.
+PROGRAM_KEYS = ("version", "program", "config") + REQUIRED_KEYS
+
+
+def load(path: str, what: str = "checkpoint", required: tuple[str, ...] = REQUIRED_KEYS) -> dict:
+    """A checkpoint dict from ``path``, loaded with ``weights_only=True`` (never runs pickled code).
+
+    A missing, unreadable, unsafe or foreign file, or one that lacks any of ``required``, raises a
+    UserError naming the file (and the missing keys).
+    """
+    obj = load_torch(path, what)
     if not isinstance(obj, dict):
         raise UserError(f"{what} {path!r} is not a trilevelnas checkpoint (not a dict)")
+    missing = [k for k in required if k not in obj]
+    if missing:
+        raise UserError(f"{what} {path!r} is not a complete trilevelnas checkpoint: it lacks "
+                        + ", ".join(repr(k) for k in missing))
     return obj
 
 
 def rng_state() -> dict:
     """The Python, NumPy and torch (CPU and CUDA) generator states."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    version, mt, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": {"version": version, "state": torch.tensor(mt, dtype=torch.int64), "gauss": gauss},
+             "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -66,8 +64,10 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     """Restore what :func:`rng_state` returned."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py, nps = state["python"], state["numpy"]
+    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
+    np.random.set_state((nps["name"], nps["keys"].numpy().astype(np.uint32), nps["pos"],
+                         nps["has_gauss"], nps["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -46,7 +46,7 @@ class SupernetSection:
     share: str = "ordinal"  # ordinal | none
     relaxation: str = "sparsestmax"  # softmax | sparsemax | sparsestmax, for α and trellis edges
     node_relaxation: str = "sorted_sparsestmax"  # the tree's node weights β
-    order_lambda: float = 0.01
+    order_lambda: float | None = None  # None: 0.01 for the tree, 0 for trellis / fixed
     sparse_execution: bool = True
     fixed_path: list[int] | None = None  # topology "fixed": the path; None: the backbone's full path
     gumbel_tau: float = 1.0  # temperature of the Gumbel-softmax width sampler
@@ -62,6 +62,7 @@ class LossConfig:
     perceptual_in_search: bool = True  # visual objective: perceptual loss during the search phase
     vgg_weights: str | None = None  # torchvision-format VGG19 weight file (visual objective)
     teacher: str | None = None  # ESRGAN weights; None: supervise with the HR images
+    require_teacher: bool = False  # the paper presets distil: a missing --teacher is an error
     flops_weight: float = 0.0  # λ_f: weight of the expected GFLOPs in the architecture loss
 
 
@@ -239,7 +240,8 @@ def apply_overrides(cfg: Config, overrides: Mapping[str, Any], source: str) -> N
             if current is None:
                 # a nullable field: infer the type from the dataclass annotation
                 ftype = next(f.type for f in dataclasses.fields(section) if f.name == key)
-                template = [0] if "list" in str(ftype) else ""
+                text = str(ftype)
+                template = [0] if "list" in text else 0.0 if "float" in text else 0 if "int" in text else ""
                 v = _coerce(v, template, where)
                 if isinstance(template, str) and not isinstance(v, str):
                     raise UserError(f"{where}: expected a string")
@@ -286,6 +288,9 @@ def validate(cfg: Config) -> None:
     if d.require_root and d.root is None:
         raise UserError(f"preset {cfg.preset or ''!s} needs a training data folder: pass --data DIR "
                         "(the paper used DIV2K + Flickr2K HR images)")
+    if cfg.loss.require_teacher and not cfg.loss.teacher:
+        raise UserError(f"preset {cfg.preset or ''!s} distils from an ESRGAN teacher: pass --teacher FILE "
+                        "(RRDBNet weights), or --set loss.require_teacher=false to supervise with the HR images")
     if d.scale not in (2, 3, 4, 8):
         raise UserError(f"data.scale = {d.scale}: expected 2, 3, 4 or 8")
     if s.backbone == "A" and d.scale != 2 ** s.n_up:
@@ -300,8 +305,11 @@ def validate(cfg: Config) -> None:
         raise UserError(f"supernet.channels = {s.channels}: must be a positive multiple of 8")
     if s.n_rir < 1 or s.n_up < 0:
         raise UserError(f"supernet.n_rir = {s.n_rir}, supernet.n_up = {s.n_up}: need n_rir >= 1, n_up >= 0")
-    if s.order_lambda < 0:
+    if s.order_lambda is not None and s.order_lambda < 0:
         raise UserError(f"supernet.order_lambda = {s.order_lambda}: must be >= 0")
+    if s.order_lambda and s.topology != "tree":
+        raise UserError(f"supernet.order_lambda = {s.order_lambda}: the ordering term orders the tree's "
+                        f"root-to-node paths; topology {s.topology!r} has none (set it to 0)")
     if s.fixed_path is not None:
         if any(v not in (0, 1) for v in s.fixed_path):
             raise UserError(f"supernet.fixed_path = {s.fixed_path}: entries must be 0 (RiR) or 1")

@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from ..devices import resolve_device
+
 
 @dataclass
 class DistContext:
@@ -48,13 +50,12 @@ def init_from_env(device: torch.device) -> DistContext:
 
 
 def pick_device(spec: str, ctx_local_rank: int | None = None) -> torch.device:
-    """``auto`` → the local rank's CUDA device when available, else CPU; otherwise ``spec``."""
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    if spec == "cuda":
-        local = int(os.environ.get("LOCAL_RANK", "0")) if ctx_local_rank is None else ctx_local_rank
-        spec = f"cuda:{local}"
-    device = torch.device(spec)
+    """``auto`` → the local rank's CUDA device when available, else CPU; otherwise ``spec`` (checked).
+
+    A device this machine does not have is a UserError naming it and what is available.
+    """
+    local = int(os.environ.get("LOCAL_RANK", "0")) if ctx_local_rank is None else ctx_local_rank
+    device = resolve_device(spec, "run.device", cuda_index=local)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     return device

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 from typing import Mapping
+
+from ..fileio import append_text, write_text
 
 
 class RunLog:
@@ -37,13 +40,12 @@ class RunLog:
                 self.tb = SummaryWriter(os.path.join(out_dir, "tensorboard"))
 
     def _rewrite(self) -> None:
-        tmp = self.path + ".tmp"
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=self.columns)
-            w.writeheader()
-            for r in self.rows:
-                w.writerow({k: r.get(k, "") for k in self.columns})
-        os.replace(tmp, self.path)
+        buf = io.StringIO(newline="")
+        w = csv.DictWriter(buf, fieldnames=self.columns)
+        w.writeheader()
+        for r in self.rows:
+            w.writerow({k: r.get(k, "") for k in self.columns})
+        write_text(buf.getvalue(), self.path)
 
     def log(self, global_step: int, phase: str, step: int, values: Mapping[str, float]) -> None:
         """Record one row; floats are written with 7 significant digits."""
@@ -54,8 +56,9 @@ class RunLog:
             self.columns += [k for k in row if k not in self.columns]
             self._rewrite()
         else:
-            with open(self.path, "a", newline="", encoding="utf-8") as f:
-                csv.DictWriter(f, fieldnames=self.columns).writerow({k: row.get(k, "") for k in self.columns})
+            buf = io.StringIO(newline="")
+            csv.DictWriter(buf, fieldnames=self.columns).writerow({k: row.get(k, "") for k in self.columns})
+            append_text(self.path, buf.getvalue())
         if self.tb is not None:
             for k, v in values.items():
                 if isinstance(v, (int, float)):

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -23,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..cli import UserError
+from ..cli import Interrupted, UserError
 from . import checkpoint as ckpt
 from .distributed import DistContext, all_reduce_mean, any_flag, barrier
 
@@ -89,6 +92,9 @@ class Loop:
         self.progress = progress
         self.state = LoopState()
         self.last_checkpoint_step: tuple[str, int] | None = None
+        self.interrupted = False
+        #: What to tell the user on Ctrl-C (the command that resumes the run).
+        self.resume_hint = "rerun with --resume"
 
     @property
     def checkpoint_path(self) -> str:
@@ -132,6 +138,32 @@ class Loop:
         raise NonFiniteLoss(f"non-finite {what} ({value}) at {where}; the run stopped and {kept}; "
                             "lower the learning rate (--set <phase>.lr=...) or enable grad_clip")
 
+    @contextmanager
+    def _sigint_deferred(self):
+        """Turn the first SIGINT into ``self.interrupted = True`` (acted on between steps); a second
+        one interrupts at once. Only in the main thread (signal handlers cannot be set elsewhere)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self.interrupted:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                raise KeyboardInterrupt
+            self.interrupted = True
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _stop_interrupted(self, name: str) -> None:
+        """Save the state after the last finished step and stop with :class:`Interrupted`."""
+        self.save_checkpoint()
+        raise Interrupted(f"stopped after {name} step {self.state.step}; the state is saved in "
+                          f"{self.checkpoint_path}; {self.resume_hint}")
+
     def check_finite(self, losses: dict[str, torch.Tensor]) -> None:
         """Stop (on every rank) when any of the step's losses is NaN or infinite."""
         bad = [k for k, v in losses.items() if not bool(torch.isfinite(v.detach()).all())]
@@ -146,7 +178,8 @@ class Loop:
 
         ``step_fn(t)`` performs step t and returns the scalars to log; every ``extra_every`` steps
         (0: never) ``extra_fn()`` adds scalars (validation) to that step's log row. ``on_end`` runs
-        once the last step is done, before the phase's final checkpoint.
+        once the last step is done, before the phase's final checkpoint. Ctrl-C lets the current
+        step finish, writes a checkpoint and raises :class:`~trilevelnas.cli.Interrupted`.
         """
         if name in self.state.done:
             return
@@ -159,33 +192,36 @@ class Loop:
                             or (self.progress is None and not sys.stderr.isatty())),
                    file=sys.stderr)
         running: dict[str, list[float]] = {}
-        try:
-            while self.state.step < total:
-                t = self.state.step
-                values = step_fn(t)
-                self.state.step += 1
-                self.state.global_step += 1
-                for k, v in values.items():
-                    running.setdefault(k, []).append(float(v))
-                extra = None
-                if extra_fn is not None and extra_every and self.state.step % extra_every == 0:
-                    extra = extra_fn()
-                if self.state.step % self.log_every == 0 or self.state.step == total or extra is not None:
-                    row = {k: all_reduce_mean(float(np.mean(v)), self.ctx, self.device)
-                           for k, v in running.items()}
-                    row.update(extra or {})
-                    row["time"] = spent_before + time.time() - start_time
-                    if self.ctx.is_main:
-                        self.log.log(self.state.global_step, name, self.state.step, row)
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in row.items()
-                                     if k in ("loss", "l1", "arch_loss", "gflops", "radius")})
-                    running = {}
-                bar.update(1)
-                self.state.timing[name] = spent_before + time.time() - start_time
-                if self.state.step % self.checkpoint_every == 0 and self.state.step < total:
-                    self.save_checkpoint()
-        finally:
-            bar.close()
+        with self._sigint_deferred():
+            try:
+                while self.state.step < total:
+                    t = self.state.step
+                    values = step_fn(t)
+                    self.state.step += 1
+                    self.state.global_step += 1
+                    for k, v in values.items():
+                        running.setdefault(k, []).append(float(v))
+                    extra = None
+                    if extra_fn is not None and extra_every and self.state.step % extra_every == 0:
+                        extra = extra_fn()
+                    if self.state.step % self.log_every == 0 or self.state.step == total or extra is not None:
+                        row = {k: all_reduce_mean(float(np.mean(v)), self.ctx, self.device)
+                               for k, v in running.items()}
+                        row.update(extra or {})
+                        row["time"] = spent_before + time.time() - start_time
+                        if self.ctx.is_main:
+                            self.log.log(self.state.global_step, name, self.state.step, row)
+                        bar.set_postfix({k: f"{v:.4g}" for k, v in row.items()
+                                         if k in ("loss", "l1", "arch_loss", "gflops", "radius")})
+                        running = {}
+                    bar.update(1)
+                    self.state.timing[name] = spent_before + time.time() - start_time
+                    if any_flag(self.interrupted, self.ctx, self.device):
+                        self._stop_interrupted(name)
+                    if self.state.step % self.checkpoint_every == 0 and self.state.step < total:
+                        self.save_checkpoint()
+            finally:
+                bar.close()
         if on_end is not None:
             on_end()
         self.state.timing[name] = spent_before + time.time() - start_time

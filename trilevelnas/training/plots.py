@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import FancyBboxPatch  # noqa: E402
 
+from ..fileio import replacing  # noqa: E402
 from .logging import read_log  # noqa: E402
 
 _MAX_LINES = 12  # per panel: more elements than this are summarised by their largest values
@@ -56,7 +57,8 @@ def plot_curves(log_path: str, out_path: str) -> bool:
     axes[2].set_title("expected GFLOPs (256x256 LR)")
     axes[2].set_xlabel("step")
     fig.tight_layout()
-    fig.savefig(out_path, dpi=100)
+    with replacing(out_path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     return True
 
@@ -86,7 +88,8 @@ def plot_arch_history(history: list[dict], out_path: str) -> bool:
         ax.axis("off")
     fig.suptitle("architecture " + ("weights" if key == "weights" else "parameters") + " over the search")
     fig.tight_layout()
-    fig.savefig(out_path, dpi=90)
+    with replacing(out_path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
     return True
 
@@ -128,7 +131,8 @@ def draw_architecture(arch, out_path: str) -> bool:
     ax.set_title(f"backbone {arch.backbone}, path {list(arch.path)}, {arch.channels} channels, x{arch.scale}",
                  fontsize=9)
     fig.tight_layout()
-    fig.savefig(out_path, dpi=100)
+    with replacing(out_path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     return True
 

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 
 from ..cli import UserError
+from ..fileio import RunLock, check_writable_dir, write_text
 from . import checkpoint as ckpt
 from .algorithm import Pipeline, format_summary, write_json_atomic
 from .distributed import init_from_env, pick_device, shutdown
@@ -27,44 +29,103 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+#: Settings a resumed run may change: where and how fast it runs, not what it computes.
+RESUME_MAY_CHANGE = {("run", "device"), ("run", "threads"), ("run", "log_every"), ("run", "checkpoint_every")}
+
+
+def _differences(old, new, prefix: str = "") -> list[tuple[str, object, object]]:
+    """``(key path, old value, new value)`` for every leaf where two config dicts differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        diffs = []
+        for k in list(old) + [k for k in new if k not in old]:
+            diffs += _differences(old.get(k), new.get(k), f"{prefix}.{k}" if prefix else str(k))
+        return diffs
+    return [] if old == new else [(prefix, old, new)]
+
+
+def resume_config(stored: dict, ckpt_path: str, args: argparse.Namespace, flags: dict):
+    """The configuration of a resumed run: the checkpoint's, with only :data:`RESUME_MAY_CHANGE` changed.
+
+    A ``--preset``, ``--config``, ``--set`` or option that changes anything else is a UserError
+    naming each differing key with the checkpoint's value and the requested one.
+    """
+    if not isinstance(stored, dict):
+        raise UserError(f"{ckpt_path} is not a complete trilevelnas checkpoint: its 'config' is not a dict")
+    if args.preset is not None and args.preset != stored.get("preset"):
+        raise UserError(f"--resume: --preset {args.preset} differs from the preset of the run in "
+                        f"{ckpt_path} ({stored.get('preset')}); drop --preset to resume it")
+    base = build_config(None, None, [], {}, base=stored).to_dict()
+    cfg = build_config(None, args.config, args.sets, flags, base=stored)
+    diffs = [(k, a, b) for k, a, b in _differences(base, cfg.to_dict())
+             if tuple(k.split(".")[:2]) not in RESUME_MAY_CHANGE]
+    if diffs:
+        listed = "; ".join(f"{k}: checkpoint {a!r}, requested {b!r}" for k, a, b in diffs)
+        raise UserError(f"--resume: the options differ from the run in {ckpt_path}: {listed}; drop "
+                        "them to resume (the checkpoint's configuration is used), or start a new --out")
+    return cfg
+
+
 def run_program(program: str, args: argparse.Namespace, arch=None, init: str | None = None) -> dict:
-    """Build the config, (re)start the run in ``args.out``, run it, print and return the summary."""
+    """Build the config, (re)start the run in ``args.out``, run it, print and return the summary.
+
+    Everything the user gave is checked before any output is written: the configuration, the
+    device, that ``--out`` is a writable folder no other run holds (a lock), and on ``--resume``
+    that the checkpoint is ours and its configuration is not contradicted.
+    """
     out = args.out
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UserError(f"--out {out!r} exists and is not a folder")
+    check_writable_dir(out, "--out")
+    rank = int(os.environ.get("RANK", "0") or 0)
+    lock = RunLock(out) if rank == 0 else None
+    try:
+        return _run_locked(program, args, arch, init)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_locked(program: str, args: argparse.Namespace, arch, init) -> dict:
+    out = args.out
     ckpt_path = os.path.join(out, "checkpoint.pt")
-    resume_state = None
-    if os.path.isfile(ckpt_path):
-        if not args.resume:
-            raise UserError(f"--out {out!r} already holds a run (checkpoint.pt); pass --resume to "
-                            "continue it or choose another --out")
-        resume_state = ckpt.load(ckpt_path)
-        if resume_state.get("program") != program:
-            raise UserError(f"{ckpt_path} was written by the {resume_state.get('program')} program, "
-                            f"not by {program}")
+    if os.path.isdir(ckpt_path):
+        raise UserError(f"{ckpt_path} is a folder; checkpoints cannot be written there")
     flags = {
         "data": {"root": args.data, "skip_bad_images": True if args.skip_bad_images else None},
         "loss": {"teacher": args.teacher},
         "run": {"seed": args.seed, "device": args.device},
     }
-    cfg = build_config(args.preset, args.config, args.sets, flags,
-                       base=resume_state["config"] if resume_state is not None else None)
+    resume_state = None
+    if os.path.lexists(ckpt_path):
+        if not args.resume:
+            raise UserError(f"--out {out!r} already holds a run (checkpoint.pt); pass --resume to "
+                            "continue it or choose another --out")
+        resume_state = ckpt.load(ckpt_path, required=ckpt.PROGRAM_KEYS)
+        if resume_state.get("program") != program:
+            raise UserError(f"{ckpt_path} was written by the {resume_state.get('program')} program, "
+                            f"not by {program}")
+        cfg = resume_config(resume_state["config"], ckpt_path, args, flags)
+    else:
+        cfg = build_config(args.preset, args.config, args.sets, flags)
     if arch is not None and arch.scale != cfg.data.scale:
         raise UserError(f"--arch is a x{arch.scale} network but the config has data.scale = {cfg.data.scale}")
     device = pick_device(cfg.run.device)
     ctx = init_from_env(device)
     try:
-        if ctx.is_main:
-            os.makedirs(out, exist_ok=True)
-            write_json_atomic(cfg.to_dict(), os.path.join(out, "config.json"))
         pipeline = Pipeline(cfg, out, program, ctx, device, resume=resume_state, arch=arch, init=init,
                             progress=False if args.no_progress else None)
+        if ctx.is_main:  # only once the data, the teacher and the models are known to load
+            write_json_atomic(cfg.to_dict(), os.path.join(out, "config.json"))
+        pipeline.loop.resume_hint = f"continue with: {resume_command(program, args)}"
         summary = pipeline.run()
         if ctx.is_main:
             table = format_summary(summary)
-            with open(os.path.join(out, "summary.txt"), "w", encoding="utf-8") as f:
-                f.write(table + "\n")
+            write_text(table + "\n", os.path.join(out, "summary.txt"))
             print(table, flush=True)
         return summary
     finally:
         shutdown(ctx)
+
+
+def resume_command(program: str, args: argparse.Namespace) -> str:
+    """The command line that continues the run in ``args.out`` (the checkpoint holds the rest)."""
+    arch = f" --arch {shlex.quote(args.arch)}" if getattr(args, "arch", None) else ""
+    return f"python -m trilevelnas.{program}{arch} --out {shlex.quote(args.out)} --resume"

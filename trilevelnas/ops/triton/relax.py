@@ -1,11 +1,13 @@
-"""Triton kernels of the relaxation ops (forward and backward), one program per group.
+"""Triton kernels of the relaxation ops and the forest ordering penalty (forward and backward), one
+program per group.
 
 A group is processed in chunks of ``BLOCK`` elements, so any group size works without knowing the
 largest group on the host (no synchronisation). The sorting of DESIGN §3 is replaced by ranks
 computed pairwise (element j precedes i when ``b_j > b_i`` or ``b_j == b_i and j < i``), which
 gives each element the prefix sums ``S1, S2`` of its own position in the sorted order: O(K^2 / BLOCK)
-work per group, fine for the small groups these relaxations act on. Arithmetic is in float32 (float64
-for float64 inputs). The launchers take and return torch tensors; ``trilevelnas.ops.relax`` wraps
+work per group, fine for the small groups these relaxations act on. The ordering penalty's backward
+finds each node's children the same way (pairwise, no atomics: deterministic). Arithmetic is in
+float32 (float64 for float64 inputs). The launchers take and return torch tensors; ``trilevelnas.ops.relax`` wraps
 them as the ``trilevelnas::triton_*`` ops. Importing this module defines the kernels: with
 ``TRITON_INTERPRET=1`` set beforehand they run on CPU tensors (the tests do this).
 """
@@ -30,36 +32,33 @@ def _bounds(g, off_ptr, row_k, HAS_OFFSETS: tl.constexpr):
 
 
 @triton.jit
-def _load_b(x_ptr, ws_ptr, start, idx, mask, half_lam, mx, CDT: tl.constexpr, SORTED: tl.constexpr):
-    """Shifted inputs ``x - lam/2 * w - mx`` of one chunk; -inf where masked."""
+def _load_b(x_ptr, start, idx, mask, mx, CDT: tl.constexpr):
+    """Shifted inputs ``x - mx`` of one chunk; -inf where masked."""
     v = tl.load(x_ptr + start + idx, mask=mask, other=0.0).to(CDT)
-    if SORTED:
-        v = v - half_lam * tl.load(ws_ptr + start + idx, mask=mask, other=0.0).to(CDT)
     return tl.where(mask, v - mx, float("-inf"))
 
 
 @triton.jit
-def _tied_rank(x_ptr, ws_ptr, start, k, i, half_lam, mx, CDT: tl.constexpr, SORTED: tl.constexpr,
-               BLOCK: tl.constexpr):
+def _tied_rank(x_ptr, start, k, i, mx, CDT: tl.constexpr, BLOCK: tl.constexpr):
     """Number of elements j < i equal to the maximum (the rank of i within the tied block)."""
     ar = tl.arange(0, BLOCK)
     rank = tl.zeros([BLOCK], dtype=tl.int32)
     for j0 in range(0, k, BLOCK):
         j = j0 + ar
-        bj = _load_b(x_ptr, ws_ptr, start, j, j < k, half_lam, mx, CDT, SORTED)
+        bj = _load_b(x_ptr, start, j, j < k, mx, CDT)
         hit = (bj[None, :] == 0) & (j[None, :] < i[:, None])
         rank += tl.sum(hit.to(tl.int32), axis=1)
     return rank
 
 
 @triton.jit
-def _unnormalised(x_ptr, ws_ptr, start, k, i, mi, half_lam, mx, tie, one_hot, first, t_tie, thr,
-                  CDT: tl.constexpr, SORTED: tl.constexpr, BLOCK: tl.constexpr):
+def _unnormalised(x_ptr, start, k, i, mi, mx, tie, one_hot, first, t_tie, thr, CDT: tl.constexpr,
+                  BLOCK: tl.constexpr):
     """The projection's unnormalised weights p at indices ``i`` (q = p / sum(p)): the tie-broken
     limit for tied maxima, one-hot at ``first``, or relu(b - threshold)."""
-    bi = _load_b(x_ptr, ws_ptr, start, i, mi, half_lam, mx, CDT, SORTED)
+    bi = _load_b(x_ptr, start, i, mi, mx, CDT)
     if tie:
-        rt = _tied_rank(x_ptr, ws_ptr, start, k, i, half_lam, mx, CDT, SORTED, BLOCK).to(CDT)
+        rt = _tied_rank(x_ptr, start, k, i, mx, CDT, BLOCK).to(CDT)
         p = tl.where(bi == 0, tl.maximum(-rt - t_tie, 0.0), 0.0)
     elif one_hot:
         p = tl.where(i == first, 1.0, 0.0).to(CDT)
@@ -69,10 +68,9 @@ def _unnormalised(x_ptr, ws_ptr, start, k, i, mi, half_lam, mx, tie, one_hot, fi
 
 
 @triton.jit
-def _sparsestmax_fwd_kernel(x_ptr, off_ptr, rad_ptr, rad_scalar, par_ptr, lam_ptr, lam_scalar, ws_ptr, out_ptr,
-                            gain_ptr, row_k, TOL: tl.constexpr, HAS_OFFSETS: tl.constexpr,
-                            HAS_RADIUS: tl.constexpr, SORTED: tl.constexpr, HAS_LAM: tl.constexpr,
-                            CDT: tl.constexpr, BLOCK: tl.constexpr):
+def _sparsestmax_fwd_kernel(x_ptr, off_ptr, rad_ptr, rad_scalar, out_ptr, gain_ptr, row_k, TOL: tl.constexpr,
+                            HAS_OFFSETS: tl.constexpr, HAS_RADIUS: tl.constexpr, CDT: tl.constexpr,
+                            BLOCK: tl.constexpr):
     g = tl.program_id(0)
     start, k = _bounds(g, off_ptr, row_k, HAS_OFFSETS)
     ar = tl.arange(0, BLOCK)
@@ -80,35 +78,11 @@ def _sparsestmax_fwd_kernel(x_ptr, off_ptr, rad_ptr, rad_scalar, par_ptr, lam_pt
         r = tl.load(rad_ptr + g).to(CDT)
     else:
         r = tl.zeros([], CDT) + rad_scalar
-    half_lam = 0.0
-    if SORTED:
-        if HAS_LAM:
-            half_lam = 0.5 * tl.load(lam_ptr + g).to(CDT)
-        else:
-            half_lam = 0.5 * (tl.zeros([], CDT) + lam_scalar)
-        # Forest weights w = [leaf] - [root] * leaves below, accumulated into ws (zeroed).
-        for i0 in range(0, k, BLOCK):
-            i = i0 + ar
-            mi = i < k
-            children = tl.zeros([BLOCK], dtype=tl.int32)
-            for j0 in range(0, k, BLOCK):
-                j = j0 + ar
-                pj = tl.load(par_ptr + start + j, mask=j < k, other=-2)
-                children += tl.sum((pj[None, :] == i[:, None]).to(tl.int32), axis=1)
-            leaf = mi & (children == 0)
-            cur = i.to(tl.int64)
-            for _ in range(0, k):  # walk to the root (depth < k); a parent not before its child is a root
-                p = tl.load(par_ptr + start + cur, mask=mi, other=-1)
-                cur = tl.where((p >= 0) & (p < cur), p, cur)
-            moved = leaf & (cur != i)
-            tl.atomic_add(ws_ptr + start + i, tl.where(moved, 1.0, 0.0).to(tl.float32), mask=moved)
-            tl.atomic_add(ws_ptr + start + cur, tl.where(moved, -1.0, 0.0).to(tl.float32), mask=moved)
-        tl.debug_barrier()
 
     mx = tl.full([], float("-inf"), CDT)
     for i0 in range(0, k, BLOCK):
         i = i0 + ar
-        mx = tl.maximum(mx, tl.max(_load_b(x_ptr, ws_ptr, start, i, i < k, half_lam, 0.0, CDT, SORTED), axis=0))
+        mx = tl.maximum(mx, tl.max(_load_b(x_ptr, start, i, i < k, 0.0, CDT), axis=0))
 
     kf = k.to(CDT)
     c = r * r + 1.0 / tl.maximum(kf, 1.0)
@@ -119,14 +93,14 @@ def _sparsestmax_fwd_kernel(x_ptr, off_ptr, rad_ptr, rad_scalar, par_ptr, lam_pt
     for i0 in range(0, k, BLOCK):
         i = i0 + ar
         mi = i < k
-        bi = _load_b(x_ptr, ws_ptr, start, i, mi, half_lam, mx, CDT, SORTED)
+        bi = _load_b(x_ptr, start, i, mi, mx, CDT)
         rank = tl.zeros([BLOCK], dtype=tl.int32)
         s1 = tl.zeros([BLOCK], dtype=CDT)
         s2 = tl.zeros([BLOCK], dtype=CDT)
         for j0 in range(0, k, BLOCK):
             j = j0 + ar
             mj = j < k
-            bj = _load_b(x_ptr, ws_ptr, start, j, mj, half_lam, mx, CDT, SORTED)
+            bj = _load_b(x_ptr, start, j, mj, mx, CDT)
             before = mj[None, :] & ((bj[None, :] > bi[:, None]) | ((bj[None, :] == bi[:, None]) & (j[None, :] < i[:, None])))
             bjz = tl.where(mj, bj, 0.0)
             rank += tl.sum(before.to(tl.int32), axis=1)
@@ -163,15 +137,13 @@ def _sparsestmax_fwd_kernel(x_ptr, off_ptr, rad_ptr, rad_scalar, par_ptr, lam_pt
     for i0 in range(0, k, BLOCK):
         i = i0 + ar
         mi = i < k
-        p = _unnormalised(x_ptr, ws_ptr, start, k, i, mi, half_lam, mx, tie, one_hot, first, t_tie, thr,
-                          CDT, SORTED, BLOCK)
+        p = _unnormalised(x_ptr, start, k, i, mi, mx, tie, one_hot, first, t_tie, thr, CDT, BLOCK)
         z += tl.sum(tl.where(mi, p, 0.0), axis=0)
     inv_z = 1.0 / tl.where(z > 0, z, 1.0)
     for i0 in range(0, k, BLOCK):
         i = i0 + ar
         mi = i < k
-        p = _unnormalised(x_ptr, ws_ptr, start, k, i, mi, half_lam, mx, tie, one_hot, first, t_tie, thr,
-                          CDT, SORTED, BLOCK)
+        p = _unnormalised(x_ptr, start, k, i, mi, mx, tie, one_hot, first, t_tie, thr, CDT, BLOCK)
         tl.store(out_ptr + start + i, (p * inv_z).to(out_ptr.dtype.element_ty), mask=mi)
     circle = tie | ((k > 1) & (c < 1.0 - TOL) & (tmax > tau))
     tl.store(gain_ptr + g, tl.where(circle, inv_z, 0.0).to(gain_ptr.dtype.element_ty))
@@ -254,6 +226,52 @@ def _softmax_bwd_kernel(g_ptr, y_ptr, off_ptr, dx_ptr, CDT: tl.constexpr, BLOCK:
         tl.store(dx_ptr + start + i, (y * (gr - dot)).to(dx_ptr.dtype.element_ty), mask=i < k)
 
 
+@triton.jit
+def _order_penalty_fwd_kernel(q_ptr, off_ptr, par_ptr, out_ptr, CDT: tl.constexpr, BLOCK: tl.constexpr):
+    """out[g] = sum over the edges (i, p) of group g of max(0, q_i - q_p); p is i's parent when
+    0 <= p < i (any other parent counts as a root)."""
+    g = tl.program_id(0)
+    start, k = _bounds(g, off_ptr, 0, True)
+    ar = tl.arange(0, BLOCK)
+    total = tl.zeros([], CDT)
+    for i0 in range(0, k, BLOCK):
+        i = i0 + ar
+        mi = i < k
+        p = tl.load(par_ptr + start + i, mask=mi, other=-1)
+        edge = mi & (p >= 0) & (p < i)
+        qi = tl.load(q_ptr + start + i, mask=edge, other=0.0).to(CDT)
+        qp = tl.load(q_ptr + start + p, mask=edge, other=0.0).to(CDT)
+        d = qi - qp
+        total += tl.sum(tl.where(edge & (d > 0), d, 0.0), axis=0)
+    tl.store(out_ptr + g, total.to(out_ptr.dtype.element_ty))
+
+
+@triton.jit
+def _order_penalty_bwd_kernel(g_ptr, q_ptr, off_ptr, par_ptr, dq_ptr, CDT: tl.constexpr, BLOCK: tl.constexpr):
+    """dq_i = grad[g] * ([q_i > q_parent(i)] - #{children c of i: q_c > q_i}); ties count 0."""
+    gid = tl.program_id(0)
+    start, k = _bounds(gid, off_ptr, 0, True)
+    ar = tl.arange(0, BLOCK)
+    gr = tl.load(g_ptr + gid).to(CDT)
+    for i0 in range(0, k, BLOCK):
+        i = i0 + ar
+        mi = i < k
+        p = tl.load(par_ptr + start + i, mask=mi, other=-1)
+        edge = mi & (p >= 0) & (p < i)
+        qi = tl.load(q_ptr + start + i, mask=mi, other=0.0).to(CDT)
+        qp = tl.load(q_ptr + start + p, mask=edge, other=0.0).to(CDT)
+        slope = tl.where(edge & (qi > qp), 1, 0).to(tl.int32)
+        for j0 in range(0, k, BLOCK):
+            j = j0 + ar
+            mj = j < k
+            pj = tl.load(par_ptr + start + j, mask=mj, other=-1)
+            qj = tl.load(q_ptr + start + j, mask=mj, other=0.0).to(CDT)
+            rises = (mj[None, :] & (pj[None, :] == i[:, None]) & (i[:, None] < j[None, :])
+                     & (qj[None, :] > qi[:, None]))  # j is a child of i weighing more than i
+            slope -= tl.sum(rises.to(tl.int32), axis=1)
+        tl.store(dq_ptr + start + i, (gr * slope.to(CDT)).to(dq_ptr.dtype.element_ty), mask=mi)
+
+
 # ---------------------------------------------------------------------------------------------
 # Launchers
 
@@ -273,22 +291,17 @@ def _block(k: int | None) -> int:
     return min(64, max(16, triton.next_power_of_2(max(k, 1))))
 
 
-def sparsestmax_packed_fwd(values, offsets, radius, radius_scalar, parent, lam, lam_scalar):
-    """(out, gain) of (sorted, when ``parent`` is given) sparsestmax over packed groups."""
+def sparsestmax_packed_fwd(values, offsets, radius, radius_scalar):
+    """(out, gain) of sparsestmax over packed groups."""
     values = values.contiguous()
     groups = offsets.numel() - 1
     out = torch.empty_like(values)
     gain = torch.empty(groups, dtype=_gain_dtype(values), device=values.device)
     if groups == 0:
         return out, gain
-    sorted_ = parent is not None
-    ws = torch.zeros(values.numel() if sorted_ else 1, dtype=torch.float32, device=values.device)
-    dummy = gain
     _sparsestmax_fwd_kernel[(groups,)](
-        values, offsets.contiguous(), radius.contiguous() if radius is not None else dummy, float(radius_scalar),
-        parent.contiguous() if sorted_ else offsets, lam.contiguous() if lam is not None else dummy,
-        float(lam_scalar), ws, out, gain, 0, TOL=ONE_HOT_TOL, HAS_OFFSETS=True,
-        HAS_RADIUS=radius is not None, SORTED=sorted_, HAS_LAM=lam is not None, CDT=_cdt(values),
+        values, offsets.contiguous(), radius.contiguous() if radius is not None else gain, float(radius_scalar),
+        out, gain, 0, TOL=ONE_HOT_TOL, HAS_OFFSETS=True, HAS_RADIUS=radius is not None, CDT=_cdt(values),
         BLOCK=_block(None))
     return out, gain
 
@@ -303,9 +316,8 @@ def sparsestmax_rows_fwd(x, radius, radius_scalar):
     if rows == 0:
         return out, gain
     _sparsestmax_fwd_kernel[(rows,)](
-        x, x, radius.contiguous() if radius is not None else gain, float(radius_scalar), x, gain, 0.0, gain,
-        out, gain, k, TOL=ONE_HOT_TOL, HAS_OFFSETS=False, HAS_RADIUS=radius is not None, SORTED=False,
-        HAS_LAM=False, CDT=_cdt(x), BLOCK=_block(k))
+        x, x, radius.contiguous() if radius is not None else gain, float(radius_scalar), out, gain, k,
+        TOL=ONE_HOT_TOL, HAS_OFFSETS=False, HAS_RADIUS=radius is not None, CDT=_cdt(x), BLOCK=_block(k))
     return out, gain
 
 
@@ -345,3 +357,23 @@ def softmax_packed_bwd(grad, out, offsets):
         _softmax_bwd_kernel[(groups,)](grad.contiguous(), out.contiguous(), offsets.contiguous(), dx,
                                        CDT=_cdt(out), BLOCK=_block(None))
     return dx
+
+
+def order_penalty_packed_fwd(q, offsets, parent):
+    """Per-group ordering penalty [G] (``q``'s dtype) of packed forest groups."""
+    groups = offsets.numel() - 1
+    out = torch.empty(groups, dtype=q.dtype, device=q.device)
+    if groups > 0:
+        _order_penalty_fwd_kernel[(groups,)](q.contiguous(), offsets.contiguous(), parent.contiguous(), out,
+                                             CDT=_cdt(q), BLOCK=_block(None))
+    return out
+
+
+def order_penalty_packed_bwd(grad, q, offsets, parent):
+    """Gradient of the ordering penalty w.r.t. ``q`` for the per-group upstream gradient ``grad`` [G]."""
+    groups = offsets.numel() - 1
+    dq = torch.empty_like(q)
+    if groups > 0:
+        _order_penalty_bwd_kernel[(groups,)](grad.contiguous(), q.contiguous(), offsets.contiguous(),
+                                             parent.contiguous(), dq, CDT=_cdt(q), BLOCK=_block(None))
+    return dq
