@@ -333,17 +333,28 @@ def test_paired_and_hr_folder_agree_when_lr_files_are_bicubic(tmp_path):
     assert torch.allclose(p["lq"], h["lq"], atol=1e-6)
 
 
-def test_embedded_images_are_natural_colour_photographs_with_a_fixed_split():
+def test_embedded_images_are_natural_photographs_with_a_fixed_held_out_split():
     assert not set(EMBEDDED_SPLITS["train"]) & set(EMBEDDED_SPLITS["val"])
     val = embedded_images("val")
-    assert [n for n, _ in val] == ["chelsea", "coffee"]
-    for _, img in val + embedded_images("train"):
+    train = embedded_images("train")
+    assert [n for n, _ in val] == ["chelsea", "coffee", "camera"]
+    assert len(train) == 11
+    # held out: no validation image is (even nearly) a training image
+    for vn, v in val:
+        for tn, t in train:
+            assert v.shape != t.shape or np.abs(v.astype(int) - t).mean() > 10, (vn, tn)
+    colour = 0
+    for _, img in val + train:
         assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
-        assert min(img.shape[:2]) >= 256
-        assert np.abs(img[:, :, 0].astype(int) - img[:, :, 2]).mean() > 5  # really colour
+        assert min(img.shape[:2]) >= 172
+        colour += np.abs(img[:, :, 0].astype(int) - img[:, :, 2]).mean() > 5
+    assert colour == 6  # astronaut, rocket, the motorcycle pair, chelsea, coffee
+    # the search's halves (even / odd indices) keep the stereo pair together
+    names = [n for n, _ in train]
+    assert names.index("motorcycle_left") % 2 == names.index("motorcycle_right") % 2
     ds = EmbeddedDataset("train", 4, patch_size=32, augment=True, seed=0)
     s = ds[0]
-    assert len(ds) == 4 and s["gt"].shape == (3, 32, 32) and s["lq"].shape == (3, 8, 8)
+    assert len(ds) == 11 and s["gt"].shape == (3, 32, 32) and s["lq"].shape == (3, 8, 8)
     with pytest.raises(UserError, match="split"):
         EmbeddedDataset("test", 4)
 

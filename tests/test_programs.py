@@ -258,7 +258,7 @@ def test_evaluate_embedded_validation_set_with_raw_esrgan_weights(models, tmp_pa
     code, out, err = run(evaluate, ["--model", models["rrdb"], "--json", tmp_path / "e.json", "--no-progress"], capsys)
     assert code == 0, err
     res = json.loads((tmp_path / "e.json").read_text())
-    assert [r["name"] for r in res["images"]] == ["chelsea", "coffee"]
+    assert [r["name"] for r in res["images"]] == ["chelsea", "coffee", "camera"]
     assert 25 < res["bicubic_psnr_y"] < 40 and res["scale"] == 2
 
 

@@ -5,7 +5,17 @@ import torch
 
 from .cli import UserError
 
-__all__ = ["available_devices", "resolve_device"]
+__all__ = ["available_cores", "available_devices", "resolve_device"]
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask; ``os.cpu_count()`` elsewhere)."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def available_devices() -> list[str]:

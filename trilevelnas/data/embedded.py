@@ -1,16 +1,19 @@
-"""The embedded default data set: natural colour photographs shipped in scikit-image's wheel.
+"""The embedded default data set: the natural photographs shipped in scikit-image's wheel.
 
-scikit-image bundles a few images in ``skimage/data/`` (no download). Of those, only the natural
-colour photographs taken with an ordinary camera are used — not the grey ones, the synthetic ones
-(``color``, ``logo``, ``chessboard_RGB``), nor scientific imagery (``hubble_deep_field``,
-``retina``, ``ihc``). The fixed split:
+scikit-image bundles about 28 images in ``skimage/data/`` (no download). Of those, the natural
+photographs taken with an ordinary camera are used — not the synthetic ones (``color``, ``logo``,
+the chessboards, ``phantom``), the blurred one (``clock_motion``), the silhouette (``horse``), nor
+scientific imagery (``hubble_deep_field``, ``retina``, ``ihc``, ``cell``, ``microaneurysms``).
+Grey photographs are replicated to RGB. The fixed split:
 
-* train: ``astronaut`` (512x512), ``rocket`` (427x640), ``motorcycle_left`` and
-  ``motorcycle_right`` (500x741; a stereo pair, kept together so that validation does not see a
-  near-duplicate of a training image);
-* validation: ``chelsea`` (300x451) and ``coffee`` (400x600).
+* train (11): the colour photographs ``astronaut``, ``rocket``, ``motorcycle_left`` and
+  ``motorcycle_right`` and the grey ones ``brick``, ``coins``, ``grass``, ``gravel``, ``moon``,
+  ``page``, ``text``. The order puts the stereo pair ``motorcycle_left``/``motorcycle_right`` at
+  even indices, so the search's two halves (even / odd indices) never split the pair;
+* validation, held out (3): ``chelsea`` (colour, 300x451), ``coffee`` (colour, 400x600) and
+  ``camera`` (grey, 512x512). Neither the search nor training ever sees them.
 
-It is meant for smoke tests and demos of the pipeline, not for numbers to put in a paper.
+It is meant for demos of the pipeline, not for numbers to put in a paper.
 """
 from __future__ import annotations
 
@@ -24,8 +27,9 @@ from .io import read_image
 __all__ = ["EMBEDDED_SPLITS", "embedded_dir", "embedded_paths", "embedded_images"]
 
 EMBEDDED_SPLITS = {
-    "train": ("astronaut.png", "rocket.jpg", "motorcycle_left.png", "motorcycle_right.png"),
-    "val": ("chelsea.png", "coffee.png"),
+    "train": ("motorcycle_left.png", "astronaut.png", "motorcycle_right.png", "rocket.jpg", "brick.png",
+              "coins.png", "grass.png", "gravel.png", "moon.png", "page.png", "text.png"),
+    "val": ("chelsea.png", "coffee.png", "camera.png"),
 }
 _ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val"}
 

@@ -190,14 +190,25 @@ class Supernet(nn.Module):
                 out["beta"] = net_w.detach().view_as(self.beta).clone()
         return out
 
-    def order_loss(self) -> torch.Tensor:
+    def order_loss(self, task_loss: torch.Tensor | None = None) -> torch.Tensor:
         """The tree's ordering term ``λ·Σ_edges max(0, q_child − q_parent)`` at the current radius
-        (0-dim, differentiable in β; zero without a tree or at λ = 0). The search adds it to the
-        architecture loss (docs/ops.md)."""
+        (0-dim, differentiable in β; zero without a tree or at λ = 0; docs/supernet.md).
+
+        With ``task_loss`` (a loss computed from this supernet's forward) the term is multiplied by
+        ``s = mean |∂task_loss/∂β|`` (detached): λ is then measured in units of the task's pull on β,
+        so its effect does not depend on the loss's scale. This is what the search adds to the
+        architecture loss.
+        """
         if self.net_relax is None or not getattr(self.net_relax, "ordered", False):
             return self.alpha.new_zeros(())
         q = self.net_relax(self.beta.reshape(-1), self.rho)
-        return self.net_relax.order_penalty(q)
+        term = self.net_relax.order_penalty(q)
+        if task_loss is None:
+            return term
+        (g,) = torch.autograd.grad(task_loss, self.beta, retain_graph=True, allow_unused=True)
+        if g is None:
+            return term * 0
+        return g.abs().mean().detach().to(term.dtype) * term
 
     # ---------------------------------------------------------------------------------- FLOPs
     def expected_flops(self, lr_size=(256, 256)) -> torch.Tensor:

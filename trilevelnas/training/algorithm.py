@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 
 import torch
@@ -24,6 +25,7 @@ import torch.nn as nn
 
 from ..arch import Architecture
 from ..cli import UserError
+from ..devices import available_cores
 from ..fileio import write_json
 from . import checkpoint as ckpt
 from . import components as comp
@@ -61,8 +63,7 @@ class Pipeline:
                  resume: dict | None = None, arch: Architecture | None = None, init: str | None = None,
                  progress: bool | None = None):
         self.cfg, self.out_dir, self.program, self.ctx, self.device = cfg, out_dir, program, ctx, device
-        if cfg.run.threads:
-            torch.set_num_threads(cfg.run.threads)
+        torch.set_num_threads(cfg.run.threads or available_cores())
         self.arch: Architecture | None = arch
         self.init = init
         self.supernet: nn.Module | None = None
@@ -75,6 +76,7 @@ class Pipeline:
         self.history: list[dict] = []
         self.last_val: dict = {}
         self.one_hot = OneHotTracker()
+        self.best_val: dict | None = None  # the best validation during training (model_best.pt)
         self.decisions: dict | None = None  # decision_report at the end of the search
         self._pending_optim: dict | None = None
 
@@ -127,6 +129,7 @@ class Pipeline:
             "history": self.history,
             "val": self.last_val,
             "one_hot": self.one_hot.state(),
+            "best_val": self.best_val,
             "decisions": self.decisions,
         }
 
@@ -136,6 +139,7 @@ class Pipeline:
         self.history = list(state.get("history", []))
         self.last_val = dict(state.get("val", {}))
         self.one_hot.load(state.get("one_hot"))
+        self.best_val = state.get("best_val")
         self.decisions = state.get("decisions")
         self.arch_tensors = dict(state.get("arch", {}))
         if state.get("architecture") is not None:
@@ -300,7 +304,7 @@ class Pipeline:
         # ranks below (DDP would all-reduce the weight gradients too).
         d, _ = objective(sn(batch["lq"]), target)
         gflops = sn.expected_flops()
-        order = self._order_term(d)
+        order = sn.order_loss(task_loss=d).to(d.dtype)
         arch_loss = d + order
         if cfg.loss.flops_weight > 0:
             arch_loss = arch_loss + flops_penalty(gflops, cfg.loss.flops_weight)
@@ -322,21 +326,6 @@ class Pipeline:
             self._record_history(t + 1, rho, float(gflops.detach()))
         return out
 
-    def _order_term(self, d: torch.Tensor) -> torch.Tensor:
-        """The tree's ordering term, its λ measured in units of the task's pull on β this step.
-
-        ``s · λ·Σ_edges max(0, q_child − q_parent)`` with ``s = mean |∂d/∂β|`` (detached): a violated
-        edge pushes its two nodes λ times as hard as the task pulls an average node, whatever the
-        loss's scale (L1, perceptual, distillation) and the tree's size (docs/supernet.md).
-        """
-        sn = self.supernet
-        if sn.beta is None or not getattr(sn.net_relax, "ordered", False):
-            return d.new_zeros(())
-        (g,) = torch.autograd.grad(d, sn.beta, retain_graph=True, allow_unused=True)
-        if g is None:
-            return d.new_zeros(())
-        return g.abs().mean().detach().to(d.dtype) * sn.order_loss().to(d.dtype)
-
     def _record_history(self, step: int, rho: float, gflops: float) -> None:
         entry = {"step": step, "radius": rho, "gflops": gflops}
         entry["params"] = {k: v.detach().cpu().clone() for k, v in self._arch_params().items()}
@@ -357,6 +346,12 @@ class Pipeline:
         if not self.ctx.is_main:
             return {}
         self.last_val = comp.validate(unwrap(self.net), self.val_set, self.cfg.data.scale, self.device)
+        psnr = self.last_val.get("psnr_y")
+        if psnr is not None and math.isfinite(psnr) and (self.best_val is None or psnr > self.best_val["psnr_y"]):
+            from ..models import save_model
+
+            self.best_val = {"psnr_y": float(psnr), "phase": self.loop.state.phase, "step": self.loop.state.step}
+            save_model(unwrap(self.net), os.path.join(self.out_dir, "model_best.pt"), meta=dict(self.best_val))
         return dict(self.last_val)
 
     def _end_search(self) -> None:
@@ -421,6 +416,8 @@ class Pipeline:
             "psnr_y": val.get("psnr_y"),
             "bicubic_psnr_y": val.get("bicubic_psnr_y"),
             "val_images": len(self.val_set),
+            "validation_images": comp.validation_names(self.val_set),
+            "validation_held_out": comp.held_out(self.train_full, self.val_set),
             "search_seconds": timing.get("pretrain", 0.0) + timing.get("search", 0.0),
             "train_seconds": timing.get("train", 0.0) + timing.get("finetune", 0.0),
             "trained": trained,
@@ -429,6 +426,8 @@ class Pipeline:
         }
         if self.decisions is not None:
             summary["decisions"] = self.decisions
+        if self.best_val is not None:
+            summary["best_val"] = self.best_val
         if self.ctx.is_main:
             if trained or self.program == "train":
                 from ..models import save_model

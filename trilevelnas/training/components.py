@@ -66,6 +66,28 @@ def validation_set(cfg: Config):
     return ds
 
 
+def _image_ids(dataset) -> list[str]:
+    """Identities of a data set's images: real paths of files, ``embedded:<name>`` otherwise."""
+    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    idx = list(dataset.indices) if isinstance(dataset, Subset) else range(len(base.names))
+    paths = getattr(base, "paths", None) or getattr(base, "gt_paths", None)
+    if paths is not None:
+        return [os.path.realpath(paths[i]) for i in idx]
+    return [f"embedded:{base.names[i]}" for i in idx]
+
+
+def validation_names(val_set) -> list[str]:
+    """The names of the validation images, in order."""
+    base = val_set.dataset if isinstance(val_set, Subset) else val_set
+    idx = list(val_set.indices) if isinstance(val_set, Subset) else range(len(base.names))
+    return [base.names[i] for i in idx]
+
+
+def held_out(train_set, val_set) -> bool:
+    """True when no validation image is one of the training images (same file or embedded name)."""
+    return not set(_image_ids(train_set)) & set(_image_ids(val_set))
+
+
 def split_halves(dataset) -> tuple[Subset, Subset]:
     """The paper's equal split χ1, χ2 (even and odd indices); needs at least 2 images."""
     n = len(dataset)

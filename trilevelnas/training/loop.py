@@ -191,6 +191,8 @@ class Loop:
                    disable=(self.progress is False or not self.ctx.is_main
                             or (self.progress is None and not sys.stderr.isatty())),
                    file=sys.stderr)
+        lines = ProgressLines(name, total, self.state.step, spent_before,
+                              enabled=self.ctx.is_main and self.progress is not False and not sys.stdout.isatty())
         running: dict[str, list[float]] = {}
         with self._sigint_deferred():
             try:
@@ -213,8 +215,10 @@ class Loop:
                             self.log.log(self.state.global_step, name, self.state.step, row)
                         bar.set_postfix({k: f"{v:.4g}" for k, v in row.items()
                                          if k in ("loss", "l1", "arch_loss", "gflops", "radius")})
+                        lines.values.update(row)
                         running = {}
                     bar.update(1)
+                    lines.step(self.state.step)
                     self.state.timing[name] = spent_before + time.time() - start_time
                     if any_flag(self.interrupted, self.ctx, self.device):
                         self._stop_interrupted(name)
@@ -222,11 +226,57 @@ class Loop:
                         self.save_checkpoint()
             finally:
                 bar.close()
+        lines.done(self.state.step)
         if on_end is not None:
             on_end()
         self.state.timing[name] = spent_before + time.time() - start_time
         self.state.done.append(name)
         self.save_checkpoint()
+
+
+class ProgressLines:
+    """Plain progress lines on stdout (when it is not a terminal): at the phase's start, at least
+    every ``every`` seconds, and at its end — phase, step/total, loss, ρ, expected GFLOPs, elapsed, ETA."""
+
+    KEYS = (("loss", "loss"), ("arch_loss", "arch loss"), ("radius", "rho"), ("gflops", "GFLOPs"),
+            ("psnr_y", "val PSNR-Y"))
+
+    def __init__(self, phase: str, total: int, start_step: int, spent_before: float, enabled: bool,
+                 every: float = 15.0):
+        self.phase, self.total, self.enabled, self.every = phase, total, enabled, every
+        self.start_step, self.spent_before = start_step, spent_before
+        self.t0 = self.last = time.time()
+        self.values: dict = {}
+        if enabled and start_step < total:
+            print(f"{phase}: start at step {start_step}/{total}", flush=True)
+
+    @staticmethod
+    def _clock(seconds: float) -> str:
+        seconds = int(round(seconds))
+        return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+    def _line(self, step: int) -> str:
+        now = time.time()
+        done = step - self.start_step
+        rate = done / max(now - self.t0, 1e-9)
+        eta = (self.total - step) / rate if rate > 0 else float("nan")
+        parts = [f"{self.phase} {step}/{self.total}"]
+        for key, label in self.KEYS:
+            v = self.values.get(key)
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                parts.append(f"{label} {v:.4g}")
+        parts.append(f"elapsed {self._clock(self.spent_before + now - self.t0)}")
+        parts.append(f"ETA {self._clock(eta) if math.isfinite(eta) else '?'}")
+        return ", ".join(parts)
+
+    def step(self, step: int) -> None:
+        if self.enabled and time.time() - self.last >= self.every:
+            self.last = time.time()
+            print(self._line(step), flush=True)
+
+    def done(self, step: int) -> None:
+        if self.enabled and step > self.start_step:
+            print(self._line(step) + " (done)", flush=True)
 
 
 def linear_radius(step: int, total: int, start: float, end: float, warmup: float = 0.0) -> float:

@@ -30,13 +30,15 @@ def _series(rows: list[dict], key: str, phase: str | None = None) -> tuple[list[
 
 
 def plot_curves(log_path: str, out_path: str) -> bool:
-    """Losses per phase, the radius and the expected GFLOPs over steps; False if there is no log."""
+    """Losses per phase, the radius, the expected GFLOPs and the validation PSNR-Y (when the run
+    validated during training) over steps; False if there is no log."""
     if not os.path.isfile(log_path):
         return False
     rows = read_log(log_path)
     if not rows:
         return False
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    val_x, val_y = _series(rows, "psnr_y")
+    fig, axes = plt.subplots(1, 4 if val_x else 3, figsize=(20 if val_x else 15, 4))
     for phase in ("pretrain", "search", "train", "finetune"):
         xs, ys = _series(rows, "loss", phase)
         if xs:
@@ -56,6 +58,10 @@ def plot_curves(log_path: str, out_path: str) -> bool:
     axes[2].plot(xs, ys, color="tab:red")
     axes[2].set_title("expected GFLOPs (256x256 LR)")
     axes[2].set_xlabel("step")
+    if val_x:
+        axes[3].plot(val_x, val_y, marker="o", color="tab:green")
+        axes[3].set_title("validation PSNR-Y (dB, held-out images)")
+        axes[3].set_xlabel("step")
     fig.tight_layout()
     with replacing(out_path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")

@@ -1,0 +1,124 @@
+"""The search's decisions are learned: the ordering term orders without collapsing the tree, its
+strength does not depend on the loss's scale, margins are reported, and the λ study behaves."""
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from trilevelnas import ablate, search
+from trilevelnas.cli import UserError, run_main
+from trilevelnas.supernet import Supernet, SupernetConfig
+from trilevelnas.supernet.decisions import OneHotTracker, decision_report, logit_margins, undecided_threshold
+
+
+def _supernet(backbone, lam, **kw):
+    torch.manual_seed(0)
+    scale = 4
+    return Supernet(SupernetConfig(backbone=backbone, channels=16, n_rir=5, n_up=2, scale=scale,
+                                   order_lambda=lam, **kw))
+
+
+def _task_loss(net, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(2, 3, 8, 8, generator=g)
+    y = torch.rand(2, 3, 32, 32, generator=g)
+    return F.l1_loss(net(x), y)
+
+
+@pytest.mark.parametrize("backbone", ["A", "B"])
+def test_lambda_0_1_at_radius_0_keeps_the_tree_open_and_every_arch_param_learns(backbone):
+    net = _supernet(backbone, 0.1)
+    net.set_radius(0.0)
+    q = net.relaxed_weights()["beta"]
+    assert q[0] < 0.5 and (q > 0).all()  # the old telescoped term gave the root q = 1.000 here
+    d = _task_loss(net)
+    loss = d + net.order_loss(task_loss=d)
+    loss.backward()
+    for name, p in net.arch_parameters().items():
+        assert p.grad is not None and (p.grad != 0).all(), name
+
+
+def test_ordering_strength_is_measured_in_units_of_the_task_pull():
+    net = _supernet("B", 0.1)
+    net.set_radius(0.0)
+    with torch.no_grad():  # an order-violating β: deeper nodes larger than their parents
+        depth = torch.tensor([float(len(s)) for s in net.topology.seqs])
+        net.beta.copy_(0.01 * depth)
+    grads = []
+    for factor in (1.0, 100.0):
+        net.zero_grad()
+        torch.manual_seed(1)  # the same Gumbel widths in both forwards
+        d = factor * _task_loss(net)
+        (d + net.order_loss(task_loss=d)).backward()
+        grads.append(net.beta.grad.clone())
+    # scaling the task loss scales the whole β gradient: the trade-off λ sets is unchanged
+    assert torch.allclose(grads[1], 100.0 * grads[0], rtol=1e-4, atol=1e-9)
+    # and the unscaled term is the plain hinge, λ per violated edge
+    q = net.relaxed_weights()["beta"].double()
+    parent = torch.tensor(net.topology.parent[1:])
+    hinge = torch.clamp(q[1:] - q[parent], min=0).sum()
+    assert float(net.order_loss()) == pytest.approx(0.1 * float(hinge), rel=1e-5)
+
+
+def test_ordering_term_works_with_every_node_relaxation_and_is_refused_without_a_tree():
+    for node in ("softmax", "sparsemax", "sparsestmax", "sorted_sparsestmax"):
+        net = _supernet("B", 0.1, relaxations={"node": node})
+        with torch.no_grad():
+            net.beta.copy_(0.01 * torch.tensor([float(len(s)) for s in net.topology.seqs]))
+        assert float(net.order_loss()) > 0, node
+        assert float(_supernet("B", 0.0, relaxations={"node": node}).order_loss()) == 0.0
+    for topology in ("trellis", "fixed"):
+        with pytest.raises(UserError, match="order_lambda"):
+            SupernetConfig(topology=topology, n_rir=2, n_up=1, order_lambda=0.01)
+        assert SupernetConfig(topology=topology, n_rir=2, n_up=1).order_lambda == 0.0
+    assert SupernetConfig().order_lambda == 0.01
+
+
+def test_margins_undecided_and_one_hot_tracking():
+    net = _supernet("B", 0.01)
+    m = logit_margins(net)
+    assert m["alpha"].shape == (5, 5) and m["gamma"].shape == (5, 4) and m["node"].shape == ()
+    top = net.alpha.detach().double().sort(-1, descending=True).values
+    assert torch.allclose(m["alpha"], top[..., 0] - top[..., 1])
+    tracker = OneHotTracker()
+    net.set_radius(0.0)
+    tracker.update(net, 1)
+    assert tracker.node is None and all(v is None for row in tracker.alpha for v in row)
+    with torch.no_grad():
+        net.alpha[0, 0, 2] += 0.5
+    net.set_radius(1.0)
+    tracker.update(net, 7)
+    assert tracker.alpha[0][0] == pytest.approx(float(logit_margins(net)["alpha"][0, 0]))
+    assert tracker.step_alpha[0][0] == 7 and tracker.node is not None
+    report = decision_report(net, net.derive(), tracker)
+    # an untrained supernet (1e-3 noise) is undecided almost everywhere; the forced slot is not
+    assert report["threshold"] == pytest.approx(undecided_threshold()) == pytest.approx(3e-3)
+    assert report["undecided"] >= report["used"] - 2
+    json.dumps(report)  # plain values only
+
+
+def test_order_lambda_study_on_smoke_never_lengthens_the_path(tmp_path, capsys):
+    out = tmp_path / "study"
+    assert run_main("trilevelnas.ablate", ablate.main, ["--study", "order-lambda", "--out", str(out),
+                                                         "--no-progress"]) == 0
+    capsys.readouterr()
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["order_lambda"] for r in rows] == [0.0, 0.01, 0.1]
+    lengths = [len(r["path"]) for r in rows]
+    assert lengths == sorted(lengths, reverse=True), lengths
+    assert rows[-1]["path"] != []
+    for r in rows:
+        for key in ("relaxation", "topology", "path", "params", "gflops", "psnr_y"):
+            assert r[key] is not None
+        assert 0 <= r["undecided"] <= r["decisions"]
+    table = (out / "results.md").read_text()
+    assert table.count("| lambda-") == 3
+    summary = json.loads((out / "lambda-0.01" / "summary.json").read_text())
+    dec = summary["decisions"]
+    assert dec["node"]["at_one_hot"] is not None and dec["used"] >= 1
+    assert summary["validation_held_out"] is True and len(summary["validation_images"]) >= 1
+    # rerunning the study reuses the finished variants
+    assert run_main("trilevelnas.ablate", ablate.main, ["--study", "order-lambda", "--out", str(out),
+                                                         "--no-progress"]) == 0
+    assert "ablate: search" not in capsys.readouterr().err
