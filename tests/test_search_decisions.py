@@ -122,3 +122,46 @@ def test_order_lambda_study_on_smoke_never_lengthens_the_path(tmp_path, capsys):
     assert run_main("trilevelnas.ablate", ablate.main, ["--study", "order-lambda", "--out", str(out),
                                                          "--no-progress"]) == 0
     assert "ablate: search" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("study, variants", [
+    ("relaxation", ["softmax", "sparsestmax"]),
+    ("bilevel", ["bilevel", "trilevel"]),
+    ("train-init", ["from-search", "from-scratch"]),
+])
+def test_every_ablation_study_runs_its_variants(tmp_path, capsys, study, variants):
+    out = tmp_path / study
+    sets = ["--set", "search.steps=12", "--set", "pretrain.steps=4", "--set", "train.steps=10"]
+    assert run_main("trilevelnas.ablate", ablate.main,
+                    ["--study", study, "--out", str(out), "--no-progress", *sets]) == 0
+    capsys.readouterr()
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["variant"] for r in rows] == variants
+    by = {r["variant"]: r for r in rows}
+    if study == "relaxation":
+        assert by["softmax"]["relaxation"] == "softmax" and by["softmax"]["node_relaxation"] == "softmax"
+        assert by["softmax"]["order_lambda"] == by["sparsestmax"]["order_lambda"] > 0  # the same ordering
+    if study == "bilevel":
+        assert by["bilevel"]["topology"] == "fixed" and by["bilevel"]["path"] == [0, 0, 1]
+        assert by["trilevel"]["topology"] == "tree"
+    if study == "train-init":
+        assert by["from-search"]["train_init"] == "search" and by["from-scratch"]["train_init"] == "scratch"
+        assert by["from-search"]["path"] == by["from-scratch"]["path"]
+        for r in rows:  # validation every tenth of training: a curve, not a point
+            assert len(r["val_curve"]["step"]) >= 5
+        assert (out / "train_init.png").stat().st_size > 1000
+    assert (out / "results.md").read_text().count("\n|") >= len(variants) + 1
+
+
+def test_default_search_makes_learned_decisions(tmp_path, capsys):
+    """The default (demo) search: at most 10% of the decisions its network uses are undecided."""
+    out = tmp_path / "demo"
+    assert run_main("trilevelnas.search", search.main, ["--out", str(out), "--no-progress",
+                                                         "--set", "run.train_after_search=false"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    dec = summary["decisions"]
+    assert dec["used"] >= 10 and dec["undecided"] <= 0.1 * dec["used"], dec
+    assert f"{dec['undecided']} of {dec['used']} undecided" in printed
+    assert dec["node"]["end"] > 3 * dec["threshold"]  # the path is chosen by learning, not noise
+    assert summary["validation_held_out"] is True

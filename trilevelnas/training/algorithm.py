@@ -470,7 +470,10 @@ def format_summary(summary: dict) -> str:
         ("architecture", f"backbone {arch['backbone']}, path {arch['path']}, {arch['channels']} ch, x{arch['scale']}"),
         ("params", fmt(summary["params"], ",d")),
         ("GFLOPs (256x256 LR)", fmt(summary["gflops"], ".3f")),
-        (f"PSNR-Y ({summary['val_images']} val images)", fmt(summary["psnr_y"], ".2f") + " dB"),
+        (f"PSNR-Y ({summary['val_images']} {'held-out ' if summary.get('validation_held_out') else ''}"
+         "val images)", fmt(summary["psnr_y"], ".2f") + " dB"
+         + ("" if summary["psnr_y"] is None or summary["bicubic_psnr_y"] is None else
+            f" ({summary['psnr_y'] - summary['bicubic_psnr_y']:+.2f} dB over bicubic)")),
         ("bicubic PSNR-Y", fmt(summary["bicubic_psnr_y"], ".2f") + " dB"),
         *([("decisions", _decisions_line(summary["decisions"]))] if summary.get("decisions") else []),
         ("search time", f"{summary['search_seconds']:.0f} s"),
