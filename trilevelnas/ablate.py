@@ -26,6 +26,7 @@ import sys
 
 from .cli import UserError, run_main
 from .fileio import check_writable_dir, write_json, write_text
+from .supernet.config import DEFAULT_ORDER_LAMBDA
 
 __all__ = ["STUDIES", "main", "study_variants"]
 
@@ -97,7 +98,10 @@ def _row(variant: str, out: str, summary: dict) -> dict:
     s = cfg["supernet"]
     arch = summary["architecture"]
     dec = summary.get("decisions") or {}
-    return {"variant": variant, "order_lambda": s.get("order_lambda"), "relaxation": s["relaxation"],
+    lam = s.get("order_lambda")
+    if lam is None:  # the topology's default (SupernetConfig)
+        lam = DEFAULT_ORDER_LAMBDA if s["topology"] == "tree" else 0.0
+    return {"variant": variant, "order_lambda": lam, "relaxation": s["relaxation"],
             "node_relaxation": s["node_relaxation"], "topology": s["topology"], "path": arch["path"],
             "n_rir": sum(1 for v in arch["path"] if v == 0), "params": summary["params"],
             "gflops": summary["gflops"], "psnr_y": summary["psnr_y"],

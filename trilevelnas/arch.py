@@ -216,12 +216,17 @@ class Architecture:
 
     @classmethod
     def from_json(cls, path: str | Path) -> "Architecture":
-        """Read an architecture JSON file; errors name the file."""
+        """Read an architecture JSON file; every failure (missing, a folder, unreadable, not JSON,
+        not an architecture) is an :class:`ArchitectureError` naming the file and the cause."""
+        from .fileio import os_error
+
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise ArchitectureError(f"cannot read architecture file {str(path)!r}: {exc.strerror}") from None
+            raise ArchitectureError(str(os_error(exc, f"architecture file {str(path)!r}", "read"))) from None
+        except UnicodeDecodeError:
+            raise ArchitectureError(f"architecture file {str(path)!r} is not a text (JSON) file") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

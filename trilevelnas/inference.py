@@ -14,7 +14,7 @@ import warnings
 import torch
 from torch import nn
 
-from .cli import UserError
+from .cli import DEBUG_FLAG, DEBUG_HELP, UserError
 from .devices import resolve_device
 
 __all__ = ["ArgumentParser", "choose_device", "model_scale", "upscale_tensor", "autocast_dtype",
@@ -22,7 +22,12 @@ __all__ = ["ArgumentParser", "choose_device", "model_scale", "upscale_tensor", "
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """``argparse.ArgumentParser`` whose errors are :class:`UserError` (one line, status 2)."""
+    """``argparse.ArgumentParser`` whose errors are :class:`UserError` (one line, status 2), with
+    the ``--debug`` flag every program takes (:func:`trilevelnas.cli.run_main` reads it)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)
 
     def error(self, message):
         raise UserError(message)

@@ -267,8 +267,10 @@ class PairedFolderDataset(_SRBase):
                  *, skip_bad_images=False, cache=False, repeat=1, recursive=False, seed=None):
         super().__init__(scale, patch_size, augment, repeat, seed)
         self.gt_root, self.lq_root = os.fspath(gt_root), os.fspath(lq_root)
-        if not os.path.isdir(self.lq_root):
+        if not os.path.exists(self.lq_root):
             raise UserError(f"LR image folder not found: {self.lq_root}")
+        if not os.path.isdir(self.lq_root):
+            raise UserError(f"LR image folder {self.lq_root}: it is a file, not a folder")
         self.filename_tmpl = filename_tmpl
         s, need = self.scale, (self.patch_size or self.scale) // self.scale
 

@@ -16,7 +16,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..cli import UserError
-from ..fileio import replacing
+from ..fileio import os_error, replacing
 from .png16 import png_header, read_png16, write_png16
 
 __all__ = [
@@ -112,6 +112,20 @@ def _check_pixel_count(path: str, width: int, height: int) -> None:
                         "(a decompression bomb?)")
 
 
+def _check_image_path(path: str) -> None:
+    """UserError unless ``path`` is an existing regular file we may read (names the cause)."""
+    if not os.path.lexists(path):
+        raise UserError(f"image file not found: {path}")
+    if os.path.isdir(path):
+        raise UserError(f"cannot read image {path}: it is a folder, not a file")
+    if not os.path.exists(path):
+        raise UserError(f"cannot read image {path}: a broken symbolic link")
+    if not os.path.isfile(path):
+        raise UserError(f"cannot read image {path}: not a regular file")
+    if not os.access(path, os.R_OK):
+        raise UserError(f"cannot read image {path}: permission denied")
+
+
 def read_image(path) -> LoadedImage:
     """Read an image file into a :class:`LoadedImage` (RGB + alpha, 8 or 16 bits).
 
@@ -120,10 +134,7 @@ def read_image(path) -> LoadedImage:
     :class:`UserError` naming the file if it is missing or cannot be decoded.
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise UserError(f"image file not found: {path}")
-    if not os.path.isfile(path):
-        raise UserError(f"not an image file: {path}")
+    _check_image_path(path)
     try:
         head = png_header(path)
         if head is not None:
@@ -141,7 +152,13 @@ def read_image(path) -> LoadedImage:
                         + " (a decompression bomb?)") from None
     except MemoryError:
         raise UserError(f"cannot read image {path}: not enough memory to decode it") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
+    except UnidentifiedImageError as exc:
+        raise UserError(f"cannot read image {path}: {exc}") from None
+    except OSError as exc:
+        if exc.errno is not None:  # the file system's error, not a decoder's
+            raise os_error(exc, f"image {path}", "read") from None
+        raise UserError(f"cannot read image {path}: {exc}") from None
+    except (ValueError, SyntaxError, EOFError) as exc:
         raise UserError(f"cannot read image {path}: {exc}") from None
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise UserError(f"cannot read image {path}: it has no pixels")
@@ -211,8 +228,7 @@ def check_image(path) -> None:
     Checks the header and the file structure (chunk CRCs for PNG) without decoding all pixels.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise UserError(f"image file not found: {path}")
+    _check_image_path(path)
     try:
         if path.lower().endswith(_TIFF):
             import tifffile
@@ -225,6 +241,10 @@ def check_image(path) -> None:
             im.verify()
     except UserError:
         raise
+    except OSError as exc:
+        if exc.errno is not None:  # the file system's error, not a decoder's
+            raise os_error(exc, f"image {path}", "read") from None
+        raise UserError(f"cannot read image {path}: {exc}") from None
     except Exception as exc:  # PIL raises many exception types for broken files
         raise UserError(f"cannot read image {path}: {exc}") from None
 
@@ -235,16 +255,25 @@ def list_images(root, recursive: bool = False) -> list[str]:
     Raises :class:`UserError` if ``root`` is not a folder or holds no image files.
     """
     root = os.fspath(root)
-    if not os.path.isdir(root):
+    if not os.path.exists(root):
         raise UserError(f"image folder not found: {root}")
+    if not os.path.isdir(root):
+        raise UserError(f"image folder {root}: it is a file, not a folder")
     paths = []
-    if recursive:
-        for base, dirs, files in os.walk(root):
-            dirs.sort()
-            paths += [os.path.join(base, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
-    else:
-        paths = [os.path.join(root, f) for f in os.listdir(root)
-                 if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(root, f))]
+
+    def walk_error(exc: OSError):
+        raise os_error(exc, f"image folder {exc.filename or root}", "list")
+
+    try:
+        if recursive:
+            for base, dirs, files in os.walk(root, onerror=walk_error):
+                dirs.sort()
+                paths += [os.path.join(base, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
+        else:
+            paths = [os.path.join(root, f) for f in os.listdir(root)
+                     if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(root, f))]
+    except OSError as exc:
+        raise os_error(exc, f"image folder {root}", "list") from None
     if not paths:
         raise UserError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder {root}")
     return sorted(paths)

@@ -5,10 +5,12 @@ import argparse
 import os
 import shlex
 
-from ..cli import UserError
+from ..cli import DEBUG_FLAG, DEBUG_HELP, UserError
 from ..fileio import RunLock, check_writable_dir, write_text
+from ..memory import check_training_memory
 from . import checkpoint as ckpt
 from .algorithm import Pipeline, format_summary, write_json_atomic
+from .config import check_paths
 from .distributed import init_from_env, pick_device, shutdown
 from .presets import DEFAULT_PRESET, available, build_config
 
@@ -26,7 +28,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="random seed (config run.seed)")
     parser.add_argument("--skip-bad-images", action="store_true", help="leave out unreadable images instead of stopping")
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N (config run.device)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true",
+                        help="no progress bars and no progress lines")
+    parser.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)
 
 
 #: Settings a resumed run may change: where and how fast it runs, not what it computes.
@@ -108,6 +112,8 @@ def _run_locked(program: str, args: argparse.Namespace, arch, init) -> dict:
     if arch is not None and arch.scale != cfg.data.scale:
         raise UserError(f"--arch is a x{arch.scale} network but the config has data.scale = {cfg.data.scale}")
     device = pick_device(cfg.run.device)
+    check_paths(cfg, {"--init": init})  # before any data is read or any model is built
+    check_training_memory(program, cfg, device, arch)
     ctx = init_from_env(device)
     try:
         pipeline = Pipeline(cfg, out, program, ctx, device, resume=resume_state, arch=arch, init=init,
