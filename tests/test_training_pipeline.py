@@ -93,7 +93,7 @@ def test_teacher_output_is_the_target(tmp_path):
     teacher = RRDBNet(nf=8, nb=1, gc=4, scale=4)
     path = os.path.join(tmp_path, "teacher.pth")
     torch.save({"params_ema": teacher.state_dict()}, path)
-    p = make_pipeline(tmp_path / "run", teacher=path)
+    p = make_pipeline(tmp_path / "run", ["loss.teacher_cache=off"], teacher=path)  # the on-the-fly path
     batch = {"lq": torch.rand(2, 3, 8, 8), "gt": torch.rand(2, 3, 32, 32)}
     with torch.no_grad():
         expected = teacher.eval()(batch["lq"]).clamp(0, 1)

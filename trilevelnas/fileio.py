@@ -206,7 +206,11 @@ def check_writable_file(path: str, what: str) -> None:
     """UserError unless a file can be written at ``path`` (its folder writable, not a folder itself)."""
     if os.path.isdir(path):
         raise UserError(f"{what} {path} is a folder; give a file name")
-    check_writable_dir(os.path.dirname(os.path.abspath(path)), f"{what} {path}:")
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        check_writable_dir(folder, what)
+    except UserError as exc:
+        raise UserError(str(exc).replace(f"{what} {folder}:", f"{what} {path}:", 1)) from None
     if os.path.exists(path) and not os.path.islink(path) and not os.access(path, os.W_OK):
         raise UserError(f"{what} {path}: cannot write it: permission denied")
 

@@ -10,8 +10,10 @@
 
 With ``patch_size`` (GT patch side, a multiple of ``scale``) each sample is a random aligned crop;
 without it, whole images. ``augment`` applies random flips and 90° rotations. Alpha channels are
-dropped and grey images are replicated to RGB. Problems with the data (an empty folder, a missing
-LR file, an image smaller than the patch, a GT/LR size mismatch) raise
+dropped and grey images are replicated to RGB. With a teacher-output cache attached
+(:mod:`~trilevelnas.data.teacher_cache`) each sample also carries ``"teacher"``: the cached teacher
+output at the sample's crop, flipped and rotated with it. Problems with the data (an empty
+folder, a missing LR file, an image smaller than the patch, a GT/LR size mismatch) raise
 :class:`~trilevelnas.cli.UserError` naming the culprit when the data set is built.
 """
 from __future__ import annotations
@@ -31,7 +33,7 @@ from .imresize import imresize
 from .io import IMAGE_EXTENSIONS, check_image, image_to_tensor, list_images, read_image, to_float
 from .png16 import png_header
 from .transforms import augment as _augment
-from .transforms import modcrop, paired_random_crop, random_crop_box
+from .transforms import modcrop, random_crop_box
 
 __all__ = ["HRFolderDataset", "PairedFolderDataset", "EmbeddedDataset", "build_dataset",
            "image_size", "lr_patch"]
@@ -100,6 +102,10 @@ class _SRBase(Dataset):
         self.repeat = int(repeat)
         self._seeded = _random.Random(seed) if seed is not None else _random
         self._worker_rng = (None, None)
+        #: Set by :func:`trilevelnas.data.teacher_cache.attach`: ``crop(index, box)`` gives the
+        #: cached teacher output of image ``index`` at the LR box ``(top, left, height, width)``;
+        #: then every item also carries it as ``"teacher"``.
+        self.teacher_crops = None
 
     @property
     def _rng(self):
@@ -119,10 +125,29 @@ class _SRBase(Dataset):
     def __len__(self) -> int:
         return self._num_images() * self.repeat
 
-    def _finish(self, gt: np.ndarray, lq: np.ndarray, name: str) -> dict:
-        if self.augment:
-            gt, lq = _augment([gt, lq], hflip=True, rotation=True, rng=self._rng)
-        return {"lq": image_to_tensor(lq), "gt": image_to_tensor(gt), "name": name}
+    def lr_image(self, index: int) -> np.ndarray:
+        """The whole LR image of image ``index`` (``HxWx3`` float32), exactly as the training
+        crops are cut from it (a patch of it is what ``__getitem__`` returns as ``"lq"``)."""
+        raise NotImplementedError
+
+    def lr_origin(self, index: int) -> dict:
+        """What :meth:`lr_image` is made from, for content-keyed caches: ``"file"`` (a path) or
+        ``"array"`` (the integer image), ``"method"`` (how the LR image is made from it) and
+        ``"lr_size"`` (the LR image's ``(height, width)``)."""
+        raise NotImplementedError
+
+    def _teacher(self, index: int, box: tuple[int, int, int, int]) -> np.ndarray | None:
+        """The cached teacher output at LR ``box`` of image ``index`` (HR-sized), if one is attached."""
+        return None if self.teacher_crops is None else self.teacher_crops.crop(index, box)
+
+    def _finish(self, gt: np.ndarray, lq: np.ndarray, name: str, teacher: np.ndarray | None = None) -> dict:
+        images = [gt, lq] if teacher is None else [gt, lq, teacher]
+        if self.augment:  # the same draws with or without a teacher crop: one transform for all
+            images = _augment(images, hflip=True, rotation=True, rng=self._rng)
+        item = {"lq": image_to_tensor(images[1]), "gt": image_to_tensor(images[0]), "name": name}
+        if teacher is not None:
+            item["teacher"] = image_to_tensor(images[2])
+        return item
 
 
 class _HRSource(_SRBase):
@@ -131,6 +156,7 @@ class _HRSource(_SRBase):
     def __init__(self, names, sizes, scale, patch_size, augment, repeat, quantize, seed):
         super().__init__(scale, patch_size, augment, repeat, seed)
         self.names = list(names)
+        self.sizes = [tuple(hw) for hw in sizes]  # (height, width) of each image
         self.quantize = bool(quantize)
         for name, (h, w) in zip(self.names, sizes):
             self._check_size(name, h, w)
@@ -160,11 +186,24 @@ class _HRSource(_SRBase):
             lq = lr_patch(gt, top, left, lq_patch, self.scale)
             s = self.scale
             gt = gt[top * s:(top + lq_patch) * s, left * s:(left + lq_patch) * s]
+            box = (top, left, lq_patch, lq_patch)
         else:
             lq = imresize(gt, 1.0 / self.scale)
+            box = (0, 0, gt.shape[0] // self.scale, gt.shape[1] // self.scale)
         if self.quantize:
             lq = _quantize(lq, max_value)
-        return self._finish(gt, lq, self.names[index])
+        return self._finish(gt, lq, self.names[index], self._teacher(index, box))
+
+    def lr_image(self, index: int) -> np.ndarray:
+        raw = modcrop(self._load(index % len(self.names)), self.scale)
+        lq = imresize(to_float(raw), 1.0 / self.scale)
+        return _quantize(lq, 65535 if raw.dtype == np.uint16 else 255) if self.quantize else lq
+
+    def _lr_origin(self, index: int, **source) -> dict:
+        h, w = self.sizes[index % len(self.names)]
+        method = (f"modcrop {self.scale}, MATLAB bicubic imresize 1/{self.scale}"
+                  + (", rounded to the source bit depth" if self.quantize else ", float"))
+        return {**source, "method": method, "lr_size": (h // self.scale, w // self.scale)}
 
 
 def _usable(paths, skip_bad, check):
@@ -223,6 +262,9 @@ class HRFolderDataset(_HRSource):
             self.cache[index] = rgb
         return rgb
 
+    def lr_origin(self, index: int) -> dict:
+        return self._lr_origin(index, file=self.paths[index % len(self.paths)])
+
 
 class EmbeddedDataset(_HRSource):
     """The scikit-image photographs of ``split`` (``"train"`` / ``"val"``) as HR images."""
@@ -237,6 +279,9 @@ class EmbeddedDataset(_HRSource):
 
     def _load(self, index: int) -> np.ndarray:
         return self.images[index]
+
+    def lr_origin(self, index: int) -> dict:
+        return self._lr_origin(index, array=self.images[index % len(self.images)])
 
 
 def _find_lq(lq_root: str, stem: str, ext: str, filename_tmpl: str) -> str | None:
@@ -314,9 +359,21 @@ class PairedFolderDataset(_SRBase):
         if gt_raw.shape[0] < h * s or gt_raw.shape[1] < w * s:
             raise UserError(f"GT {self.gt_paths[index]} is not {s}x its LR image {self.lq_paths[index]}")
         gt, lq = to_float(gt_raw[: h * s, : w * s]), to_float(lq_raw)
-        if self.patch_size:
-            gt, lq = paired_random_crop(gt, lq, self.patch_size, s, self._rng, self.names[index])
-        return self._finish(gt, lq, self.names[index])
+        box = (0, 0, h, w)
+        if self.patch_size:  # paired_random_crop's draws and boxes, with the box kept
+            p = self.patch_size // s
+            top, left = random_crop_box((h, w), p, self._rng, self.names[index])
+            lq = lq[top:top + p, left:left + p]
+            gt = gt[top * s:(top + p) * s, left * s:(left + p) * s]
+            box = (top, left, p, p)
+        return self._finish(gt, lq, self.names[index], self._teacher(index, box))
+
+    def lr_image(self, index: int) -> np.ndarray:
+        return to_float(self._load_pair(index % len(self.lq_paths))[1])
+
+    def lr_origin(self, index: int) -> dict:
+        path = self.lq_paths[index % len(self.lq_paths)]
+        return {"file": path, "method": "paired LR file", "lr_size": image_size(path)}
 
 
 def build_dataset(data=None, gt=None, lq=None, *, scale=4, patch_size=None, augment=False,

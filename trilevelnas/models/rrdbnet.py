@@ -250,6 +250,8 @@ def unwrap_checkpoint(obj, source: str, key: str | None = None) -> dict[str, tor
 def read_checkpoint(path: str | Path):
     """``torch.load(path, weights_only=True)`` with user errors naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"weight file {str(path)!r} is a folder, not a file")
     if not path.is_file():
         raise UserError(f"weight file {str(path)!r} does not exist")
     try:

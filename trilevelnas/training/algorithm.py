@@ -81,10 +81,13 @@ class Pipeline:
         self._pending_optim: dict | None = None
 
         self.train_full = comp.training_set(cfg)
-        if program == "search":
-            self.half1, self.half2 = comp.split_halves(self.train_full)
         self.val_set = comp.validation_set(cfg)
         self.teacher = comp.load_teacher(cfg, device)
+        # the teacher cache: one teacher pass per training image, the steps read its crops (teacher None)
+        self.train_full, self.teacher = comp.distillation_set(cfg, out_dir, self.train_full, self.teacher,
+                                                              ctx, progress)
+        if program == "search":
+            self.half1, self.half2 = comp.split_halves(self.train_full)
         self.content_only = comp.build_objective(cfg, device, perceptual=False)
         self.full_objective = comp.build_objective(cfg, device, perceptual=True)
 

@@ -69,6 +69,8 @@ def validation_set(cfg: Config):
 def _image_ids(dataset) -> list[str]:
     """Identities of a data set's images: real paths of files, ``embedded:<name>`` otherwise."""
     base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    if isinstance(base, CachedTargets):
+        base = base.dataset
     idx = list(dataset.indices) if isinstance(dataset, Subset) else range(len(base.names))
     paths = getattr(base, "paths", None) or getattr(base, "gt_paths", None)
     if paths is not None:
@@ -139,6 +141,65 @@ def load_teacher(cfg: Config, device: torch.device) -> nn.Module | None:
     return teacher
 
 
+TEACHER_CACHE_OFF = "off"
+TEACHER_CACHE_DEFAULT = ".teacher-cache"
+
+
+def teacher_cache_folder(cfg: Config, out_dir: str) -> str | None:
+    """The run's teacher-output cache folder: ``loss.teacher_cache``; when that is null,
+    ``.teacher-cache`` in the folder holding ``--out`` (shared by the runs there: entries are keyed
+    by content, see :mod:`trilevelnas.data.teacher_cache`); None without a teacher or when it is
+    ``"off"`` (the teacher then runs on every batch)."""
+    folder = cfg.loss.teacher_cache
+    if cfg.loss.teacher is None or folder == TEACHER_CACHE_OFF:
+        return None
+    if folder is None:
+        folder = os.path.join(os.path.dirname(os.path.abspath(out_dir)), TEACHER_CACHE_DEFAULT)
+    return folder
+
+
+class CachedTargets(torch.utils.data.Dataset):
+    """A training set whose items' ``"gt"`` is the cached teacher crop, what the student imitates
+    (:func:`~trilevelnas.training.loop.collate` stacks only ``lq``, ``gt`` and ``name``); the HR
+    crop moves to ``"hr"``. Indices, lengths and random draws are those of ``dataset``."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        item = dict(self.dataset[i])
+        item["hr"], item["gt"] = item["gt"], item["teacher"]
+        return item
+
+
+def distillation_set(cfg: Config, out_dir: str, train_set, teacher: nn.Module | None, ctx,
+                     progress: bool | None = None):
+    """``(training set, teacher)`` for the training steps.
+
+    With the teacher cache (:func:`teacher_cache_folder`): the teacher's output of every training
+    image is computed once into the cache (the ranks share the images; finished entries of an
+    earlier or interrupted run are reused), the set becomes a :class:`CachedTargets` over it and
+    the teacher returned is None — the steps run no teacher. Otherwise both come back unchanged.
+    """
+    folder = teacher_cache_folder(cfg, out_dir)
+    if teacher is None or folder is None:
+        return train_set, teacher
+    from ..data import teacher_cache as tc
+    from .distributed import barrier
+
+    precision, dtype = tc.autocast_request(next(teacher.parameters()).device)
+    cache = tc.TeacherCache(folder, teacher, cfg.loss.teacher, cfg.data.scale, precision=precision,
+                            dtype=dtype)
+    cache.fill(train_set, rank=ctx.rank, world=ctx.world_size,
+               progress=progress if ctx.is_main else False)
+    barrier(ctx)
+    tc.attach(train_set, cache.outputs(train_set))
+    return CachedTargets(train_set), None
+
+
 def build_objective(cfg: Config, device: torch.device, perceptual: bool) -> Objective:
     """The distance d: L1 content, plus the VGG perceptual term when ``perceptual`` is asked for."""
     lc = cfg.loss
@@ -153,7 +214,11 @@ def build_objective(cfg: Config, device: torch.device, perceptual: bool) -> Obje
 
 
 def targets(batch: dict, teacher: nn.Module | None) -> torch.Tensor:
-    """What the student imitates: the teacher's output on the LR batch, or the HR batch."""
+    """What the student imitates: the batch's cached teacher crops (``"teacher"``) when it
+    carries them, else the teacher's output on the LR batch, else ``batch["gt"]`` (the HR crops;
+    the cached teacher crops for a :class:`CachedTargets` set, whose steps get teacher None)."""
+    if "teacher" in batch:
+        return batch["teacher"]
     if teacher is None:
         return batch["gt"]
     with torch.no_grad():

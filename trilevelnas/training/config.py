@@ -215,6 +215,10 @@ class LossConfig:
     vgg_weights: str | None = setting(None, path("file"))
     # ESRGAN weights; None: supervise with the HR images
     teacher: str | None = setting(None, path("file", flag="--teacher"))
+    # teacher-output cache folder (data/teacher_cache.py); None: .teacher-cache next to --out
+    teacher_cache: str | None = setting(None, Rule("str", nullable=True, flag="--teacher-cache",
+                                                   check=lambda v: None if v.strip() else "must not be empty",
+                                                   note='null: .teacher-cache next to --out; "off": no cache'))
     # the paper presets distil: a missing --teacher is an error
     require_teacher: bool = setting(False, boolean())
     # λ_f: weight of the expected GFLOPs in the architecture loss

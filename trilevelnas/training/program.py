@@ -23,6 +23,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override one config value (repeatable), e.g. --set search.steps=50")
     parser.add_argument("--data", help="training images: a folder of HR images (default: the embedded photographs)")
     parser.add_argument("--teacher", help="ESRGAN RRDBNet weights to distil from (default: supervise with the HR images)")
+    parser.add_argument("--teacher-cache", metavar="DIR",
+                        help="folder of the teacher's stored outputs, computed once per training image "
+                             "(default: .teacher-cache next to --out; 'off': run the teacher on every batch)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.pt")
     parser.add_argument("--seed", type=int, help="random seed (config run.seed)")
@@ -94,7 +97,7 @@ def _run_locked(program: str, args: argparse.Namespace, arch, init) -> dict:
         raise UserError(f"{ckpt_path} is a folder; checkpoints cannot be written there")
     flags = {
         "data": {"root": args.data, "skip_bad_images": True if args.skip_bad_images else None},
-        "loss": {"teacher": args.teacher},
+        "loss": {"teacher": args.teacher, "teacher_cache": args.teacher_cache},
         "run": {"seed": args.seed, "device": args.device},
     }
     resume_state = None
@@ -106,6 +109,9 @@ def _run_locked(program: str, args: argparse.Namespace, arch, init) -> dict:
         if resume_state.get("program") != program:
             raise UserError(f"{ckpt_path} was written by the {resume_state.get('program')} program, "
                             f"not by {program}")
+        stored_loss = resume_state["config"].get("loss") if isinstance(resume_state["config"], dict) else None
+        if isinstance(stored_loss, dict) and "teacher_cache" not in stored_loss:
+            stored_loss["teacher_cache"] = "off"  # a run from before the teacher cache keeps its targets
         cfg = resume_config(resume_state["config"], ckpt_path, args, flags)
     else:
         cfg = build_config(args.preset, args.config, args.sets, flags)

@@ -1,0 +1,279 @@
+"""The teacher-output cache (trilevelnas/data/teacher_cache.py): aligned crops, agreement with the
+teacher run on the fly, invalidation, resume after a kill while filling, and the search program
+running no teacher forward once the cache holds its images."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from trilevelnas import search
+from trilevelnas.cli import UserError, run_main
+from trilevelnas.data import HRFolderDataset
+from trilevelnas.data import teacher_cache as tc
+from trilevelnas.inference import receptive_radius
+from trilevelnas.models import RRDBNet, load_teacher
+from trilevelnas.training.loop import collate
+
+SCALE = 4
+
+
+def write_images(folder, n=4, size=(48, 64), seed=0):
+    """``n`` smooth-ish random RGB images (a blurred noise field, so crops differ)."""
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        noise = rng.random((size[0] // 4 + 1, size[1] // 4 + 1, 3))
+        big = np.kron(noise, np.ones((4, 4, 1)))[: size[0], : size[1]]
+        img = np.clip(big * 200 + rng.integers(0, 40, (*size, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(os.path.join(folder, f"img{i}.png"))
+
+
+def make_teacher(path, seed=0, data=None):
+    """A tiny RRDBNet whose output spreads over [0, 1] (a fresh one is almost all below 0), saved
+    as a state dict; returns the path."""
+    torch.manual_seed(seed)
+    model = RRDBNet(nf=8, nb=1, gc=4, scale=SCALE).eval()
+    probe = torch.rand(1, 3, 16, 16) if data is None else data
+    with torch.no_grad():
+        out = model(probe)
+        mean, std = out.mean(dim=(0, 2, 3)), out.std(dim=(0, 2, 3))
+        model.conv_last.weight.mul_((0.2 / std).view(-1, 1, 1, 1))
+        model.conv_last.bias.copy_(0.5 + (model.conv_last.bias - mean) * 0.2 / std)
+    torch.save(model.state_dict(), path)
+    return str(path)
+
+
+class ForwardCount:
+    """Counts RRDBNet forwards everywhere in the process while active."""
+
+    def __enter__(self):
+        self.n = 0
+
+        def hook(module, args, out):
+            if isinstance(module, RRDBNet):
+                self.n += 1
+        self.handle = torch.nn.modules.module.register_module_forward_hook(hook)
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+@pytest.fixture()
+def setup(tmp_path):
+    data = tmp_path / "data"
+    write_images(data)
+    weights = make_teacher(tmp_path / "teacher.pth")
+    return tmp_path, str(data), weights
+
+
+def cache_for(folder, weights):
+    return tc.TeacherCache(str(folder), load_teacher(weights), weights, SCALE)
+
+
+def test_crops_are_aligned_augmented_alike_and_draw_as_without_cache(setup):
+    tmp, data, _ = setup
+    plain = HRFolderDataset(data, SCALE, patch_size=32, augment=True, seed=5)
+    cached = HRFolderDataset(data, SCALE, patch_size=32, augment=True, seed=5)
+    # entries that hold the HR image itself: the teacher crop must then equal the HR crop
+    paths = []
+    for i, path in enumerate(cached.paths):
+        hr = np.asarray(Image.open(path).convert("RGB"))[:48, :64].astype(np.uint16) * 257
+        paths.append(str(tmp / f"hr{i}.npy"))
+        np.save(paths[-1], hr)
+    tc.attach(cached, tc.CachedOutputs(paths, SCALE))
+    for k in range(40):
+        a, b = plain[k % 4], cached[k % 4]
+        assert torch.equal(a["lq"], b["lq"]) and torch.equal(a["gt"], b["gt"])  # the same draws
+        assert torch.allclose(b["teacher"], b["gt"], atol=1e-6)  # aligned, flipped/rotated alike
+
+
+def context_target(teacher, dataset, index, box):
+    """The teacher run on the fly on the crop with its receptive field of LR context around it."""
+    top, left, h, w = box
+    lr = torch.from_numpy(dataset.lr_image(index).transpose(2, 0, 1).copy())[None]
+    r = receptive_radius(teacher)
+    y0, x0 = max(top - r, 0), max(left - r, 0)
+    y1, x1 = min(top + h + r, lr.shape[2]), min(left + w + r, lr.shape[3])
+    with torch.no_grad():
+        out = teacher(lr[:, :, y0:y1, x0:x1]).clamp(0, 1)
+    oy, ox = (top - y0) * SCALE, (left - x0) * SCALE
+    return out[0, :, oy:oy + h * SCALE, ox:ox + w * SCALE]
+
+
+def test_cached_targets_match_the_teacher_on_the_same_crops(setup):
+    import random
+
+    from trilevelnas.training.components import targets
+    from trilevelnas.training.losses import Objective
+
+    tmp, data, weights = setup
+    cache = cache_for(tmp / "cache", weights)
+    ds = HRFolderDataset(data, SCALE, patch_size=32, augment=False, seed=1)
+    assert cache.fill(ds, progress=False)["computed"] == 4
+    tc.attach(ds, cache.outputs(ds))
+    teacher = load_teacher(weights)
+    student = torch.nn.Upsample(scale_factor=SCALE, mode="bicubic")
+    objective = Objective(1.0, 0.0, None)
+    rng = random.Random(3)
+    items, fly = [], []
+    for _ in range(8):
+        i = rng.randrange(4)
+        state = ds._seeded.getstate()
+        top, left = ds._seeded.randint(0, 12 - 8), ds._seeded.randint(0, 16 - 8)  # the draws of ds[i]
+        ds._seeded.setstate(state)
+        items.append(ds[i])
+        fly.append(context_target(teacher, ds, i, (top, left, 8, 8)))
+    batch = collate(items, torch.device("cpu"))
+    batch["teacher"] = torch.stack([it["teacher"] for it in items])
+    cached_t, fly_t = targets(batch, teacher), torch.stack(fly)
+    assert cached_t.shape == fly_t.shape == (8, 3, 32, 32)
+    assert float((cached_t - fly_t).abs().max()) <= 1e-4  # 16-bit steps + float rounding
+    out = student(batch["lq"]).clamp(0, 1)
+    lc, lf = float(objective(out, cached_t)[0]), float(objective(out, fly_t)[0])
+    assert lf > 0.01 and abs(lc - lf) / lf <= 1e-3
+
+
+def test_the_pipeline_trains_on_the_cached_crops(setup, capsys):
+    from trilevelnas.training import build_config
+    from trilevelnas.training import components as comp
+    from trilevelnas.training.distributed import DistContext
+
+    tmp, data, weights = setup
+    cfg = build_config("smoke", flags={"data": {"root": data}, "loss": {"teacher": weights}})
+    ds = comp.training_set(cfg)
+    net = comp.load_teacher(cfg, torch.device("cpu"))
+    out = str(tmp / "runs" / "a")
+    train_set, teacher = comp.distillation_set(cfg, out, ds, net, DistContext())
+    assert teacher is None and isinstance(train_set, comp.CachedTargets)
+    printed = capsys.readouterr().out  # not a terminal: progress lines
+    assert "teacher cache: computing 4 of 4" in printed and "teacher cache 4/4 images" in printed
+    comp.distillation_set(cfg, out, comp.training_set(cfg), net, DistContext())
+    assert "all 4 teacher outputs found" in capsys.readouterr().out
+    stored = sorted(os.listdir(tmp / "runs" / ".teacher-cache"))  # the default: next to --out
+    assert stored == sorted(os.path.basename(p) for p in ds.teacher_crops.paths)
+    items = [train_set[i] for i in range(4)]
+    for it in items:
+        assert torch.equal(it["gt"], it["teacher"]) and it["hr"].shape == it["gt"].shape
+        assert not torch.equal(it["hr"], it["gt"])
+    batch = collate(items, torch.device("cpu"))  # what the steps see: lq, gt, name
+    assert torch.equal(comp.targets(batch, teacher), torch.stack([it["teacher"] for it in items]))
+    cfg.loss.teacher_cache = "off"
+    assert comp.distillation_set(cfg, str(tmp / "runs" / "b"), ds, net, DistContext()) == (ds, net)
+
+
+def test_changed_weights_or_image_are_recomputed(setup):
+    tmp, data, weights = setup
+    ds = HRFolderDataset(data, SCALE, patch_size=32)
+    with ForwardCount() as count:
+        assert cache_for(tmp / "cache", weights).fill(ds, progress=False)["computed"] == 4
+    assert count.n == 4
+    with ForwardCount() as count:
+        stats = cache_for(tmp / "cache", weights).fill(ds, progress=False)
+    assert stats == {"images": 4, "computed": 0, "cached": 4}
+    assert count.n == 0
+    before = set(os.listdir(tmp / "cache"))
+    state = torch.load(weights, weights_only=True)
+    state["conv_last.bias"] += 0.01
+    torch.save(state, weights)  # a changed teacher: every entry is new
+    with ForwardCount() as count:
+        assert cache_for(tmp / "cache", weights).fill(ds, progress=False)["computed"] == 4
+    assert count.n == 4 and len(set(os.listdir(tmp / "cache")) - before) == 4
+    write_images(data, n=1, seed=9)  # img0.png changes: only it is recomputed
+    ds = HRFolderDataset(data, SCALE, patch_size=32)
+    with ForwardCount() as count:
+        assert cache_for(tmp / "cache", weights).fill(ds, progress=False)["computed"] == 1
+    assert count.n == 1
+
+
+def test_a_run_killed_while_filling_resumes_without_recomputing(setup):
+    tmp, data, weights = setup
+    script = tmp / "fill.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, signal
+        import numpy as np
+        from trilevelnas.data import HRFolderDataset
+        from trilevelnas.data import teacher_cache as tc
+        from trilevelnas.models import load_teacher
+        saves = []
+        real_save = np.save
+        def save(f, arr, allow_pickle=False):  # the second entry: half written, then SIGKILL
+            saves.append(1)
+            if len(saves) == 2:
+                f.write(b"\\x93NUMPY" + bytes(100)); f.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+            real_save(f, arr, allow_pickle=allow_pickle)
+        tc.np.save = save
+        ds = HRFolderDataset({data!r}, {SCALE}, patch_size=32)
+        cache = tc.TeacherCache({str(tmp / "cache")!r}, load_teacher({weights!r}), {weights!r}, {SCALE})
+        cache.fill(ds, progress=False)
+    """))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr
+    names = os.listdir(tmp / "cache")
+    assert len([f for f in names if not f.startswith(".tmp-")]) == 1  # the finished entry
+    assert len([f for f in names if f.startswith(".tmp-")]) == 1  # the torn one, under a temporary name
+    ds = HRFolderDataset(data, SCALE, patch_size=32)
+    cache = cache_for(tmp / "cache", weights)
+    with ForwardCount() as count:
+        assert cache.fill(ds, progress=False) == {"images": 4, "computed": 3, "cached": 1}
+    assert count.n == 3
+    outputs = cache.outputs(ds)  # every entry complete and of the right shape
+    assert all(np.load(p).shape == (48, 64, 3) for p in outputs.paths)
+
+
+TINY = ["--preset", "smoke", "--no-progress", "--set", "pretrain.steps=2", "--set", "search.steps=2",
+        "--set", "train.steps=1", "--set", "data.val_max_images=1", "--set", "run.train_after_search=false"]
+
+
+def test_a_second_search_runs_no_teacher_forward(setup, capsys):
+    tmp, data, weights = setup
+    def run(name, *extra):
+        argv = TINY + ["--data", data, "--teacher", weights, "--out", str(tmp / "runs" / name), *extra]
+        with ForwardCount() as count:
+            assert run_main("search", search.main, argv) == 0, capsys.readouterr().err
+        return count.n
+
+    assert run("a") == 4  # one teacher pass per training image, none per batch
+    assert len(os.listdir(tmp / "runs" / ".teacher-cache")) == 4
+    assert run("b") == 0
+    assert run("c", "--teacher-cache", "off") == 6  # the teacher on every batch: 2 pretrain + 2 x 2 search
+
+
+def test_an_unwritable_cache_folder_is_one_line_naming_it(setup, capsys):
+    tmp, data, weights = setup
+    (tmp / "file").write_text("x")
+    bad = str(tmp / "file" / "cache")
+    code = run_main("search", search.main, TINY + ["--data", data, "--teacher", weights,
+                                                   "--out", str(tmp / "o"), "--teacher-cache", bad])
+    err = capsys.readouterr().err
+    assert code == 2 and bad in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_autocast_needs_cuda(monkeypatch):
+    monkeypatch.setenv(tc.AUTOCAST_ENV, "fp16")
+    with pytest.raises(UserError, match="CUDA"):
+        tc.autocast_request(torch.device("cpu"))
+    monkeypatch.setenv(tc.AUTOCAST_ENV, "fp8")
+    with pytest.raises(UserError, match="fp16, bf16 or off"):
+        tc.autocast_request(torch.device("cpu"))
+
+
+def test_resuming_a_run_from_before_the_cache_keeps_the_teacher_on_the_fly(setup, capsys):
+    import json
+
+    tmp, data, weights = setup
+    out = tmp / "runs" / "old"
+    argv = TINY + ["--data", data, "--teacher", weights, "--out", str(out)]
+    assert run_main("search", search.main, argv) == 0, capsys.readouterr().err
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    del state["config"]["loss"]["teacher_cache"]  # as a checkpoint written before the cache existed
+    torch.save(state, out / "checkpoint.pt")
+    assert run_main("search", search.main, ["--out", str(out), "--resume", "--no-progress"]) == 0, \
+        capsys.readouterr().err
+    assert json.loads((out / "config.json").read_text())["loss"]["teacher_cache"] == "off"
