@@ -198,27 +198,15 @@ def part_machine(env: dict) -> dict:
     return info
 
 
-def _tree_parents(n_rir: int, n_up: int) -> list[int]:
-    """Parent indices of the tree of paths (every sequence of ≤ n_rir 0s and ≤ n_up 1s, BFS), as
-    ``test_bench_relax.tree_parents``."""
-    nodes, index, parents = [()], {(): 0}, [-1]
-    for seq in nodes:
-        for op in (0, 1):
-            child = seq + (op,)
-            if child.count(0) <= n_rir and child.count(1) <= n_up:
-                index[child] = len(nodes)
-                nodes.append(child)
-                parents.append(index[seq])
-    return parents
-
-
 def _search_groups(device):
     """The search step's relaxation groups: 25 cells × 4 candidates and the 83-node tree, packed."""
     import itertools
 
     import torch
 
-    parents = [-1] * 100 + _tree_parents(5, 2)
+    from test_bench_relax import tree_parents
+
+    parents = [-1] * 100 + tree_parents(5, 2)
     sizes = [4] * 25 + [len(parents) - 100]
     offsets = torch.tensor([0] + list(itertools.accumulate(sizes)), device=device)
     parent = torch.tensor(parents, device=device)
@@ -345,14 +333,7 @@ def _rows_label(n: int) -> str:
     return str(n)
 
 
-# superconv: kernel -> (C_in, C_out, k, depthwise, width multiplier), as test_bench_superconv
-C = 64
-SC_KERNELS = {
-    "conv3x3": (C, C, 3, False, 1),
-    "conv1x1": (C, C, 1, False, 1),
-    "dw3x3": (4 * C, 4 * C, 3, True, 4),
-    "expand1x1": (C, 4 * C, 1, False, 4),
-}
+# superconv widths measured per kernel (the kernels are test_bench_superconv.KERNELS)
 SC_WIDTHS = {"conv3x3": [24, 40, 64]}
 
 
@@ -367,6 +348,8 @@ def part_superconv(env: dict) -> dict:
     batch, hw = env["sizes"]["superconv"]
     triton = "triton" in _gpu_backends(ops)
     rows = []
+    from test_bench_superconv import C, KERNELS as SC_KERNELS
+
     for kernel, (c_in, c_out, k, depthwise, mult) in SC_KERNELS.items():
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(batch, c_in, hw, hw, generator=gen).to(dev)

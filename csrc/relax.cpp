@@ -278,14 +278,25 @@ Tensor softmax_packed_backward_cpu(const Tensor& grad_in, const Tensor& out_in, 
 // ------------------------------------------------------------------------------------------------
 // Forest ordering penalty (sorted sparsestmax's ordering term, docs/ops.md).
 
+// The checked (q, offsets, parent) of the ordering-penalty ops: q 1-D float, offsets monotone, parents in range.
+struct OrderInputs {
+  int64_t n, groups;
+  Tensor offsets, parent;
+};
+
+static OrderInputs check_order_inputs(const char* op, const Tensor& q, const Tensor& offsets, const Tensor& parent) {
+  check_values(op, q, "q");
+  TORCH_CHECK(q.dim() == 1, op, ": q must be 1-D (packed groups), got shape ", q.sizes());
+  const int64_t n = q.numel();
+  Tensor o = check_offsets(op, offsets, n);
+  Tensor p = check_parent(op, parent, o, n);
+  return {n, o.numel() - 1, o, p};
+}
+
 Tensor order_penalty_packed_cpu(const Tensor& q_in, const Tensor& offsets_in, const Tensor& parent_in) {
-  const char* op = "order_penalty_packed";
-  check_values(op, q_in, "q");
-  TORCH_CHECK(q_in.dim() == 1, op, ": q must be 1-D (packed groups), got shape ", q_in.sizes());
-  const int64_t n = q_in.numel();
-  const Tensor offsets = check_offsets(op, offsets_in, n);
-  const Tensor parent = check_parent(op, parent_in, offsets, n);
-  const int64_t groups = offsets.numel() - 1;
+  const OrderInputs in = check_order_inputs("order_penalty_packed", q_in, offsets_in, parent_in);
+  const int64_t n = in.n, groups = in.groups;
+  const Tensor &offsets = in.offsets, &parent = in.parent;
   const Tensor q = q_in.contiguous();
   Tensor out = at::empty({groups}, q.options());
   const int64_t* o = offsets.data_ptr<int64_t>();
@@ -304,12 +315,9 @@ Tensor order_penalty_packed_cpu(const Tensor& q_in, const Tensor& offsets_in, co
 Tensor order_penalty_packed_backward_cpu(const Tensor& grad_in, const Tensor& q_in, const Tensor& offsets_in,
                                          const Tensor& parent_in) {
   const char* op = "order_penalty_packed_backward";
-  check_values(op, q_in, "q");
-  TORCH_CHECK(q_in.dim() == 1, op, ": q must be 1-D (packed groups), got shape ", q_in.sizes());
-  const int64_t n = q_in.numel();
-  const Tensor offsets = check_offsets(op, offsets_in, n);
-  const Tensor parent = check_parent(op, parent_in, offsets, n);
-  const int64_t groups = offsets.numel() - 1;
+  const OrderInputs in = check_order_inputs(op, q_in, offsets_in, parent_in);
+  const int64_t n = in.n, groups = in.groups;
+  const Tensor &offsets = in.offsets, &parent = in.parent;
   check_values(op, grad_in, "grad");
   TORCH_CHECK(grad_in.scalar_type() == q_in.scalar_type() && grad_in.dim() == 1 && grad_in.numel() == groups, op,
               ": grad must be a 1-D tensor with one entry per group (", groups, ") and q's dtype, got ",

@@ -63,59 +63,40 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
-    """Write ``path`` through ``write(binary_file)`` atomically; the old file survives any failure.
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
-    A symbolic link at ``path`` is replaced by the new file, not followed. An OSError (including
-    torch's "file too large" as a RuntimeError from its zip writer) becomes a UserError naming the path.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        if os.path.isdir(path) and not os.path.islink(path):
-            raise IsADirectoryError(errno.EISDIR, "Is a directory", path)
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path)[:64], dir=folder)
-    except OSError as exc:
-        raise os_error(exc, path) from None
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise os_error(exc, path) from None
-        if isinstance(exc, RuntimeError) and ("unexpected pos" in str(exc) or "enforce fail" in str(exc)
-                                              or "File too large" in str(exc)):
-            raise UserError(f"cannot write {path}: the write failed ({str(exc).splitlines()[0][:120]}); "
-                            "is the disk full?") from None
-        raise
-    _fsync_dir(folder)
+
+def _torn_write(exc: BaseException) -> bool:
+    """Whether ``exc`` is torch's zip writer reporting a short write (a full disk, ``ulimit -f``)."""
+    return isinstance(exc, RuntimeError) and any(
+        s in str(exc) for s in ("unexpected pos", "enforce fail", "File too large"))
 
 
 @contextmanager
 def replacing(path: str, action: str = "write"):
-    """Yield a fresh temporary file name next to ``path`` (same suffix) for a writer that wants a
-    name (Pillow, matplotlib, torch.jit, ONNX); on success it replaces ``path`` (a link there is
-    replaced, not followed), on failure it is removed and ``path`` is left as it was."""
+    """Yield a fresh temporary file name next to ``path`` (ending in ``path``'s name, so writers that
+    go by the extension — Pillow, matplotlib, torch.jit, ONNX — see it) and, once the block is done,
+    fsync it and rename it over ``path``: a link there is replaced, not followed. On any failure the
+    temporary file is removed and ``path`` is left as it was; an OSError (or torch's short-write
+    RuntimeError) becomes a UserError naming ``path`` and the cause."""
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path) and not os.path.islink(path):
         raise UserError(f"cannot {action} {path}: it is a folder")
     try:
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path)[-64:], dir=folder)
         os.fchmod(fd, 0o666 & ~_UMASK)
         os.close(fd)
     except OSError as exc:
         raise os_error(exc, path, action) from None
     try:
         yield tmp
+        _fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException as exc:
         try:
@@ -124,8 +105,17 @@ def replacing(path: str, action: str = "write"):
             pass
         if isinstance(exc, OSError):
             raise os_error(exc, path, action) from None
+        if _torn_write(exc):
+            raise UserError(f"cannot {action} {path}: the write failed ({str(exc).splitlines()[0][:120]}); "
+                            "is the disk full?") from None
         raise
     _fsync_dir(folder)
+
+
+def atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
+    """Write ``path`` through ``write(binary_file)`` atomically (:func:`replacing`)."""
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        write(f)
 
 
 def write_text(text: str, path: str) -> None:
@@ -175,7 +165,7 @@ def load_torch(path: str, what: str) -> Any:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "Weights only load failed" in str(exc) or "weights_only" in str(exc):
             first = "it holds pickled Python objects, which are not loaded (only tensors and plain values are)"
-        raise UserError(f"{what} {path!r} cannot be read: {first[:200]}") from None
+        raise UserError(f"{path!r} is not a readable torch {what} ({type(exc).__name__}: {first[:200]})") from None
 
 
 def append_text(path: str, text: str) -> None:
@@ -188,8 +178,10 @@ def append_text(path: str, text: str) -> None:
         raise os_error(exc, path) from None
 
 
-def check_writable_dir(path: str, what: str) -> None:
-    """UserError unless ``path`` is (or can be created as) a folder we can write into."""
+def check_writable_dir(path: str, what: str, shown: str | None = None) -> None:
+    """UserError unless ``path`` is (or can be created as) a folder we can write into; the message
+    names ``what`` and ``shown`` (default ``path``)."""
+    shown = path if shown is None else shown
     probe = os.path.abspath(path)
     while not os.path.exists(probe):
         parent = os.path.dirname(probe)
@@ -197,20 +189,16 @@ def check_writable_dir(path: str, what: str) -> None:
             break
         probe = parent
     if not os.path.isdir(probe):
-        raise UserError(f"{what} {path}: {probe} is a file, not a folder")
+        raise UserError(f"{what} {shown}: {probe} is a file, not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"{what} {path}: cannot write into {probe}: permission denied")
+        raise UserError(f"{what} {shown}: cannot write into {probe}: permission denied")
 
 
 def check_writable_file(path: str, what: str) -> None:
     """UserError unless a file can be written at ``path`` (its folder writable, not a folder itself)."""
     if os.path.isdir(path):
         raise UserError(f"{what} {path} is a folder; give a file name")
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        check_writable_dir(folder, what)
-    except UserError as exc:
-        raise UserError(str(exc).replace(f"{what} {folder}:", f"{what} {path}:", 1)) from None
+    check_writable_dir(os.path.dirname(os.path.abspath(path)), what, shown=path)
     if os.path.exists(path) and not os.path.islink(path) and not os.access(path, os.W_OK):
         raise UserError(f"{what} {path}: cannot write it: permission denied")
 

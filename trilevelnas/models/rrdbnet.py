@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..cli import UserError
+from ..fileio import load_torch
 
 KEY_STYLES = ("2018", "esrgan", "basicsr")
 WRAPPER_KEYS = ("params_ema", "params", "state_dict")
@@ -248,18 +249,9 @@ def unwrap_checkpoint(obj, source: str, key: str | None = None) -> dict[str, tor
 
 
 def read_checkpoint(path: str | Path):
-    """``torch.load(path, weights_only=True)`` with user errors naming the file."""
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"weight file {str(path)!r} is a folder, not a file")
-    if not path.is_file():
-        raise UserError(f"weight file {str(path)!r} does not exist")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch.load raises many types for a non-checkpoint; all are user errors
-        detail = " ".join(str(exc).split())[:160]
-        raise UserError(f"{str(path)!r} is not a readable torch weight file ({type(exc).__name__}: "
-                        f"{detail})") from None
+    """``torch.load(path, weights_only=True)`` with user errors naming the file
+    (:func:`trilevelnas.fileio.load_torch`)."""
+    return load_torch(str(path), "weight file")
 
 
 def rrdbnet_from_state_dict(state: Mapping[str, torch.Tensor], source: str = "weights") -> RRDBNet:

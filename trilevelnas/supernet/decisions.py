@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from .network import ARCH_INIT_STD
+
 __all__ = ["UNDECIDED_FACTOR", "undecided_threshold", "logit_margins", "OneHotTracker", "decision_report"]
 
 UNDECIDED_FACTOR = 3.0
@@ -16,8 +18,6 @@ UNDECIDED_FACTOR = 3.0
 
 def undecided_threshold() -> float:
     """Margins below this are undecided (3× the std of the architecture parameters' initial noise)."""
-    from .network import ARCH_INIT_STD
-
     return UNDECIDED_FACTOR * ARCH_INIT_STD
 
 
@@ -52,9 +52,11 @@ class OneHotTracker:
         self.step_alpha: list | None = None
         self.step_node: int | None = None
 
-    def update(self, net, step: int) -> None:
+    def update(self, net, step: int, margins: dict | None = None) -> None:
+        """Record the decisions that are one-hot at ``step`` for the first time; ``margins`` is
+        :func:`logit_margins` of ``net`` if the caller has it already."""
         weights = net.relaxed_weights()
-        margins = logit_margins(net)
+        margins = logit_margins(net) if margins is None else margins
         one_hot = (weights["alpha"].max(-1).values >= 1.0 - 1e-6).cpu()
         if self.alpha is None:
             self.alpha = [[None] * one_hot.shape[1] for _ in range(one_hot.shape[0])]

@@ -316,8 +316,8 @@ class Pipeline:
         all_reduce_grads(list(self._arch_params().values()), self.ctx)
         self.opt_a.step()
         self.opt_w.zero_grad(set_to_none=True)  # the arch step's weight gradients are not used
-        self.one_hot.update(sn, t + 1)
         margins = logit_margins(sn)
+        self.one_hot.update(sn, t + 1, margins)
         out.update({"arch_loss": float(arch_loss.detach()), "arch_d": float(d.detach()),
                     "order": float(order.detach()),
                     "gflops": float(gflops.detach()), "radius": rho,
