@@ -49,7 +49,7 @@ PAPER_COMPLEXITY = {
 """The paper's reported complexity of each preset (see docs/architectures.md for how ours compares)."""
 
 
-class ArchitectureError(ValueError, UserError):
+class ArchitectureError(UserError):
     """An invalid architecture description; the message names the offending field."""
 
 

@@ -15,12 +15,7 @@ import traceback
 from typing import Callable, Sequence
 
 
-class UserError(Exception):
-    """An error in the user's input; its message names the culprit."""
-
-
-class Interrupted(Exception):
-    """Ctrl-C stopped a run after it saved its state; the message says how to resume (exit 130)."""
+from .errors import Interrupted, UserError  # noqa: F401  (formatted here, defined there)
 
 
 DEBUG_FLAG = "--debug"
