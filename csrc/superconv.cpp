@@ -17,6 +17,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cstring>
 #include <type_traits>
 #include <utility>
@@ -167,13 +168,19 @@ at::MemoryFormat cpu_format(const at::Tensor& x, const Geometry& g) {
   return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
 
-// act'(v), branch-free (the sign of a convolution output is unpredictable, so branches would
-// mispredict half the time); act(v) = v * act'(v) for every activation here.
+// act(v) and act'(v) as min / max / select, which the compiler vectorises (a product with
+// static_cast<acc_t>(v > 0) was compiled to a branch, which mispredicts on random signs).
+template <int64_t ACT, typename acc_t>
+inline acc_t act_value(acc_t v, acc_t slope) {
+  if constexpr (ACT == kRelu) return std::max(v, acc_t(0));
+  if constexpr (ACT == kLeakyRelu) return std::max(v, acc_t(0)) + slope * std::min(v, acc_t(0));
+  return v;
+}
+
 template <int64_t ACT, typename acc_t>
 inline acc_t act_slope(acc_t v, acc_t slope) {
-  const acc_t pos = static_cast<acc_t>(v > acc_t(0));
-  if constexpr (ACT == kRelu) return pos;
-  if constexpr (ACT == kLeakyRelu) return slope + (acc_t(1) - slope) * pos;
+  if constexpr (ACT == kRelu) return v > acc_t(0) ? acc_t(1) : acc_t(0);
+  if constexpr (ACT == kLeakyRelu) return v > acc_t(0) ? acc_t(1) : slope;
   return acc_t(1);
 }
 
@@ -208,7 +215,7 @@ inline void forward_plane(const scalar_t* __restrict__ z, int64_t zi,
                           const scalar_t* __restrict__ a, scalar_t* __restrict__ o, int64_t plane,
                           acc_t s, acc_t slope) {
   auto value = [&](acc_t v, int64_t i) {
-    const acc_t y = s * v * act_slope<ACT>(v, slope);
+    const acc_t y = s * act_value<ACT>(v, slope);
     if constexpr (HAS_ACC) return static_cast<scalar_t>(static_cast<acc_t>(a[i]) + y);
     return static_cast<scalar_t>(y);
   };
@@ -284,7 +291,7 @@ inline std::pair<acc_t, acc_t> backward_plane(const scalar_t* __restrict__ g,
     const acc_t d = s * gv * m;
     gz[i * g_step] = static_cast<scalar_t>(d);
     sum_b[j] += d;
-    if constexpr (HAS_Z) sum_s[j] += gv * v * m;
+    if constexpr (HAS_Z) sum_s[j] += gv * act_value<ACT>(v, slope);
   };
   int64_t i = 0;
   for (; i + kLanes <= plane; i += kLanes) {

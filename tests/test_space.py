@@ -52,8 +52,8 @@ def test_sample_widths_forced_modes():
 
 
 def _reference_op(name, cand, x, cin, cout):
-    """Independent computation with F.conv2d on the sliced superkernels."""
-    xs = x[:, :cin]
+    """Independent computation with F.conv2d on the sliced superkernels (``x``: ``cin`` channels)."""
+    xs = x
     if name in ("conv1x1", "conv3x3"):
         k = cand.weight.shape[-1]
         y = F.relu(F.conv2d(xs, cand.weight[:cout, :cin], padding=k // 2))
@@ -67,7 +67,7 @@ def _reference_op(name, cand, x, cin, cout):
             h = F.relu(F.conv2d(xs, cand.expand[:hw, :cin]))
             h = F.relu(F.conv2d(h, cand.depthwise[:hw], padding=1, groups=hw))
             y = F.relu(F.conv2d(h, cand.project[:cout, :hw]) + skip)
-    return F.pad(y, (0, 0, 0, 0, 0, x.shape[1] - cout))
+    return y
 
 
 @pytest.mark.parametrize("name", OP_NAMES)
@@ -76,17 +76,15 @@ def test_candidate_matches_sliced_conv_forward_and_backward(name, cin, cout):
     torch.manual_seed(1)
     cands = make_candidates(16).to(DT)
     cand = cands[OP_NAMES.index(name)]
-    x = torch.randn(2, 16, 6, 5, dtype=DT)
-    x[:, cin:] = 0  # slot inputs are zero beyond their width
-    x.requires_grad_(True)
+    x = torch.randn(2, cin, 6, 5, dtype=DT, requires_grad=True)  # slot tensors have their width
     coeff = torch.tensor(0.7, dtype=DT, requires_grad=True)
-    acc = torch.randn(2, 16, 6, 5, dtype=DT)
+    acc = torch.randn(2, cout, 6, 5, dtype=DT, requires_grad=True)
     out = cand(x, cin, cout, coeff, acc)
+    assert out.shape == (2, cout, 6, 5)
     ref = acc + coeff * _reference_op(name, cand, x, cin, cout)
     assert torch.allclose(out, ref, atol=1e-12)
-    assert out[:, cout:].equal(acc[:, cout:])
     g = torch.randn_like(out)
-    params = [x, coeff] + list(cand.parameters())
+    params = [x, coeff, acc] + list(cand.parameters())
     got = torch.autograd.grad(out, params, g, allow_unused=True)
     want = torch.autograd.grad(ref, params, g, allow_unused=True)
     for a, b in zip(got, want):
@@ -150,4 +148,24 @@ def test_rir_cell_mixture_is_weighted_sum_of_candidates():
     h = x
     for j, slot in enumerate(cell.slots):
         h = sum(w[j, k] * _reference_op(OP_NAMES[k], slot.candidates[k], h, 8, 8) for k in range(4))
+    assert torch.allclose(out, 0.2 * h + x, atol=1e-12)
+
+
+def test_rir_cell_mixture_with_narrow_widths_carries_narrow_tensors():
+    """Sampled widths below C: every slot sees and returns tensors of its own width, and the
+    mixture equals the reference chain on sliced superkernels."""
+    torch.manual_seed(4)
+    cell = RiRCell(16).to(DT)
+    w = torch.softmax(torch.randn(5, 4, dtype=DT), -1)
+    coeffs = RiRCell.slot_coefficients(w, torch.ones(4, dtype=DT))
+    widths = [8, 16, 8, 8]
+    x = torch.randn(2, 16, 4, 5, dtype=DT)
+    out = cell(x, widths, coeffs, [[0, 1, 2, 3]] * 5)
+    h, cin = x, 16
+    for j, slot in enumerate(cell.slots):
+        cout = widths[j] if j < 4 else 16
+        h = sum(w[j, k] * _reference_op(OP_NAMES[k], slot.candidates[k], h, cin, cout)
+                for k in range(4))
+        assert h.shape[1] == cout
+        cin = cout
     assert torch.allclose(out, 0.2 * h + x, atol=1e-12)

@@ -1,14 +1,12 @@
 """Cell level: the four candidate operations as superkernel modules.
 
 Each module holds FULL weights (``channels`` in and out) and computes, for sampled widths
-``in_w`` → ``out_w``, ``acc + coeff · op(x)`` on full-channel tensors: channels beyond ``out_w`` of
-``op(x)`` are zero, so every tensor keeps the shape [N, channels, H, W] whatever the widths. Each
-conv is the leading block of its superkernel, computed with :func:`trilevelnas.ops.superconv2d`.
+``in_w`` → ``out_w``, ``acc + coeff · op(x)`` with the leading ``[out_w, in_w]`` block of each
+superkernel: ``x`` has ``in_w`` channels and the result ``out_w`` (narrow tensors, the shapes of
+the derived network: no zero padding, no copies of a narrowed input). Each conv is computed with
+:func:`trilevelnas.ops.superconv2d` on a view of its weight block.
 
-Invariant relied on: an input ``x`` is zero beyond ``in_w`` (true for every slot output; the cell
-input has ``in_w = channels``), so the identity shortcut is ``x`` itself.
-
-The ops (DESIGN §3; no bias, no BN):
+The ops (docs/supernet.md; no bias, no BN):
 
 - ``conv1x1``: relu(conv1x1(x)); ``conv3x3``: relu(conv3x3(x));
 - ``resblock``: relu(conv3x3_b(relu(conv3x3_a(x))) + shortcut(x)), conv_a in→out, conv_b out→out;
@@ -39,6 +37,14 @@ def _add(acc, coeff, y):
     return coeff * y if acc is None else acc + coeff * y
 
 
+def _block(weight: torch.Tensor, out_w: int, in_w: int | None = None) -> torch.Tensor:
+    """The leading ``[out_w, in_w]`` block of a superkernel (a view; ``in_w`` None: all inputs)."""
+    w = weight if out_w == weight.shape[0] else weight[:out_w]
+    if in_w is not None and in_w != weight.shape[1]:
+        w = w[:, :in_w]
+    return w
+
+
 class SuperConv(nn.Module):
     """``conv1x1`` / ``conv3x3``: relu(conv(x)), fused into one superconv call."""
 
@@ -48,8 +54,9 @@ class SuperConv(nn.Module):
         self.weight = _kernel(channels, channels, kernel_size)
 
     def forward(self, x, in_w: int, out_w: int, coeff, acc=None):
-        return ops.superconv2d(x, self.weight, None, in_w, out_w, padding=self.kernel_size // 2,
-                               activation="relu", scale=coeff, accumulate=acc)
+        return ops.superconv2d(x, _block(self.weight, out_w, in_w), None,
+                               padding=self.kernel_size // 2, activation="relu", scale=coeff,
+                               accumulate=acc)
 
 
 class _Shortcut(nn.Module):
@@ -60,7 +67,7 @@ class _Shortcut(nn.Module):
     def forward(self, x, in_w: int, out_w: int):
         if in_w == out_w:
             return x
-        return ops.superconv2d(x, self.weight, None, in_w, out_w)
+        return ops.superconv2d(x, _block(self.weight, out_w, in_w))
 
 
 class SuperResBlock(nn.Module):
@@ -73,9 +80,9 @@ class SuperResBlock(nn.Module):
         self.shortcut = _Shortcut(channels)
 
     def forward(self, x, in_w: int, out_w: int, coeff, acc=None):
-        h = ops.superconv2d(x, self.conv1, None, in_w, out_w, padding=1, activation="relu")
+        h = ops.superconv2d(x, _block(self.conv1, out_w, in_w), padding=1, activation="relu")
         s = self.shortcut(x, in_w, out_w)
-        y = ops.superconv2d(h, self.conv2, None, out_w, out_w, padding=1, accumulate=s)
+        y = ops.superconv2d(h, _block(self.conv2, out_w, out_w), padding=1, accumulate=s)
         return _add(acc, coeff, torch.relu(y))
 
 
@@ -94,11 +101,10 @@ class SuperDWSBlock(nn.Module):
 
     def forward(self, x, in_w: int, out_w: int, coeff, acc=None):
         hw = EXPANSION * in_w
-        h = ops.superconv2d(x, self.expand, None, in_w, hw, activation="relu")
-        h = ops.superconv2d(h, self.depthwise, None, hw, hw, padding=1, groups=self.depthwise.shape[0],
-                            activation="relu")
+        h = ops.superconv2d(x, _block(self.expand, hw, in_w), activation="relu")
+        h = ops.superconv2d(h, _block(self.depthwise, hw), padding=1, groups=hw, activation="relu")
         s = self.shortcut(x, in_w, out_w)
-        y = ops.superconv2d(h, self.project, None, hw, out_w, accumulate=s)
+        y = ops.superconv2d(h, _block(self.project, out_w, hw), accumulate=s)
         return _add(acc, coeff, torch.relu(y))
 
 
