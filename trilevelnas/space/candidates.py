@@ -37,6 +37,13 @@ def _add(acc, coeff, y):
     return coeff * y if acc is None else acc + coeff * y
 
 
+def _conv_relu(x, weight, padding: int = 0, groups: int = 1) -> torch.Tensor:
+    """relu(conv(x, weight)) with the ReLU in place on the convolution's output: autograd then
+    keeps one tensor (the activation, which the next convolution saves as its input anyway)
+    instead of the pre-activation and the activation."""
+    return torch.relu_(ops.superconv2d(x, weight, padding=padding, groups=groups))
+
+
 def _block(weight: torch.Tensor, out_w: int, in_w: int | None = None) -> torch.Tensor:
     """The leading ``[out_w, in_w]`` block of a superkernel (a view; ``in_w`` None: all inputs)."""
     w = weight if out_w == weight.shape[0] else weight[:out_w]
@@ -80,10 +87,10 @@ class SuperResBlock(nn.Module):
         self.shortcut = _Shortcut(channels)
 
     def forward(self, x, in_w: int, out_w: int, coeff, acc=None):
-        h = ops.superconv2d(x, _block(self.conv1, out_w, in_w), padding=1, activation="relu")
+        h = _conv_relu(x, _block(self.conv1, out_w, in_w), padding=1)
         s = self.shortcut(x, in_w, out_w)
         y = ops.superconv2d(h, _block(self.conv2, out_w, out_w), padding=1, accumulate=s)
-        return _add(acc, coeff, torch.relu(y))
+        return _add(acc, coeff, torch.relu_(y))
 
 
 class SuperDWSBlock(nn.Module):
@@ -101,11 +108,11 @@ class SuperDWSBlock(nn.Module):
 
     def forward(self, x, in_w: int, out_w: int, coeff, acc=None):
         hw = EXPANSION * in_w
-        h = ops.superconv2d(x, _block(self.expand, hw, in_w), activation="relu")
-        h = ops.superconv2d(h, _block(self.depthwise, hw), padding=1, groups=hw, activation="relu")
+        h = _conv_relu(x, _block(self.expand, hw, in_w))
+        h = _conv_relu(h, _block(self.depthwise, hw), padding=1, groups=hw)
         s = self.shortcut(x, in_w, out_w)
         y = ops.superconv2d(h, _block(self.project, out_w, hw), accumulate=s)
-        return _add(acc, coeff, torch.relu(y))
+        return _add(acc, coeff, torch.relu_(y))
 
 
 def make_candidates(channels: int) -> nn.ModuleList:
