@@ -498,7 +498,7 @@ def _supernet_case(env, base_cfg, x, y, flops_weight, execution, rho, deep) -> d
         row["expected_gflops_256"] = float(net.expected_flops())
     row["n_nodes"] = n_nodes = net.topology.n_nodes
     if ctx.net_host is not None and cfg.sparse_execution:
-        row["computed_nodes"] = int(net.topology.desc[:, ctx.net_host > 0].any(axis=1).sum())
+        row["computed_nodes"] = int(net.topology.computed_nodes(ctx.net_host).sum())
     else:
         row["computed_nodes"] = n_nodes
     n_live = sum(len(slot) for cell in ctx.live_ops for slot in cell)

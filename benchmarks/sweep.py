@@ -94,6 +94,21 @@ def peak_memory_bytes(fn) -> int | None:
         return None
     return cpu_peak_memory(fn)
 
+
+def time_with_peak(benchmark, fn, default_rounds: int, warmup_rounds: int = 1) -> None:
+    """What every suite does with its timed call: under ``--benchmark-disable`` one plain call;
+    otherwise record ``fn``'s :func:`peak_memory_bytes` in ``extra_info`` and time
+    ``TNAS_BENCH_ROUNDS`` (default ``default_rounds``) rounds of one call each."""
+    if benchmark.disabled:
+        benchmark(fn)
+        return
+    peak = peak_memory_bytes(fn)
+    if peak is not None:
+        benchmark.extra_info["peak_memory_bytes"] = peak
+    rounds = int(os.environ.get("TNAS_BENCH_ROUNDS", str(default_rounds)))
+    benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=warmup_rounds)
+
+
 # ------------------------------------------------------------------------------ machine
 def device_name() -> str:
     import torch

@@ -25,7 +25,7 @@ import torch
 import trilevelnas
 from trilevelnas import models
 from trilevelnas.arch import PRESET_NAMES, Architecture
-from sweep import peak_memory_bytes
+from sweep import time_with_peak
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -98,11 +98,4 @@ def test_model_inference(benchmark, quick, name, provider):
                                 flops=2 * macs, device=DEVICE)
     out = fwd()
     assert out.shape == (1, 3, 4 * lr, 4 * lr)
-    if benchmark.disabled:
-        benchmark(fwd)
-        return
-    peak = peak_memory_bytes(fwd)
-    if peak is not None:
-        benchmark.extra_info["peak_memory_bytes"] = peak
-    rounds = int(os.environ.get("TNAS_BENCH_ROUNDS", "5"))
-    benchmark.pedantic(fwd, rounds=rounds, iterations=1, warmup_rounds=1)
+    time_with_peak(benchmark, fwd, 5)

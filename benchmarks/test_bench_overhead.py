@@ -26,13 +26,11 @@ of 16×16.
 """
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-from sweep import peak_memory_bytes
+from sweep import peak_memory_bytes, time_with_peak
 from trilevelnas.supernet import Supernet, SupernetConfig, enumerate_tree
 
 CUDA = torch.cuda.is_available()
@@ -97,22 +95,10 @@ def make_step(model, s: dict, optimise: bool = True):
 
 
 def live_nodes(net: Supernet) -> int:
-    """Tree nodes the step computes (a node or one of its descendants has non-zero weight)."""
+    """Tree nodes the step computes (:meth:`TreeTopology.computed_nodes`)."""
     with torch.no_grad():
         ctx = net.step_context()
-    w = ctx.net_host
-    return int(net.topology.desc[:, w > 0].any(axis=1).sum())
-
-
-def record(benchmark, step, info: dict, rounds: int) -> None:
-    benchmark.extra_info.update(info, device=DEVICE)
-    if benchmark.disabled:
-        benchmark(step)
-        return
-    peak = peak_memory_bytes(step)
-    if peak is not None:
-        benchmark.extra_info["peak_memory_bytes"] = peak
-    benchmark.pedantic(step, rounds=rounds, iterations=1, warmup_rounds=1)
+    return int(net.topology.computed_nodes(ctx.net_host).sum())
 
 
 ONEHOT = [("supernet", 1.0), ("supernet", 0.9), ("derived", 1.0)]
@@ -129,11 +115,11 @@ def test_onehot_step(benchmark, quick, kind, rho):
     info = dict(provider=f"supernet-rho{rho:g}" if kind == "supernet" else "derived",
                 rho=rho, path=list(arch.path), live_nodes=live_nodes(net) if kind == "supernet" else None,
                 **s)
-    rounds = int(os.environ.get("TNAS_BENCH_ROUNDS", "5"))
-    record(benchmark, make_step(model, s), info, rounds)
+    benchmark.extra_info.update(info, device=DEVICE)
+    time_with_peak(benchmark, make_step(model, s), 5)
 
 
-def test_onehot_supernet_equals_derived(quick):
+def test_onehot_supernet_equals_derived():
     """The two providers of the one-hot group compute the same function (eval mode, ρ = 1)."""
     s = sizes(True)
     net = make_supernet(s, 1.0, 1.0, deep=True).eval()

@@ -31,7 +31,6 @@ graph changes from step to step by design; derived models are compiled in ``test
 """
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch
@@ -40,7 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from agd_baseline import AGDSupernet
 from trilevelnas.supernet import Supernet, SupernetConfig, enumerate_tree
-from sweep import peak_memory_bytes
+from sweep import time_with_peak
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -172,15 +171,9 @@ def run(benchmark, step, info: dict) -> None:
     ``max_memory_allocated`` over one step beyond what was allocated before it; CPU the resident-set
     high-water mark over one step beyond the resident set before it (``sweep.cpu_peak_memory``)."""
     benchmark.extra_info.update(info, device=DEVICE)
-    if benchmark.disabled:
-        benchmark(step)
-        return
-    benchmark.extra_info["flops"] = step_flops(step)
-    peak = peak_memory_bytes(step)
-    if peak is not None:
-        benchmark.extra_info["peak_memory_bytes"] = peak
-    rounds = int(os.environ.get("TNAS_BENCH_ROUNDS", "3"))
-    benchmark.pedantic(step, rounds=rounds, iterations=1, warmup_rounds=0)
+    if not benchmark.disabled:
+        benchmark.extra_info["flops"] = step_flops(step)
+    time_with_peak(benchmark, step, 3, warmup_rounds=0)
 
 
 CASES = ([("tree", ex, rho, "") for ex in ("sparse", "dense") for rho in RHOS]

@@ -89,8 +89,7 @@ def paper_step(batch=16, size=32, rho=0.0, repeats=1, sparse=True, checkpoint=Tr
     times = time_steps(net, x, target, repeats, warmup=False, cpu_times=cpu)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     ctx = net.step_context()
-    w = ctx.net_host
-    live = int(net.topology.desc[:, w > 0].any(axis=1).sum()) if sparse else net.topology.n_nodes
+    live = int(net.topology.computed_nodes(ctx.net_host).sum()) if sparse else net.topology.n_nodes
     return statistics.median(times), (peak - before) / 1024.0, live, statistics.median(cpu)
 
 

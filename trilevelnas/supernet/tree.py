@@ -118,12 +118,18 @@ class TreeTopology:
             return q_host
         return np.bincount(np.asarray(self.complete), weights=q_host, minlength=self.n_nodes)
 
+    def computed_nodes(self, q_host: np.ndarray) -> np.ndarray:
+        """Sparse execution's node mask for node weights ``q_host``: a node is computed iff it or
+        a descendant has non-zero output weight."""
+        w_host = self._output_weights_host(q_host)
+        return (self.desc & (w_host > 0)[None, :]).any(axis=1)
+
     # ------------------------------------------------------------------------------- execution
     def forward(self, net, x0: torch.Tensor, ctx) -> torch.Tensor:
         w_out = self.output_weights(ctx.net_w)
         w_host = self._output_weights_host(ctx.net_host)
         if ctx.sparse:
-            need = (self.desc & (w_host > 0)[None, :]).any(axis=1)
+            need = self.computed_nodes(ctx.net_host)
             head_ok = w_host > 0
         else:
             need = np.ones(self.n_nodes, dtype=bool)
