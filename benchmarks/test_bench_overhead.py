@@ -12,6 +12,11 @@ Groups (``extra_info["provider"]``):
   The architecture logits are N(0, 1) (a supernet late in its search) with the deepest node's β
   raised by 6, so that the derived path is the full one (5 RiR + 2 convs): the most cells, the
   most per-cell overhead.
+- ``supernet-overhead-onehot-paired``: the same two steps interleaved (``paired``): each round
+  runs both back to back, alternating which goes first; ``extra_info`` holds each step's median
+  and their ratio. Run one after the other, the two rows above drift apart on a shared machine
+  (1.08× to 1.39× in three runs on a 2-core machine); interleaved they do not, so the sweep's
+  one-hot target reads this ratio.
 - ``supernet-overhead-memory``: one paper-size step (as above, no optimiser) with activation
   recomputation (``checkpoint=True``, the setting under which the dense step fits in a CPU's
   memory) at ρ ∈ {0, 0.5, 0.9, 1}: ρ = 0 from the initial, near-uniform logits (every one of the 83
@@ -25,6 +30,9 @@ With ``--benchmark-disable`` (CI smoke) or ``TNAS_BENCH_QUICK=1``: 2 RiR + 1 con
 of 16×16.
 """
 from __future__ import annotations
+
+import statistics
+import time
 
 import pytest
 import torch
@@ -117,6 +125,36 @@ def test_onehot_step(benchmark, quick, kind, rho):
                 **s)
     benchmark.extra_info.update(info, device=DEVICE)
     time_with_peak(benchmark, make_step(model, s), 5)
+
+
+def test_onehot_paired(benchmark, quick):
+    """The one-hot overhead ratio measured interleaved: each round runs the ρ = 1 supernet's step
+    and the derived network's step back to back (alternating which goes first), so drift in a
+    shared machine's speed hits both alike. The row times the pair; ``extra_info`` holds the
+    median of each step and their ratio, which the sweep's one-hot target reads."""
+    s = sizes(quick)
+    benchmark.group = "supernet-overhead-onehot-paired"
+    net = make_supernet(s, 1.0, 1.0, deep=True)
+    steps = {"supernet": make_step(net, s), "derived": make_step(net.extract(net.derive()).train(), s)}
+    times = {k: [] for k in steps}
+    order = list(steps)
+
+    def pair():
+        for k in order:
+            t0 = time.perf_counter()
+            steps[k]()
+            if DEVICE != "cpu":
+                torch.cuda.synchronize()
+            times[k].append(time.perf_counter() - t0)
+        order.reverse()
+
+    benchmark.extra_info.update(provider="paired", rho=1.0, device=DEVICE, **s)
+    time_with_peak(benchmark, pair, 8, warmup_rounds=1)
+    if not benchmark.disabled:
+        rounds = len(benchmark.stats.stats.data)  # the timed rounds are the last calls
+        med = {k: statistics.median(v[-rounds:]) for k, v in times.items()}
+        benchmark.extra_info.update(supernet_s=med["supernet"], derived_s=med["derived"],
+                                    ratio=med["supernet"] / med["derived"])
 
 
 def test_onehot_supernet_equals_derived():
