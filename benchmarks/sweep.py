@@ -37,7 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from trilevelnas.cli import UserError, run_main
+from trilevelnas.cli import run_main
+from trilevelnas.errors import UserError
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"

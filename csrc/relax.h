@@ -1,7 +1,7 @@
 // Per-group CPU kernels of the relaxation ops (sparsestmax family, softmax, the forest ordering
 // penalty), torch-free.
 //
-// The closed form is DESIGN.md §3. One group is a contiguous run of K values. All arithmetic is in
+// The closed form is docs/ops.md "Definitions". One group is a contiguous run of K values. All arithmetic is in
 // double whatever the storage type. The forward of the sparsestmax family also returns the group's
 // "gain": 1/Z when the circle constraint is active (Z = sum of the unnormalised output), 0 when
 // the output is the sparsemax projection (or one-hot); the backward needs only (out, gain).
@@ -123,7 +123,7 @@ double sparsestmax_group(Workspace& ws, const double* x, int64_t k, double r, St
   double z = 0;
   if (n_top >= 2 && static_cast<double>(n_top) * c > 1.0) {
     // Tied maximum with the circle active: the projection is not unique. Take the limit of the
-    // tied entries perturbed by -eps * rank (DESIGN §3: ties broken by index).
+    // tied entries perturbed by -eps * rank (docs/ops.md: ties broken by index).
     const double t = tie_threshold(n_top, c);
     for (int64_t p = 0; p < n_top; ++p) z += std::max(-static_cast<double>(p) - t, 0.0);
     for (int64_t p = 0; p < k; ++p)
@@ -136,7 +136,7 @@ double sparsestmax_group(Workspace& ws, const double* x, int64_t k, double r, St
   return tmax > tau ? 1.0 / z : 0.0;
 }
 
-// Vector-Jacobian product of one group from its output and gain (DESIGN §3 backward).
+// Vector-Jacobian product of one group from its output and gain (docs/ops.md "Definitions", backward).
 template <typename T>
 void sparsestmax_group_backward(const T* g, const T* q, int64_t k, double gain, T* dx) {
   int64_t s = 0;

@@ -2,7 +2,7 @@
 // Torch-free: raw device pointers and a cudaStream_t; csrc/cuda/relax.cu launches them on PyTorch's
 // current stream.
 //
-// Closed form (DESIGN.md §3) per group of K values, c = r^2 + 1/K: one-hot at the first argmax if
+// Closed form (docs/ops.md "Definitions") per group of K values, c = r^2 + 1/K: one-hot at the first argmax if
 // c >= 1 - kOneHotTol (or K == 1); else with b = x - max sorted descending (ties by index), prefix
 // sums S1, S2, tau = max_s (S1_s - 1)/s, t_s = m_s - sqrt(V_s/(s c - 1)), T = max(tau, max t_s),
 // q = relu(b - T) / Z. A maximum tied n_top >= 2 times with n_top c > 1 uses the rank vector

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from trilevelnas.arch import (OP_NAMES, PRESET_NAMES, Architecture, ArchitectureError, width_set)
-from trilevelnas.cli import UserError
+from trilevelnas.errors import UserError
 
 
 def _cell(channels=64, ops=("conv1x1", "conv3x3", "resblock", "dwsblock", "conv3x3"),

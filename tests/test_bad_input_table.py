@@ -153,7 +153,7 @@ def test_bad_config_value_is_one_named_line(tmp_path, capsys, sec, key, value, f
     (["search.steps=2.5"], "--set: search.steps = '2.5': expected an integer"),
 ])
 def test_messages_name_the_key_the_value_and_the_rule(sets, message):
-    from trilevelnas.cli import UserError
+    from trilevelnas.errors import UserError
 
     with pytest.raises(UserError) as info:
         build_config("smoke", sets=sets)
@@ -302,7 +302,7 @@ def test_file_system_errors_name_the_path_and_the_cause(tmp_path, monkeypatch):
     import errno
     import io
 
-    from trilevelnas.cli import UserError
+    from trilevelnas.errors import UserError
     from trilevelnas.data import list_images
     from trilevelnas.training.config import load_json
 

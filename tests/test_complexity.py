@@ -7,7 +7,7 @@ from torch import nn
 
 import trilevelnas
 from trilevelnas.arch import OP_NAMES, PAPER_COMPLEXITY, PRESET_NAMES, Architecture, width_set
-from trilevelnas.cli import UserError
+from trilevelnas.errors import UserError
 from trilevelnas.complexity import arch_cost, conv_cost, leaky_relu_cost, op_cost
 from trilevelnas.models import RRDBNet, build
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from trilevelnas.cli import UserError
+from trilevelnas.errors import UserError
 from trilevelnas.data import (EMBEDDED_SPLITS, EmbeddedDataset, HRFolderDataset, PairedFolderDataset,
                               augment, build_dataset, embedded_images, imresize, lr_patch, modcrop,
                               paired_random_crop, read_image, scan_images, write_image)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from trilevelnas.cli import UserError
+from trilevelnas.errors import UserError
 from trilevelnas.metrics import gaussian_window, psnr, rgb_to_y, ssim
 
 

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from trilevelnas.arch import OP_NAMES, Architecture, PRESET_NAMES
-from trilevelnas.cli import UserError
+from trilevelnas.errors import UserError
 from trilevelnas.models import (DerivedNetwork, RRDBNet, VGG19Features, build, convert_state_dict,
                                 load_model, load_teacher, save_model)
 

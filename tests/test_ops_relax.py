@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import trilevelnas.ops as ops
-from trilevelnas.cli import UserError
+from trilevelnas.errors import UserError
 from trilevelnas.ops import reference as ref
 
 

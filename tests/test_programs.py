@@ -109,7 +109,7 @@ def test_tile_pad_defaults_to_the_receptive_radius(models):
 
 
 def test_receptive_radius_refuses_what_it_cannot_bound():
-    from trilevelnas.cli import UserError
+    from trilevelnas.errors import UserError
 
     with pytest.raises(UserError, match="strided"):
         receptive_radius(nn.Sequential(nn.Conv2d(3, 3, 3, stride=2, padding=1)))

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from trilevelnas.arch import OP_NAMES
 from trilevelnas.arch import width_set as arch_width_set
-from trilevelnas.cli import UserError
+from trilevelnas.errors import UserError
 from trilevelnas.models.ops import RiRCell as DerivedCell
 from trilevelnas.space import RiRCell, make_candidates, sample_widths, width_set
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from trilevelnas import profile
 from trilevelnas.arch import Architecture
-from trilevelnas.cli import UserError
+from trilevelnas.errors import UserError
 from trilevelnas.supernet import Supernet, SupernetConfig, enumerate_tree
 
 DT = torch.float64

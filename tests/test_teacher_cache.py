@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from trilevelnas import search
-from trilevelnas.cli import UserError, run_main
+from trilevelnas.cli import run_main
+from trilevelnas.errors import UserError
 from trilevelnas.data import HRFolderDataset
 from trilevelnas.data import teacher_cache as tc
 from trilevelnas.inference import receptive_radius

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from trilevelnas.cli import UserError
+from trilevelnas.errors import UserError
 from trilevelnas.training import available_presets, build_config
 from trilevelnas.training.config import Config, parse_set
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from trilevelnas.cli import UserError
+from trilevelnas.errors import UserError
 from trilevelnas.training import checkpoint as ckpt
 from trilevelnas.training import losses, plots
 from trilevelnas.training.distributed import DistContext

@@ -187,7 +187,7 @@ def test_failed_checkpoint_save_keeps_the_previous_one(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", full_disk)
-    from trilevelnas.cli import UserError
+    from trilevelnas.errors import UserError
 
     with pytest.raises(UserError, match=r"cannot write .*checkpoint.pt: no space left"):
         ckpt.save_atomic({"loop": {"step": 2}, "rng": {}}, str(path))

@@ -24,7 +24,8 @@ import json
 import os
 import sys
 
-from .cli import UserError, run_main
+from .cli import run_main
+from .errors import UserError
 from .fileio import check_writable_dir, write_json, write_text
 from .supernet.config import DEFAULT_ORDER_LAMBDA
 

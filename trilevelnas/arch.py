@@ -1,6 +1,6 @@
 """The searched result: an :class:`Architecture`, with JSON in and out, and the kernel-level width set.
 
-JSON format (DESIGN §3)::
+JSON format (docs/architectures.md "Architecture JSON")::
 
     {"backbone": "A" | "B", "path": [0, 0, 1, ...],
      "cells": [[[op, width] x 5] per RiR cell], "channels": 64, "scale": 4}
@@ -27,7 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
-from .cli import UserError
+from .errors import UserError
 
 OP_NAMES = ("conv1x1", "conv3x3", "resblock", "dwsblock")
 """Candidate operation names, in the order the supernet's alpha vectors use."""
@@ -94,7 +94,7 @@ class Architecture:
     """A derived architecture: backbone, network-level path, and per-cell (op, width) choices.
 
     Instances are immutable and validated on construction (:class:`ArchitectureError`, which is
-    both a ``ValueError`` and a :class:`trilevelnas.cli.UserError`, naming the bad field).
+    both a ``ValueError`` and a :class:`trilevelnas.errors.UserError`, naming the bad field).
     ``cells`` is stored as tuples; :meth:`to_dict` gives the JSON form with lists.
     """
 

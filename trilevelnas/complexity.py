@@ -1,4 +1,4 @@
-"""Parameter and FLOPs counting with the paper's convention (DESIGN §3 "FLOPs").
+"""Parameter and FLOPs counting with the paper's convention (docs/architectures.md "FLOPs convention").
 
 The paper's GFLOPs of a network at a 256x256 LR input are
 ``conv multiply-accumulates + conv bias adds + LeakyReLU elements`` (ReLU, residual adds, the RiR
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .cli import UserError
+from .errors import UserError
 
 aten = torch.ops.aten
 
@@ -62,7 +62,7 @@ def leaky_relu_cost(channels, h: int, w: int):
 
 
 def op_cost(name: str, c_in, c_out, h: int, w: int) -> dict[str, Any]:
-    """``{"params", "macs", "flops"}`` of one candidate operation (DESIGN §3) on an h x w map.
+    """``{"params", "macs", "flops"}`` of one candidate operation (docs/architectures.md) on an h x w map.
 
     ReLUs and the residual add cost nothing in the paper's convention; a shortcut 1x1 conv exists
     only when the widths differ (for tensor widths the caller decides; it is counted when

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .cli import UserError
+from .errors import UserError
 
 __all__ = ["available_cores", "available_devices", "resolve_device"]
 

@@ -16,7 +16,8 @@ import sys
 
 import numpy as np
 
-from .cli import UserError, run_main
+from .cli import run_main
+from .errors import UserError
 from .fileio import check_writable_dir, check_writable_file, write_text
 from .data.datasets import build_dataset
 from .data.imresize import imresize

@@ -15,7 +15,8 @@ import warnings
 
 import torch
 
-from .cli import UserError, run_main
+from .cli import run_main
+from .errors import UserError
 from .fileio import check_writable_file, replacing
 from .inference import ArgumentParser, load_model_file
 

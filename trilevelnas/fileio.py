@@ -4,7 +4,7 @@ Every output is written to a fresh temporary file in the target's folder (``mkst
 so a planted link at a temporary name is never followed), flushed, fsync'ed and renamed over the
 target with ``os.replace``. The rename replaces a symbolic link at the target instead of writing
 through it, and a write that fails (no space, permission, a folder in the way) leaves the previous
-file intact. Failures are :class:`~trilevelnas.cli.UserError` naming the path and the cause.
+file intact. Failures are :class:`~trilevelnas.errors.UserError` naming the path and the cause.
 
 Torch files are read with ``weights_only=True`` only: they hold tensors and plain values (str, int,
 float, bool, None, and lists, tuples and dicts of them), never pickled code.
@@ -20,7 +20,7 @@ from typing import Any, BinaryIO, Callable
 
 import torch
 
-from .cli import UserError
+from .errors import UserError
 
 __all__ = ["os_error", "atomic_write", "write_json", "write_text", "save_torch", "load_torch",
            "check_plain", "append_text", "replacing", "check_writable_dir", "check_writable_file", "RunLock"]

@@ -14,7 +14,8 @@ import warnings
 import torch
 from torch import nn
 
-from .cli import DEBUG_FLAG, DEBUG_HELP, UserError
+from .cli import DEBUG_FLAG, DEBUG_HELP
+from .errors import UserError
 from .devices import resolve_device
 
 __all__ = ["ArgumentParser", "choose_device", "model_scale", "upscale_tensor", "autocast_dtype",

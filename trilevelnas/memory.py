@@ -1,7 +1,7 @@
 """Memory of one training step, estimated from the configuration before anything is built.
 
 A 20,000-channel architecture would otherwise start allocating tens of gigabytes before any
-check; :func:`check_training_memory` refuses it with a one-line :class:`~trilevelnas.cli.UserError`
+check; :func:`check_training_memory` refuses it with a one-line :class:`~trilevelnas.errors.UserError`
 that gives the estimate and what the device has.
 
 The estimate (float32, bytes)::
@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from math import comb
 
 from .arch import Architecture, width_set
-from .cli import UserError
+from .errors import UserError
 
 __all__ = ["Estimate", "supernet_params", "supernet_step", "model_step", "available_memory",
            "check_fits", "check_training_memory"]

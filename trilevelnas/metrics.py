@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from .cli import UserError
+from .errors import UserError
 
 __all__ = ["psnr", "ssim", "rgb_to_y", "gaussian_window"]
 

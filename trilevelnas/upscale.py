@@ -17,7 +17,8 @@ import sys
 import numpy as np
 import torch
 
-from .cli import UserError, run_main
+from .cli import run_main
+from .errors import UserError
 from .fileio import check_writable_dir
 from .data.imresize import imresize
 from .data.io import IMAGE_EXTENSIONS, list_images, read_image, tensor_to_image, to_float, write_image

@@ -1,4 +1,4 @@
-// Standalone test of kernels/sparsestmax.cuh against a host implementation of DESIGN.md §3 and of
+// Standalone test of kernels/sparsestmax.cuh against a host implementation of docs/ops.md "Definitions" and of
 // the forest ordering penalty (docs/ops.md). Runs forward and backward of every launcher (float and
 // double; half/bf16 at a loose tolerance) on random groups with degenerate cases mixed in (K = 1,
 // empty groups, ties, uniform groups, radius beyond the circumradius, 1e4 magnitudes; for the

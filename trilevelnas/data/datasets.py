@@ -14,7 +14,7 @@ dropped and grey images are replicated to RGB. With a teacher-output cache attac
 (:mod:`~trilevelnas.data.teacher_cache`) each sample also carries ``"teacher"``: the cached teacher
 output at the sample's crop, flipped and rotated with it. Problems with the data (an empty
 folder, a missing LR file, an image smaller than the patch, a GT/LR size mismatch) raise
-:class:`~trilevelnas.cli.UserError` naming the culprit when the data set is built.
+:class:`~trilevelnas.errors.UserError` naming the culprit when the data set is built.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..cli import UserError
+from ..errors import UserError
 from .embedded import embedded_images
 from .imresize import imresize
 from .io import IMAGE_EXTENSIONS, check_image, image_to_tensor, list_images, read_image, to_float

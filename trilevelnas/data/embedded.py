@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from ..cli import UserError
+from ..errors import UserError
 from .io import read_image
 
 __all__ = ["EMBEDDED_SPLITS", "embedded_dir", "embedded_paths", "embedded_images"]

@@ -22,7 +22,7 @@ import math
 import numpy as np
 import torch
 
-from ..cli import UserError
+from ..errors import UserError
 
 __all__ = ["imresize", "cubic", "resize_weights"]
 

@@ -3,7 +3,7 @@
 Every image is read as ``HxWx3`` RGB (grey images are replicated to three channels and remember
 that they were grey), 8-bit or 16-bit, with its alpha channel split off. Writing does the inverse
 and keeps alpha, 16-bit depth and greyness. A missing, unreadable or corrupt file raises
-:class:`trilevelnas.cli.UserError` naming it.
+:class:`trilevelnas.errors.UserError` naming it.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..cli import UserError
+from ..errors import UserError
 from ..fileio import os_error, replacing
 from .png16 import png_header, read_png16, write_png16
 

@@ -13,7 +13,7 @@ import zlib
 
 import numpy as np
 
-from ..cli import UserError
+from ..errors import UserError
 
 __all__ = ["png_header", "read_png16", "write_png16"]
 

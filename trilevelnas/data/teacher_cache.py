@@ -21,7 +21,7 @@ It costs 6 bytes per HR pixel (DIV2K's 800 training images: about 14 GB).
 **Safety.** Each entry is written atomically (:func:`trilevelnas.fileio.atomic_write`) as soon as
 its image is done: a run killed while filling keeps the finished entries, never leaves a
 half-written one under an entry's name, and the next run computes only the rest. An entry of
-the wrong shape or type is a :class:`~trilevelnas.cli.UserError` naming it (delete it to recompute).
+the wrong shape or type is a :class:`~trilevelnas.errors.UserError` naming it (delete it to recompute).
 
 **Compute.** The teacher runs where it lives (the run's device), tiled in ``tile x tile`` LR tiles
 with a receptive-field pad (:func:`~trilevelnas.inference.receptive_radius`), so tiles show no
@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..cli import UserError
+from ..errors import UserError
 from ..fileio import atomic_write, check_writable_dir, os_error
 
 __all__ = ["FORMAT", "TILE", "AUTOCAST_ENV", "AUTOCAST_MEAN_BOUND", "AUTOCAST_MAX_BOUND",

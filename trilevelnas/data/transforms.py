@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..cli import UserError
+from ..errors import UserError
 
 __all__ = ["modcrop", "paired_random_crop", "augment", "random_crop_box"]
 

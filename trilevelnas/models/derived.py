@@ -1,4 +1,4 @@
-"""The derived network built from an :class:`~trilevelnas.arch.Architecture` (DESIGN §3 "Backbones").
+"""The derived network built from an :class:`~trilevelnas.arch.Architecture` (docs/architectures.md "Derived network").
 
 Only plain ``nn.Conv2d``, ``F.relu``/``F.leaky_relu``, nearest interpolation and PixelShuffle, so
 it exports to ONNX and TorchScript. Module names (what ``supernet.extract`` slices weights onto)::

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..arch import Architecture, ArchitectureError
-from ..cli import UserError
+from ..errors import UserError
 from ..fileio import check_plain, save_torch
 from .derived import DerivedNetwork, build
 from .rrdbnet import RRDBNet, read_checkpoint, rrdbnet_from_state_dict, unwrap_checkpoint
@@ -87,7 +87,7 @@ def load_model(path: str | Path) -> nn.Module:
     """Rebuild and strictly load a model written by :func:`save_model`, or a raw RRDBNet weight file.
 
     Returns the network in eval mode, trainable. Errors (missing file, not a model file, an
-    architecture or a tensor that does not fit) are :class:`~trilevelnas.cli.UserError` naming the file.
+    architecture or a tensor that does not fit) are :class:`~trilevelnas.errors.UserError` naming the file.
     """
     source = repr(str(path))
     obj = read_checkpoint(path)

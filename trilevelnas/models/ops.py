@@ -1,6 +1,6 @@
 """The four candidate operations and the RiR cell of a derived network, as plain ``nn.Conv2d`` modules.
 
-DESIGN §3 "Candidate operations" (no bias, no BN, ReLU):
+docs/architectures.md "Derived network", candidate operations (no bias, no BN, ReLU):
 
 - ``conv1x1`` / ``conv3x3``: ``conv`` (1x1 / 3x3, pad 1) → ReLU;
 - ``resblock``: ``conv1`` 3x3 in→out → ReLU → ``conv2`` 3x3 out→out, plus the shortcut

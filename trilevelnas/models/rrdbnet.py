@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..cli import UserError
+from ..errors import UserError
 from ..fileio import load_torch
 
 KEY_STYLES = ("2018", "esrgan", "basicsr")
@@ -257,7 +257,7 @@ def read_checkpoint(path: str | Path):
 def rrdbnet_from_state_dict(state: Mapping[str, torch.Tensor], source: str = "weights") -> RRDBNet:
     """An :class:`RRDBNet` with nb/nf/gc/scale inferred from ``state`` (any key style), loaded strictly.
 
-    Raises :class:`~trilevelnas.cli.UserError` naming ``source`` and the key for a missing,
+    Raises :class:`~trilevelnas.errors.UserError` naming ``source`` and the key for a missing,
     unexpected or mis-shaped entry.
     """
     try:

@@ -1,7 +1,7 @@
 """Pure-torch references: the executable specification of every op in :mod:`trilevelnas.ops`.
 
 Tests and benchmarks compare the fused kernels with these functions. They are written for clarity
-and for exact agreement with DESIGN.md §3, not for speed; gradients come from autograd through the
+and for exact agreement with docs/ops.md "Definitions", not for speed; gradients come from autograd through the
 closed forms. The relaxation references compute in float64 and return the input's dtype.
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _group_radius(r, groups: int, device) -> torch.Tensor:
 
 
 def _threshold(sb: torch.Tensor, valid: torch.Tensor, c: torch.Tensor, with_tau: bool):
-    """Threshold ``T`` of DESIGN §3 for rows ``sb`` sorted descending with ``sb[:, 0] == 0``.
+    """Threshold ``T`` of docs/ops.md "Definitions" for rows ``sb`` sorted descending with ``sb[:, 0] == 0``.
 
     ``valid`` masks the real entries, ``c = r**2 + 1/K`` per row. Returns ``(T, circle)`` where
     ``circle`` says that the circle constraint is active (``T`` is one of the ``t_s``).
@@ -121,7 +121,7 @@ def _unpad(padded: torch.Tensor, values: torch.Tensor, index: torch.Tensor, mask
 
 
 def sparsestmax_packed(values: torch.Tensor, offsets: torch.Tensor, r) -> torch.Tensor:
-    """Sparsestmax (paper Eq. 2, DESIGN §3) of each group ``values[offsets[g]:offsets[g+1]]``.
+    """Sparsestmax (paper Eq. 2, docs/ops.md "Definitions") of each group ``values[offsets[g]:offsets[g+1]]``.
 
     ``r`` (float or [G] tensor) is the absolute radius. Empty groups are allowed.
     """

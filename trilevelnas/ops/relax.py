@@ -1,7 +1,7 @@
 """Relaxation ops: sparsestmax (paper Eq. 2), sorted sparsestmax (Eq. 3), sparsemax, packed softmax,
 and the forest ordering penalty of sorted sparsestmax.
 
-Public functions (DESIGN §3, docs/ops.md); gradients flow to the values (or ``q``) only:
+Public functions (docs/ops.md); gradients flow to the values (or ``q``) only:
 
 - ``sparsestmax(x, r, dim=-1)`` / ``sparsemax(x, dim=-1)``: over one dimension of a dense tensor;
   ``r`` is a float or a tensor broadcast over the groups (the other dimensions).
@@ -28,7 +28,7 @@ import numbers
 
 import torch
 
-from ..cli import UserError
+from ..errors import OpArgumentError
 from ._backend import _C, gpu_backend, require_extension
 
 __all__ = [
@@ -51,53 +51,53 @@ def _gain_dtype(t: torch.Tensor) -> torch.dtype:
 
 # ---------------------------------------------------------------------------------------------
 # Input checks (metadata only: no host synchronisation). Value checks (offsets monotone, parent
-# in range, r >= 0 per group) happen in the CPU kernels, which raise ValueError; a per-group lam
+# in range, r >= 0 per group) happen in the CPU kernels, which raise ValueError (OpArgumentError is one); a per-group lam
 # tensor on the CPU is checked in sorted_sparsestmax_packed (it never reaches a kernel).
 
 
 def _check_float(op: str, name: str, t) -> None:
     if not isinstance(t, torch.Tensor):
-        raise UserError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+        raise OpArgumentError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
     allowed = _FLOAT_CUDA if t.is_cuda else _FLOAT_CPU
     if t.dtype not in allowed:
-        raise UserError(f"{op}: {name} has dtype {t.dtype}; supported on {t.device.type}: "
+        raise OpArgumentError(f"{op}: {name} has dtype {t.dtype}; supported on {t.device.type}: "
                         + ", ".join(str(d) for d in allowed))
 
 
 def _check_packed(op: str, values, offsets, name: str = "values") -> None:
     _check_float(op, name, values)
     if values.dim() != 1:
-        raise UserError(f"{op}: {name} must be 1-D (groups packed end to end), got shape {tuple(values.shape)}")
+        raise OpArgumentError(f"{op}: {name} must be 1-D (groups packed end to end), got shape {tuple(values.shape)}")
     if not isinstance(offsets, torch.Tensor) or offsets.dtype != torch.int64 or offsets.dim() != 1:
-        raise UserError(f"{op}: offsets must be a 1-D int64 tensor [G+1]")
+        raise OpArgumentError(f"{op}: offsets must be a 1-D int64 tensor [G+1]")
     if offsets.numel() < 1:
-        raise UserError(f"{op}: offsets must hold at least one entry (G+1 with G >= 0)")
+        raise OpArgumentError(f"{op}: offsets must hold at least one entry (G+1 with G >= 0)")
     if offsets.device != values.device:
-        raise UserError(f"{op}: offsets is on {offsets.device} but {name} on {values.device}")
+        raise OpArgumentError(f"{op}: offsets is on {offsets.device} but {name} on {values.device}")
 
 
 def _check_parent(op: str, parent, values, name: str = "values") -> None:
     if (not isinstance(parent, torch.Tensor) or parent.dtype != torch.int64
             or parent.shape != values.shape or parent.device != values.device):
-        raise UserError(f"{op}: parent must be an int64 tensor shaped like {name} and on its device")
+        raise OpArgumentError(f"{op}: parent must be an int64 tensor shaped like {name} and on its device")
 
 
 def _per_group(op: str, name: str, v, groups: int, device, nonnegative: bool):
     """Split a float-or-tensor parameter into (tensor or None, scalar) for the dispatcher ops."""
     if isinstance(v, torch.Tensor):
         if v.numel() != groups and v.numel() != 1:
-            raise UserError(f"{op}: {name} must be a float or hold one entry per group ({groups}), "
+            raise OpArgumentError(f"{op}: {name} must be a float or hold one entry per group ({groups}), "
                             f"got shape {tuple(v.shape)}")
         if v.device != device:
-            raise UserError(f"{op}: {name} is on {v.device} but values on {device}")
+            raise OpArgumentError(f"{op}: {name} is on {v.device} but values on {device}")
         if not v.dtype.is_floating_point:
             v = v.to(torch.float64)
         return v.detach().reshape(-1).expand(groups), 0.0
     if not isinstance(v, numbers.Real) or isinstance(v, bool):
-        raise UserError(f"{op}: {name} must be a float or a tensor, got {type(v).__name__}")
+        raise OpArgumentError(f"{op}: {name} must be a float or a tensor, got {type(v).__name__}")
     v = float(v)
     if not math.isfinite(v) or (nonnegative and v < 0):
-        raise UserError(f"{op}: {name} must be finite{' and >= 0' if nonnegative else ''}, got {v}")
+        raise OpArgumentError(f"{op}: {name} must be finite{' and >= 0' if nonnegative else ''}, got {v}")
     return None, v
 
 
@@ -167,7 +167,7 @@ def sorted_sparsestmax_packed(values: torch.Tensor, offsets: torch.Tensor, paren
         bad = ~(torch.isfinite(lam_t) & (lam_t >= 0))
         if bool(bad.any()):
             g = int(bad.nonzero()[0])
-            raise UserError(f"{op}: lam[{g}] must be finite and >= 0, got {float(lam_t[g])}")
+            raise OpArgumentError(f"{op}: lam[{g}] must be finite and >= 0, got {float(lam_t[g])}")
     q = sparsestmax_packed(values, offsets, r)
     penalty = order_penalty_packed(q, offsets, parent)
     return q, penalty * (lam_scalar if lam_t is None else lam_t.to(penalty.dtype))
@@ -188,9 +188,9 @@ def sparsestmax(x: torch.Tensor, r, dim: int = -1) -> torch.Tensor:
     _check_float(op, "x", x)
     nd = x.dim()
     if nd == 0:
-        raise UserError(f"{op}: x must have at least one dimension")
+        raise OpArgumentError(f"{op}: x must have at least one dimension")
     if not -nd <= dim < nd:
-        raise UserError(f"{op}: dim {dim} is out of range for a {nd}-D tensor")
+        raise OpArgumentError(f"{op}: dim {dim} is out of range for a {nd}-D tensor")
     last = dim in (-1, nd - 1)
     xm = x if last else x.movedim(dim, -1)
     if isinstance(r, torch.Tensor):
@@ -200,10 +200,10 @@ def sparsestmax(x: torch.Tensor, r, dim: int = -1) -> torch.Tensor:
         except RuntimeError:
             ok = False
         if not ok:
-            raise UserError(f"{op}: r of shape {tuple(r.shape)} does not broadcast over the groups "
+            raise OpArgumentError(f"{op}: r of shape {tuple(r.shape)} does not broadcast over the groups "
                             f"{tuple(gshape)} (x without dim {dim})")
         if r.device != x.device:
-            raise UserError(f"{op}: r is on {r.device} but x on {x.device}")
+            raise OpArgumentError(f"{op}: r is on {r.device} but x on {x.device}")
         radius, radius_scalar = r.detach().to(torch.float64 if x.dtype == torch.float64
                                               else torch.float32).expand(gshape).reshape(-1), 0.0
     else:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import OpArgumentError
 from . import _backend
 
 __all__ = ["superconv2d", "ACTIVATIONS"]
@@ -56,11 +57,12 @@ def superconv2d(x, weight, bias=None, in_width=None, out_width=None, stride=1, p
 
     Returns:
         ``[N, C_out, H', W']``; channels ``[:out_width]`` are ``accumulate + scale * act(conv)``,
-        the rest ``accumulate`` (zeros when None). Bad arguments raise ``ValueError``.
+        the rest ``accumulate`` (zeros when None). Bad arguments raise ``ValueError``
+        (:class:`~trilevelnas.errors.OpArgumentError` from the Python checks).
     """
     act = ACTIVATIONS.get(activation)
     if act is None:
-        raise ValueError(
+        raise OpArgumentError(
             f"superconv2d: activation {activation!r} is not one of {', '.join(ACTIVATIONS)}"
         )
     if in_width is None:
@@ -165,11 +167,11 @@ def _register_triton_ops() -> None:
 
 def check_args(x, weight, bias, in_width, out_width, stride, padding, groups, activation,
                negative_slope, scale, scale_factor, accumulate) -> None:
-    """The argument checks of the C++ op, for the Triton op (raises ``ValueError``)."""
+    """The argument checks of the C++ op, for the Triton op (raises :class:`OpArgumentError`)."""
 
     def need(cond, msg):
         if not cond:
-            raise ValueError(f"superconv2d: {msg}")
+            raise OpArgumentError(f"superconv2d: {msg}")
 
     need(x.dim() == 4, f"x must be 4-D [N, C, H, W], got {x.dim()}-D")
     need(weight.dim() == 4, f"weight must be 4-D [C_out, C_in/groups, kH, kW], got {weight.dim()}-D")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from ..arch import width_set as _arch_width_set
-from ..cli import UserError
+from ..errors import UserError
 
 WIDTH_MODES = ("gumbel", "argmax", "max", "min", "random")
 SANDWICH = ("max", "min", "random", "random")

@@ -1,6 +1,6 @@
 """Supernets of the Trilevel NAS search space: tree (paper), trellis (Auto-DeepLab baseline) and
 fixed path (bilevel baseline), with relaxations, sparse execution, the expected-FLOPs model,
-derivation and extraction (DESIGN §3, §6)."""
+derivation and extraction (docs/supernet.md)."""
 from .config import DEFAULT_RELAXATIONS, LEVEL_RELAXATIONS, TOPOLOGIES, SupernetConfig
 from .network import Supernet, StepContext
 from .relax import PackedRelaxation

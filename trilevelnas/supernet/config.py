@@ -1,11 +1,11 @@
-"""The supernet's configuration (DESIGN §3, §6)."""
+"""The supernet's configuration (docs/supernet.md)."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
-from ..cli import UserError
+from ..errors import UserError
 
 TOPOLOGIES = ("tree", "trellis", "fixed")
 SHARES = ("ordinal", "none")

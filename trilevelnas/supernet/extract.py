@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..arch import OP_NAMES, Architecture
-from ..cli import UserError
+from ..errors import UserError
 
 
 def derive(net) -> Architecture:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..cli import UserError
+from ..errors import UserError
 
 
 class FixedTopology:

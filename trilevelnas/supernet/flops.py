@@ -1,4 +1,4 @@
-"""The differentiable expected-FLOPs model H(α, β, γ) (DESIGN §3 "FLOPs").
+"""The differentiable expected-FLOPs model H(α, β, γ) (docs/supernet.md "Expected FLOPs", docs/architectures.md "FLOPs convention").
 
 ``H = Σ_nodes q_n · FLOPs(path to n)``; a cell's FLOPs are ``Σ_slots Σ_k α_k · E[F_k(w_in, w_out)]``
 with ``w_in``, ``w_out`` independent under softmax(γ) of the neighbouring slots (the cell's input

@@ -24,7 +24,7 @@ from torch.utils.checkpoint import checkpoint
 from ..space import N_SLOTS, RESIDUAL_SCALE, RiRCell, sample_widths, width_set
 from ..space.widths import WIDTH_MODES
 from ..arch import OP_NAMES
-from ..cli import UserError
+from ..errors import UserError
 from .config import SupernetConfig
 from .fixed import FixedTopology
 from .flops import FixedCosts, cell_costs, op_tables

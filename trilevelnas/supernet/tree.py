@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..cli import UserError
+from ..errors import UserError
 from .relax import PackedRelaxation
 
 

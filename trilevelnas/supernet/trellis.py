@@ -23,7 +23,7 @@ import math
 import numpy as np
 import torch
 
-from ..cli import UserError
+from ..errors import UserError
 from .relax import PackedRelaxation
 
 

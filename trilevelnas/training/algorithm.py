@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from ..arch import Architecture
-from ..cli import UserError
+from ..errors import UserError
 from ..devices import available_cores
 from ..fileio import write_json
 from . import checkpoint as ckpt

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..cli import UserError
+from ..errors import UserError
 from ..fileio import load_torch, save_torch
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..cli import UserError
+from ..errors import UserError
 from .config import Config
 from .losses import Objective, PerceptualLoss
 

@@ -4,7 +4,7 @@ A configuration is built in layers: the dataclass defaults, then a preset file
 (``trilevelnas/configs/<name>.json``), then a user ``--config`` file, then ``--set section.key=value``
 overrides, then the dedicated command-line flags (``--data``, ``--teacher``, ``--seed``, ...).
 Every layer is a nested dict of overrides; an unknown section or key, a value of the wrong type or
-an inconsistent combination raises :class:`~trilevelnas.cli.UserError` naming the culprit.
+an inconsistent combination raises :class:`~trilevelnas.errors.UserError` naming the culprit.
 
 Every field declares its rule where it is defined: ``x: int = setting(default, integer(ge=0))``
 stores a :class:`Rule` in the field's metadata (its type, whether it may be null, its range or
@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
-from ..cli import UserError
+from ..errors import UserError
 from ..fileio import os_error
 
 # ------------------------------------------------------------------------------------------ rules
@@ -178,7 +178,7 @@ class DataConfig:
 
 @dataclass
 class SupernetSection:
-    """The search space (see DESIGN §3); passed to ``supernet.SupernetConfig``."""
+    """The search space (docs/supernet.md); passed to ``supernet.SupernetConfig``."""
 
     backbone: str = setting("B", choice("A", "B"))
     topology: str = setting("tree", choice("tree", "trellis", "fixed"))

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..cli import Interrupted, UserError
+from ..errors import Interrupted, UserError
 from . import checkpoint as ckpt
 from .distributed import DistContext, all_reduce_mean, any_flag, barrier
 
@@ -179,7 +179,7 @@ class Loop:
         ``step_fn(t)`` performs step t and returns the scalars to log; every ``extra_every`` steps
         (0: never) ``extra_fn()`` adds scalars (validation) to that step's log row. ``on_end`` runs
         once the last step is done, before the phase's final checkpoint. Ctrl-C lets the current
-        step finish, writes a checkpoint and raises :class:`~trilevelnas.cli.Interrupted`.
+        step finish, writes a checkpoint and raises :class:`~trilevelnas.errors.Interrupted`.
         """
         if name in self.state.done:
             return

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping, Sequence
 
-from ..cli import UserError
+from ..errors import UserError
 from .config import Config, apply_overrides, load_json, parse_set, validate
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")

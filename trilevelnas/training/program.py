@@ -5,7 +5,8 @@ import argparse
 import os
 import shlex
 
-from ..cli import DEBUG_FLAG, DEBUG_HELP, UserError
+from ..cli import DEBUG_FLAG, DEBUG_HELP
+from ..errors import UserError
 from ..fileio import RunLock, check_writable_dir, write_text
 from ..memory import check_training_memory
 from . import checkpoint as ckpt
@@ -16,7 +17,7 @@ from .presets import DEFAULT_PRESET, available, build_config
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options both programs take (DESIGN §5)."""
+    """The options both programs take (docs/pipeline.md "Configuration")."""
     parser.add_argument("--preset", help=f"named settings (default {DEFAULT_PRESET}; one of {', '.join(available())})")
     parser.add_argument("--config", help="a JSON config file layered over the preset")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",

@@ -2,7 +2,7 @@
 program per group.
 
 A group is processed in chunks of ``BLOCK`` elements, so any group size works without knowing the
-largest group on the host (no synchronisation). The sorting of DESIGN §3 is replaced by ranks
+largest group on the host (no synchronisation). The sorting of docs/ops.md "Definitions" is replaced by ranks
 computed pairwise (element j precedes i when ``b_j > b_i`` or ``b_j == b_i and j < i``), which
 gives each element the prefix sums ``S1, S2`` of its own position in the sorted order: O(K^2 / BLOCK)
 work per group, fine for the small groups these relaxations act on. The ordering penalty's backward
