@@ -392,7 +392,7 @@ def test_debug_prints_the_traceback(tmp_path, capsys):
     code, _, err = run(search, ["--preset", "smoke", "--out", tmp_path / "o", "--set", "search.lr=nan", "--debug"],
                        capsys)
     assert code == 2
-    assert "Traceback" in err and "UserError" in err
+    assert "Traceback" in err and "ConfigError" in err  # the setting's error type (a UserError)
     assert err.strip().splitlines()[-1] == "trilevelnas.search: error: search.lr = nan: must be finite"
 
 

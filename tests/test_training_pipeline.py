@@ -13,7 +13,7 @@ from trilevelnas.cli import run_main
 from trilevelnas.models import RRDBNet
 from trilevelnas.training import build_config
 from trilevelnas.training import components as comp
-from trilevelnas.training.algorithm import Pipeline
+from trilevelnas.training.search_run import SearchRun
 from trilevelnas.training.distributed import DistContext
 
 FAST = ["pretrain.steps=1", "search.steps=3", "train.steps=1", "data.val_max_images=1",
@@ -24,7 +24,7 @@ def make_pipeline(tmp_path, sets=(), teacher=None):
     cfg = build_config("smoke", sets=FAST + list(sets))
     if teacher is not None:
         cfg.loss.teacher = teacher
-    return Pipeline(cfg, str(tmp_path), "search", DistContext(), torch.device("cpu"), progress=False)
+    return SearchRun(cfg, str(tmp_path), DistContext(), torch.device("cpu"), progress=False)
 
 
 @pytest.mark.parametrize("sets", [
@@ -71,14 +71,14 @@ def test_pretrain_uses_the_sandwich_widths(tmp_path, monkeypatch):
         return real(self, mode)
 
     monkeypatch.setattr(type(p.supernet), "set_width_mode", spy)
-    p._setup_phase("pretrain")
+    p._setup_supernet_phase("pretrain")
     p._pretrain_step(0)
     assert modes == ["max", "min", "random", "random", None]
 
 
 def test_arch_step_moves_only_architecture_parameters(tmp_path):
     p = make_pipeline(tmp_path, ["loss.flops_weight=0.5"])
-    p._setup_phase("search")
+    p._setup_supernet_phase("search")
     weights_before = [w.detach().clone() for w in p.supernet.weight_parameters()]
     arch_before = {k: v.detach().clone() for k, v in p.supernet.arch_parameters().items()}
     p.opt_w.step = lambda: None  # freeze the weight update to isolate the architecture update

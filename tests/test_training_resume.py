@@ -69,7 +69,7 @@ class _Killed(Exception):
 def test_interrupted_in_the_training_phase_resumes_exactly(tmp_path, monkeypatch):
     from trilevelnas.training import build_config
     from trilevelnas.training import checkpoint as ckpt
-    from trilevelnas.training.algorithm import Pipeline
+    from trilevelnas.training.search_run import SearchRun
     from trilevelnas.training.distributed import DistContext
 
     sets = ["pretrain.steps=1", "search.steps=2", "train.steps=20", "run.checkpoint_every=5",
@@ -77,13 +77,13 @@ def test_interrupted_in_the_training_phase_resumes_exactly(tmp_path, monkeypatch
 
     def pipeline(out, resume=None):
         cfg = build_config("smoke", sets=sets)
-        return Pipeline(cfg, str(out), "search", DistContext(), torch.device("cpu"), resume=resume, progress=False)
+        return SearchRun(cfg, str(out), DistContext(), torch.device("cpu"), resume=resume, progress=False)
 
     ref = pipeline(tmp_path / "ref")
     ref.run()
 
     killed = pipeline(tmp_path / "cut")
-    real = Pipeline._train_step
+    real = SearchRun._train_step
 
     def dying(self, phase):
         step = real(self, phase)
@@ -94,12 +94,12 @@ def test_interrupted_in_the_training_phase_resumes_exactly(tmp_path, monkeypatch
             return step(t)
         return wrapped
 
-    monkeypatch.setattr(Pipeline, "_train_step", dying)
+    monkeypatch.setattr(SearchRun, "_train_step", dying)
     try:
         killed.run()
     except _Killed:
         pass
-    monkeypatch.setattr(Pipeline, "_train_step", real)
+    monkeypatch.setattr(SearchRun, "_train_step", real)
     state = ckpt.load(str(tmp_path / "cut" / "checkpoint.pt"))
     assert state["loop"]["phase"] == "train" and state["loop"]["step"] == 10
     resumed = pipeline(tmp_path / "cut", resume=state)

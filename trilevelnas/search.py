@@ -16,10 +16,11 @@ from .cli import run_main
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trilevelnas.search", description=__doc__.split("\n\n")[0])
     from .training.program import add_common_arguments, run_program
+    from .training.search_run import SearchRun
 
     add_common_arguments(parser)
     args = parser.parse_args(argv)
-    run_program("search", args)
+    run_program("search", args, SearchRun)
     return 0
 
 

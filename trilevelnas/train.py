@@ -11,11 +11,13 @@ import argparse
 import sys
 
 from .cli import run_main
+from .errors import ConfigError, InputFileError, UserError
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trilevelnas.train", description=__doc__.split("\n\n")[0])
     from .training.program import add_common_arguments, run_program
+    from .training.train_run import TrainRun
 
     parser.add_argument("--arch", required=True, help="architecture JSON (from the search)")
     parser.add_argument("--init", help="search checkpoint.pt or model.pt whose weights to inherit")
@@ -24,8 +26,56 @@ def main(argv=None) -> int:
     from .arch import Architecture
 
     arch = Architecture.from_json(args.arch)
-    run_program("train", args, arch=arch, init=args.init)
+
+    def make_run(cfg, out, ctx, device, resume, progress):
+        init = None
+        if resume is None and args.init is not None:
+            if cfg.train.init == "scratch":
+                raise ConfigError(f"--init {args.init!r} asks to inherit weights but the config says "
+                                  "train.init = 'scratch'; drop one of them")
+            init = load_init(args.init, arch)
+        return TrainRun(cfg, out, ctx, device, arch, init=init,
+                        inherited=args.init is not None and cfg.train.init == "search", resume=resume,
+                        progress=progress)
+
+    run_program("train", args, make_run, arch=arch, init=args.init)
     return 0
+
+
+def load_init(path: str, arch):
+    """The weights ``--init path`` gives the network ``arch``: a search checkpoint's supernet,
+    extracted (train from search), or a saved model of the same architecture. Anything else, or
+    a supernet or model that does not fit ``arch``, raises InputFileError naming ``--init``."""
+    from .models import load_model
+    from .models.io import model_architecture
+    from .training import checkpoint as ckpt
+    from .training import components as comp
+    from .training.train_run import InitWeights
+
+    state = ckpt.load(path, "--init file", required=())
+    if "supernet" in state and state.get("supernet") is not None and state.get("supernet_config"):
+        supernet_cfg = state["supernet_config"]
+        if arch.scale != supernet_cfg.get("scale", arch.scale) or \
+                arch.channels != supernet_cfg.get("channels", arch.channels) or \
+                arch.backbone != supernet_cfg.get("backbone", arch.backbone):
+            raise InputFileError(f"--arch (backbone {arch.backbone}, {arch.channels} channels, "
+                                 f"x{arch.scale}) does not fit the supernet of --init {path}")
+        return InitWeights(comp.extract_network(state["supernet"], supernet_cfg, arch), supernet_cfg,
+                           dict(state.get("arch", {})))
+    try:
+        model = load_model(path)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - anything else means it is not one of our files
+        raise InputFileError(f"--init {path!r} is neither a search checkpoint nor a saved model "
+                             f"({type(exc).__name__})") from None
+    init_arch = model_architecture(model)
+    if init_arch is None:
+        raise InputFileError(f"--init {path!r} holds a {type(model).__name__}, not a derived "
+                             "network or a search checkpoint (a teacher goes to --teacher)")
+    if init_arch.to_dict() != arch.to_dict():
+        raise InputFileError(f"--init {path!r} holds a different architecture than --arch")
+    return InitWeights(model)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,16 @@
-"""The supernet's configuration (docs/supernet.md)."""
+"""The supernet's configuration (docs/supernet.md): one declared rule per field (:mod:`trilevelnas.settings`).
+
+The run configuration's ``supernet`` section (:mod:`trilevelnas.training.config`) is derived from
+these fields, so a field added here is a run setting too, checked by the same rule.
+"""
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
-from ..errors import UserError
+from ..errors import ConfigError
+from ..settings import (boolean, check_value, choice, declared_rules, integer, list_of, mapping, number,
+                        setting)
 
 TOPOLOGIES = ("tree", "trellis", "fixed")
 SHARES = ("ordinal", "none")
@@ -15,8 +20,13 @@ LEVEL_RELAXATIONS = {
     "node": ("softmax", "sparsemax", "sparsestmax", "sorted_sparsestmax"),
 }
 DEFAULT_RELAXATIONS = {"op": "sparsestmax", "edge": "sparsestmax", "node": "sorted_sparsestmax"}
+#: How config files spell ``relaxations``: ``relaxation`` sets α's and the trellis edges' levels,
+#: ``node_relaxation`` the tree's node weights.
+FLAT_RELAXATIONS = {"relaxation": ("op", "edge"), "node_relaxation": ("node",)}
 #: The paper's λ (Table 4's middle row) for the tree's ordering term.
 DEFAULT_ORDER_LAMBDA = 0.01
+#: The tree's depth limit: ``n_rir + n_up`` levels at most.
+MAX_TREE_LEVELS = 12
 
 
 @dataclass
@@ -43,103 +53,83 @@ class SupernetConfig:
       the peak memory of the recomputation.
     """
 
-    backbone: str = "B"
-    topology: str = "tree"
-    channels: int = 64
-    n_rir: int = 5
-    n_up: int = 2
-    share: str = "ordinal"
-    relaxations: dict = field(default_factory=lambda: dict(DEFAULT_RELAXATIONS))
-    order_lambda: float | None = None
-    sparse_execution: bool = True
-    scale: int = 4
-    fixed_path: list | None = None
-    gumbel_tau: float = 1.0
-    checkpoint: bool = False
-    checkpoint_rows: int = 64
+    backbone: str = setting("B", choice("A", "B"))
+    topology: str = setting("tree", choice(*TOPOLOGIES))
+    channels: int = setting(64, integer(ge=8, multiple_of=8))
+    n_rir: int = setting(5, integer(ge=0))
+    n_up: int = setting(2, integer(ge=0))
+    share: str = setting("ordinal", choice(*SHARES))
+    relaxations: dict = setting(DEFAULT_RELAXATIONS, mapping(
+        {level: choice(*names) for level, names in LEVEL_RELAXATIONS.items()}))
+    order_lambda: float | None = setting(None, number(ge=0, nullable=True, note="null: the topology's default"))
+    sparse_execution: bool = setting(True, boolean())
+    scale: int = setting(4, integer(ge=2))
+    fixed_path: list[int] | None = setting(None, list_of(integer(choices=(0, 1), note="0: RiR cell, 1: up/conv"),
+                                                         nullable=True))
+    gumbel_tau: float = setting(1.0, number(gt=0))
+    checkpoint: bool = setting(False, boolean())
+    checkpoint_rows: int = setting(64, integer(ge=1))
 
     def __post_init__(self) -> None:
-        if not isinstance(self.relaxations, Mapping):
-            raise UserError(f"relaxations={self.relaxations!r}: expected a mapping level -> name")
-        unknown = set(self.relaxations) - set(LEVEL_RELAXATIONS)
-        if unknown:
-            raise UserError(f"relaxations: unknown level(s) {sorted(unknown)} "
-                            f"(levels: {', '.join(LEVEL_RELAXATIONS)})")
-        self.relaxations = {**DEFAULT_RELAXATIONS, **dict(self.relaxations)}
         self.validate()
 
     def validate(self) -> None:
-        """Raise :class:`UserError` naming the first inconsistent field."""
-        def is_int(v):
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        if self.backbone not in ("A", "B"):
-            raise UserError(f"backbone={self.backbone!r}: expected 'A' or 'B'")
-        if self.topology not in TOPOLOGIES:
-            raise UserError(f"topology={self.topology!r}: expected one of {', '.join(TOPOLOGIES)}")
-        if self.share not in SHARES:
-            raise UserError(f"share={self.share!r}: expected one of {', '.join(SHARES)}")
-        if not is_int(self.channels) or self.channels < 8 or self.channels % 8:
-            raise UserError(f"channels={self.channels!r}: expected a positive multiple of 8")
-        if not is_int(self.n_rir) or self.n_rir < 0:
-            raise UserError(f"n_rir={self.n_rir!r}: expected an integer >= 0")
-        if not is_int(self.n_up) or self.n_up < 0:
-            raise UserError(f"n_up={self.n_up!r}: expected an integer >= 0")
-        if not is_int(self.scale) or self.scale < 2:
-            raise UserError(f"scale={self.scale!r}: expected an integer >= 2")
-        if self.backbone == "A" and self.scale != 2 ** self.n_up:
-            raise UserError(f"scale={self.scale} with backbone A needs n_up = log2(scale) "
-                            f"(got n_up={self.n_up}): every path is completed to ×{self.scale} by ×2 ups")
-        for level, name in self.relaxations.items():
-            if name not in LEVEL_RELAXATIONS[level]:
-                raise UserError(f"relaxations[{level!r}]={name!r}: expected one of "
-                                f"{', '.join(LEVEL_RELAXATIONS[level])}")
+        """Raise :class:`ConfigError` naming the first field that breaks its rule, then the first
+        inconsistent combination (:func:`check_combinations`). Fills in what the defaults leave
+        open: the relaxation of a level not given, ``order_lambda`` None → the topology's default,
+        ``fixed_path`` as a list."""
+        for name, rule in declared_rules(type(self)):
+            check_value(getattr(self, name), rule, name)
+        self.relaxations = {**DEFAULT_RELAXATIONS, **dict(self.relaxations)}
+        if self.fixed_path is not None:
+            self.fixed_path = list(self.fixed_path)
+        check_combinations(self, self.scale)
         if self.order_lambda is None:
             self.order_lambda = DEFAULT_ORDER_LAMBDA if self.topology == "tree" else 0.0
-        if (not isinstance(self.order_lambda, (int, float)) or isinstance(self.order_lambda, bool)
-                or not math.isfinite(self.order_lambda) or self.order_lambda < 0):
-            raise UserError(f"order_lambda={self.order_lambda!r}: expected a finite number >= 0")
-        if self.order_lambda > 0 and self.topology != "tree":
-            raise UserError(f"order_lambda={self.order_lambda}: the ordering term orders the tree's "
-                            f"root-to-node paths; the {self.topology} topology has none (set it to 0)")
-        if not isinstance(self.gumbel_tau, (int, float)) or self.gumbel_tau <= 0:
-            raise UserError(f"gumbel_tau={self.gumbel_tau!r}: expected a positive number")
-        if not isinstance(self.checkpoint_rows, int) or self.checkpoint_rows < 1:
-            raise UserError(f"checkpoint_rows={self.checkpoint_rows!r}: expected a positive integer")
-        if self.fixed_path is not None:
-            p = self.fixed_path
-            if not isinstance(p, (list, tuple)) or any(not is_int(s) or s not in (0, 1) for s in p):
-                raise UserError(f"fixed_path={p!r}: expected a list of 0 (RiR) / 1 (up or conv)")
-            if self.backbone == "A" and sum(p) > self.n_up:
-                raise UserError(f"fixed_path={list(p)} has {sum(p)} ups; backbone A at scale "
-                                f"{self.scale} takes at most {self.n_up}")
-            self.fixed_path = list(p)
-        if self.topology == "tree" and self.n_rir + self.n_up > 12:
-            raise UserError(f"n_rir={self.n_rir}, n_up={self.n_up}: the tree would be too large")
 
     @property
     def path(self) -> list[int]:
         """The fixed topology's path: ``fixed_path`` or ``[0]*n_rir + [1]*n_up``."""
-        if not isinstance(self.checkpoint_rows, int) or self.checkpoint_rows < 1:
-            raise UserError(f"checkpoint_rows={self.checkpoint_rows!r}: expected a positive integer")
         if self.fixed_path is not None:
             return list(self.fixed_path)
         return [0] * self.n_rir + [1] * self.n_up
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "SupernetConfig":
-        """From a JSON-like mapping. Besides the field names, accepts ``relaxation`` (α and trellis
-        edges) and ``node_relaxation`` (the tree's nodes) as the search config writes them."""
+        """From a JSON-like mapping. Besides the field names, accepts the config files' spelling of
+        ``relaxations`` (:data:`FLAT_RELAXATIONS`: ``relaxation``, ``node_relaxation``)."""
         data = dict(data)
         relax = dict(data.pop("relaxations", None) or {})
-        if "relaxation" in data:
-            r = data.pop("relaxation")
-            relax.setdefault("op", r)
-            relax.setdefault("edge", r)
-        if "node_relaxation" in data:
-            relax.setdefault("node", data.pop("node_relaxation"))
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
+        for key, levels in FLAT_RELAXATIONS.items():
+            if key in data:
+                name = data.pop(key)
+                for level in levels:
+                    relax.setdefault(level, name)
+        names = [name for name, _ in declared_rules(cls)]
+        unknown = sorted(set(data) - set(names))
         if unknown:
-            raise UserError(f"supernet config: unknown field(s) {unknown} (known: {sorted(names)})")
+            raise ConfigError(f"supernet config: unknown field(s) {unknown} (known: {sorted(names)})")
         return cls(relaxations=relax, **data)
+
+
+def check_combinations(s: Any, scale: int, name: Callable[[str], str] = str) -> None:
+    """Raise :class:`ConfigError` for the first combination of (individually valid) supernet
+    settings that cannot be built: backbone A's ``scale`` must be ``2 ** n_up``; λ > 0 only with
+    the tree; the tree at most :data:`MAX_TREE_LEVELS` levels; a fixed path of backbone A at most
+    ``n_up`` ups.
+
+    ``s`` holds :class:`SupernetConfig`'s settings (``order_lambda`` may still be None); ``name``
+    spells a field in the message (the run configuration names ``supernet.n_up`` and ``data.scale``).
+    """
+    if s.backbone == "A" and scale != 2 ** s.n_up:
+        raise ConfigError(f"{name('scale')} = {scale} is inconsistent with backbone A and {name('n_up')} = "
+                          f"{s.n_up} (each up doubles the size: scale must be {2 ** s.n_up})")
+    if s.order_lambda and s.topology != "tree":
+        raise ConfigError(f"{name('order_lambda')} = {s.order_lambda}: the ordering term orders the tree's "
+                          f"root-to-node paths; topology {s.topology!r} has none (set it to 0)")
+    if s.topology == "tree" and s.n_rir + s.n_up > MAX_TREE_LEVELS:
+        raise ConfigError(f"{name('n_rir')} = {s.n_rir}, {name('n_up')} = {s.n_up}: the tree would be too "
+                          f"large (n_rir + n_up must be at most {MAX_TREE_LEVELS})")
+    if s.fixed_path is not None and s.backbone == "A" and sum(s.fixed_path) > s.n_up:
+        raise ConfigError(f"{name('fixed_path')} = {list(s.fixed_path)} has {sum(s.fixed_path)} ups; backbone A "
+                          f"with {name('n_up')} = {s.n_up} takes at most {s.n_up}")

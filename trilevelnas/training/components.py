@@ -4,6 +4,7 @@ This is the one place where the pipeline meets the data, supernet and models pac
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
@@ -100,20 +101,14 @@ def split_halves(dataset) -> tuple[Subset, Subset]:
 
 
 def supernet_config_dict(cfg: Config) -> dict:
-    """The ``SupernetConfig`` fields for ``cfg`` (the scale comes from ``data.scale``)."""
-    s = cfg.supernet
-    return {"backbone": s.backbone, "topology": s.topology, "channels": s.channels, "n_rir": s.n_rir,
-            "n_up": s.n_up, "share": s.share, "order_lambda": s.order_lambda,
-            "sparse_execution": s.sparse_execution, "scale": cfg.data.scale,
-            "fixed_path": s.fixed_path, "relaxation": s.relaxation,
-            "node_relaxation": s.node_relaxation, "gumbel_tau": s.gumbel_tau}
+    """The ``SupernetConfig.from_dict`` mapping for ``cfg``: the ``supernet`` section's settings
+    and the scale of ``data.scale`` (what a checkpoint stores as ``supernet_config``)."""
+    return {**dataclasses.asdict(cfg.supernet), "scale": cfg.data.scale}
 
 
 def build_supernet(cfg: Config) -> nn.Module:
     """A freshly initialised supernet for ``cfg.supernet``."""
-    from ..supernet import Supernet, SupernetConfig
-
-    return Supernet(SupernetConfig.from_dict(supernet_config_dict(cfg)))
+    return supernet_from_dict(supernet_config_dict(cfg))
 
 
 def supernet_from_dict(d: dict) -> nn.Module:
@@ -121,6 +116,16 @@ def supernet_from_dict(d: dict) -> nn.Module:
     from ..supernet import Supernet, SupernetConfig
 
     return Supernet(SupernetConfig.from_dict(d))
+
+
+def extract_network(supernet_state: dict, supernet_cfg: dict, arch) -> nn.Module:
+    """The derived network ``arch`` with the weights of a stored supernet (train from search):
+    the supernet at ρ = 1 (one-hot), in eval mode, ``extract``-ed."""
+    net = supernet_from_dict(supernet_cfg)
+    net.load_state_dict(supernet_state)
+    net.set_radius(1.0)
+    net.eval()
+    return net.extract(arch)
 
 
 def load_teacher(cfg: Config, device: torch.device) -> nn.Module | None:

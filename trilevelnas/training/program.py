@@ -4,16 +4,22 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+from typing import Callable
 
 from ..cli import DEBUG_FLAG, DEBUG_HELP
-from ..errors import UserError
-from ..fileio import RunLock, check_writable_dir, write_text
+from ..errors import ConfigError, InputFileError
+from ..fileio import RunLock, check_writable_dir, write_json, write_text
 from ..memory import check_training_memory
 from . import checkpoint as ckpt
-from .algorithm import Pipeline, format_summary, write_json_atomic
 from .config import check_paths
 from .distributed import init_from_env, pick_device, shutdown
 from .presets import DEFAULT_PRESET, available, build_config
+from .run import Run
+from .summary import format_summary
+
+#: ``make_run(cfg, out_dir, ctx, device, resume=checkpoint or None, progress=...)``: the program's
+#: run (a :class:`~trilevelnas.training.run.Run`), e.g. the SearchRun class itself.
+MakeRun = Callable[..., Run]
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,48 +60,51 @@ def _differences(old, new, prefix: str = "") -> list[tuple[str, object, object]]
 def resume_config(stored: dict, ckpt_path: str, args: argparse.Namespace, flags: dict):
     """The configuration of a resumed run: the checkpoint's, with only :data:`RESUME_MAY_CHANGE` changed.
 
-    A ``--preset``, ``--config``, ``--set`` or option that changes anything else is a UserError
+    A ``--preset``, ``--config``, ``--set`` or option that changes anything else is a ConfigError
     naming each differing key with the checkpoint's value and the requested one.
     """
     if not isinstance(stored, dict):
-        raise UserError(f"{ckpt_path} is not a complete trilevelnas checkpoint: its 'config' is not a dict")
+        raise InputFileError(f"{ckpt_path} is not a complete trilevelnas checkpoint: its 'config' is not a dict")
     if args.preset is not None and args.preset != stored.get("preset"):
-        raise UserError(f"--resume: --preset {args.preset} differs from the preset of the run in "
-                        f"{ckpt_path} ({stored.get('preset')}); drop --preset to resume it")
+        raise ConfigError(f"--resume: --preset {args.preset} differs from the preset of the run in "
+                          f"{ckpt_path} ({stored.get('preset')}); drop --preset to resume it")
     base = build_config(None, None, [], {}, base=stored).to_dict()
     cfg = build_config(None, args.config, args.sets, flags, base=stored)
     diffs = [(k, a, b) for k, a, b in _differences(base, cfg.to_dict())
              if tuple(k.split(".")[:2]) not in RESUME_MAY_CHANGE]
     if diffs:
         listed = "; ".join(f"{k}: checkpoint {a!r}, requested {b!r}" for k, a, b in diffs)
-        raise UserError(f"--resume: the options differ from the run in {ckpt_path}: {listed}; drop "
-                        "them to resume (the checkpoint's configuration is used), or start a new --out")
+        raise ConfigError(f"--resume: the options differ from the run in {ckpt_path}: {listed}; drop "
+                          "them to resume (the checkpoint's configuration is used), or start a new --out")
     return cfg
 
 
-def run_program(program: str, args: argparse.Namespace, arch=None, init: str | None = None) -> dict:
-    """Build the config, (re)start the run in ``args.out``, run it, print and return the summary.
+def run_program(program: str, args: argparse.Namespace, make_run: MakeRun, arch=None,
+                init: str | None = None) -> dict:
+    """Build the config, (re)start the run of ``program`` in ``args.out`` with ``make_run``, run
+    it, print and return the summary. ``arch`` and ``init``: the train program's ``--arch``
+    (an Architecture) and ``--init`` (a path).
 
     Everything the user gave is checked before any output is written: the configuration, the
-    device, that ``--out`` is a writable folder no other run holds (a lock), and on ``--resume``
-    that the checkpoint is ours and its configuration is not contradicted.
+    device, the paths, that ``--out`` is a writable folder no other run holds (a lock), and on
+    ``--resume`` that the checkpoint is ours and its configuration is not contradicted.
     """
     out = args.out
     check_writable_dir(out, "--out")
     rank = int(os.environ.get("RANK", "0") or 0)
     lock = RunLock(out) if rank == 0 else None
     try:
-        return _run_locked(program, args, arch, init)
+        return _run_locked(program, args, make_run, arch, init)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _run_locked(program: str, args: argparse.Namespace, arch, init) -> dict:
+def _run_locked(program: str, args: argparse.Namespace, make_run: MakeRun, arch, init) -> dict:
     out = args.out
     ckpt_path = os.path.join(out, "checkpoint.pt")
     if os.path.isdir(ckpt_path):
-        raise UserError(f"{ckpt_path} is a folder; checkpoints cannot be written there")
+        raise InputFileError(f"{ckpt_path} is a folder; checkpoints cannot be written there")
     flags = {
         "data": {"root": args.data, "skip_bad_images": True if args.skip_bad_images else None},
         "loss": {"teacher": args.teacher, "teacher_cache": args.teacher_cache},
@@ -104,12 +113,12 @@ def _run_locked(program: str, args: argparse.Namespace, arch, init) -> dict:
     resume_state = None
     if os.path.lexists(ckpt_path):
         if not args.resume:
-            raise UserError(f"--out {out!r} already holds a run (checkpoint.pt); pass --resume to "
-                            "continue it or choose another --out")
+            raise InputFileError(f"--out {out!r} already holds a run (checkpoint.pt); pass --resume to "
+                                 "continue it or choose another --out")
         resume_state = ckpt.load(ckpt_path, required=ckpt.PROGRAM_KEYS)
         if resume_state.get("program") != program:
-            raise UserError(f"{ckpt_path} was written by the {resume_state.get('program')} program, "
-                            f"not by {program}")
+            raise InputFileError(f"{ckpt_path} was written by the {resume_state.get('program')} program, "
+                                 f"not by {program}")
         stored_loss = resume_state["config"].get("loss") if isinstance(resume_state["config"], dict) else None
         if isinstance(stored_loss, dict) and "teacher_cache" not in stored_loss:
             stored_loss["teacher_cache"] = "off"  # a run from before the teacher cache keeps its targets
@@ -117,18 +126,17 @@ def _run_locked(program: str, args: argparse.Namespace, arch, init) -> dict:
     else:
         cfg = build_config(args.preset, args.config, args.sets, flags)
     if arch is not None and arch.scale != cfg.data.scale:
-        raise UserError(f"--arch is a x{arch.scale} network but the config has data.scale = {cfg.data.scale}")
+        raise ConfigError(f"--arch is a x{arch.scale} network but the config has data.scale = {cfg.data.scale}")
     device = pick_device(cfg.run.device)
     check_paths(cfg, {"--init": init})  # before any data is read or any model is built
     check_training_memory(program, cfg, device, arch)
     ctx = init_from_env(device)
     try:
-        pipeline = Pipeline(cfg, out, program, ctx, device, resume=resume_state, arch=arch, init=init,
-                            progress=False if args.no_progress else None)
+        run = make_run(cfg, out, ctx, device, resume=resume_state, progress=False if args.no_progress else None)
         if ctx.is_main:  # only once the data, the teacher and the models are known to load
-            write_json_atomic(cfg.to_dict(), os.path.join(out, "config.json"))
-        pipeline.loop.resume_hint = f"continue with: {resume_command(program, args)}"
-        summary = pipeline.run()
+            write_json(cfg.to_dict(), os.path.join(out, "config.json"))
+        run.loop.resume_hint = f"continue with: {resume_command(program, args)}"
+        summary = run.run()
         if ctx.is_main:
             table = format_summary(summary)
             write_text(table + "\n", os.path.join(out, "summary.txt"))

@@ -1,0 +1,58 @@
+"""The architecture optimiser of the search and its step (as ``darts/cnn/architect.py`` does)."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from .config import Config
+from .distributed import DistContext, all_reduce_grads
+from .losses import Objective, flops_penalty
+
+
+class Architect:
+    """Owns the Adam optimiser of the supernet's architecture parameters α, β, γ
+    (``search.arch_lr``, ``search.arch_betas``, ``search.arch_weight_decay``) and its step."""
+
+    def __init__(self, supernet: nn.Module, cfg: Config, objective: Objective, ctx: DistContext,
+                 check_finite: Callable[[dict], None]):
+        self.supernet, self.objective, self.ctx, self.check_finite = supernet, objective, ctx, check_finite
+        self.flops_weight = cfg.loss.flops_weight
+        self.params = list(supernet.arch_parameters().values())
+        self.optimizer = torch.optim.Adam(self.params, lr=cfg.search.arch_lr, betas=tuple(cfg.search.arch_betas),
+                                          weight_decay=cfg.search.arch_weight_decay)
+
+    def step(self, lq: torch.Tensor, target: torch.Tensor) -> dict:
+        """One update of α, β, γ on a validation batch (χ2): minimise the architecture loss
+        ``d + order + λ_f·H`` (the distance to ``target``, the tree's ordering term, the expected
+        GFLOPs when ``loss.flops_weight`` > 0), with the gradients averaged over the ranks.
+
+        Returns the loss and its parts as floats: ``arch_loss``, ``arch_d``, ``order``, ``gflops``.
+        A non-finite loss stops the run (``check_finite``) before anything is updated. The step
+        leaves gradients on the supernet's weights; the caller clears them.
+        """
+        sn = self.supernet
+        self.optimizer.zero_grad(set_to_none=True)
+        # The unwrapped supernet: only the architecture gradients are wanted, averaged over the
+        # ranks below (DDP would all-reduce the weight gradients too).
+        d, _ = self.objective(sn(lq), target)
+        gflops = sn.expected_flops()
+        order = sn.order_loss(task_loss=d).to(d.dtype)
+        arch_loss = d + order
+        if self.flops_weight > 0:
+            arch_loss = arch_loss + flops_penalty(gflops, self.flops_weight)
+        self.check_finite({"arch_loss": arch_loss})
+        arch_loss.backward()
+        all_reduce_grads(self.params, self.ctx)
+        self.optimizer.step()
+        return {"arch_loss": float(arch_loss.detach()), "arch_d": float(d.detach()),
+                "order": float(order.detach()), "gflops": float(gflops.detach())}
+
+    def state_dict(self) -> dict:
+        """The optimiser's state (a checkpoint's ``optimizers["arch"]``)."""
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict`."""
+        self.optimizer.load_state_dict(state)

@@ -1,0 +1,296 @@
+"""What the search and the train runs share: their data, objectives, log and loop, the training
+phases of the derived network (train, finetune), validation, checkpoints and the summary.
+
+:class:`Run` is the base of :class:`~trilevelnas.training.search_run.SearchRun` (Algorithm 1:
+pretrain, search, derive, then train from search) and
+:class:`~trilevelnas.training.train_run.TrainRun` (an architecture file, optionally with the
+weights of ``--init``). docs/pipeline.md describes the phases and the checkpoint.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import torch.nn as nn
+
+from ..arch import Architecture
+from ..devices import available_cores
+from ..fileio import write_json
+from ..supernet.decisions import OneHotTracker
+from . import checkpoint as ckpt
+from . import components as comp
+from .config import Config, PhaseConfig
+from .distributed import DistContext, barrier, unwrap, wrap
+from .logging import RunLog
+from .loop import Loop, sample_batch
+
+
+def adam(params, section) -> torch.optim.Adam:
+    """Adam on ``params`` with the ``lr``, ``betas`` and ``weight_decay`` of a phase ``section``."""
+    return torch.optim.Adam(params, lr=section.lr, betas=tuple(section.betas), weight_decay=section.weight_decay)
+
+
+class Run:
+    """One run of a program, writing into ``out_dir``; ``resume``: the checkpoint to continue from.
+
+    Subclasses say which program they are (:attr:`program`, stored in the checkpoint and the
+    summary) and add their phases; this class trains the derived network :attr:`model`.
+    """
+
+    program: str = ""
+    arch: Architecture | None = None  # the derived architecture (a TrainRun is given it)
+
+    def __init__(self, cfg: Config, out_dir: str, ctx: DistContext, device: torch.device,
+                 resume: dict | None = None, progress: bool | None = None):
+        self.cfg, self.out_dir, self.ctx, self.device = cfg, out_dir, ctx, device
+        torch.set_num_threads(cfg.run.threads or available_cores())
+        self.supernet_cfg: dict | None = None
+        self.arch_tensors: dict = {}
+        self.model: nn.Module | None = None
+        self.net: nn.Module | None = None  # what the current phase runs (maybe DDP-wrapped)
+        self.opt_w = self.sched_w = None
+        self.history: list[dict] = []
+        self.last_val: dict = {}
+        self.one_hot = OneHotTracker()
+        self.best_val: dict | None = None  # the best validation during training (model_best.pt)
+        self.decisions: dict | None = None  # decision_report at the end of the search
+        self._pending_optim: dict | None = None
+
+        self.train_full = comp.training_set(cfg)
+        self.val_set = comp.validation_set(cfg)
+        self.teacher = comp.load_teacher(cfg, device)
+        # the teacher cache: one teacher pass per training image, the steps read its crops (teacher None)
+        self.train_full, self.teacher = comp.distillation_set(cfg, out_dir, self.train_full, self.teacher,
+                                                              ctx, progress)
+        self.content_only = comp.build_objective(cfg, device, perceptual=False)
+        self.full_objective = comp.build_objective(cfg, device, perceptual=True)
+
+        self.log = RunLog(out_dir, resume_step=resume["loop"]["global_step"] if resume else None) \
+            if ctx.is_main else None
+        self.loop = Loop(cfg.run.seed, ctx, device, out_dir, self.log, cfg.run.checkpoint_every,
+                         cfg.run.log_every, self._checkpoint_state, self._live_modules, progress)
+
+    # -- state ------------------------------------------------------------------------------
+    def _live_modules(self) -> list[nn.Module]:
+        """The networks whose weights must be finite for a checkpoint to be written."""
+        return [self.model] if self.model is not None else []
+
+    def _optimizer_states(self) -> dict:
+        """The optimisers' states of the current phase, by checkpoint key."""
+        return {key: obj.state_dict() for key, obj in (("weights", self.opt_w), ("weights_sched", self.sched_w))
+                if obj is not None}
+
+    def _checkpoint_state(self) -> dict:
+        """Everything :meth:`_restore` needs to continue exactly (docs/pipeline.md, "Checkpoints")."""
+        return {
+            "version": 1,
+            "program": self.program,
+            "config": self.cfg.to_dict(),
+            "supernet_config": self.supernet_cfg,
+            "supernet": None,
+            "arch": self.arch_tensors,
+            "architecture": self.arch.to_dict() if self.arch is not None else None,
+            "model": self.model.state_dict() if self.model is not None else None,
+            "optimizers": self._optimizer_states(),
+            "optimizer_phase": self.loop.state.phase,
+            "history": self.history,
+            "val": self.last_val,
+            "one_hot": self.one_hot.state(),
+            "best_val": self.best_val,
+            "decisions": self.decisions,
+        }
+
+    def _restore(self, state: dict) -> None:
+        """Continue from a checkpoint of this program: the loop position, the networks, the
+        pending optimiser states of an unfinished phase, and last the RNG states."""
+        self.loop.restore(state["loop"])
+        self.supernet_cfg = state.get("supernet_config")
+        self.history = list(state.get("history", []))
+        self.last_val = dict(state.get("val", {}))
+        self.one_hot.load(state.get("one_hot"))
+        self.best_val = state.get("best_val")
+        self.decisions = state.get("decisions")
+        self.arch_tensors = dict(state.get("arch", {}))
+        if state.get("architecture") is not None:
+            self.arch = Architecture.from_dict(state["architecture"])
+        self._restore_supernet(state)
+        if state.get("model") is not None:
+            from ..models import build
+
+            self.model = build(self.arch).to(self.device)
+            self.model.load_state_dict(state["model"])
+        if self.loop.state.phase not in self.loop.state.done:
+            self._pending_optim = state.get("optimizers")
+        ckpt.set_rng_state(state["rng"])
+
+    def _restore_supernet(self, state: dict) -> None:
+        """The supernet of a checkpoint; a run without one has nothing to restore."""
+
+    # -- the phases of the derived network --------------------------------------------------
+    def _setup_phase(self, name: str) -> None:
+        """Train or finetune the derived network (DDP-wrapped): a fresh Adam and step schedule,
+        or the checkpoint's when the phase is resumed."""
+        cfg = self.cfg
+        milestones = cfg.train.finetune_milestones if name == "finetune" else cfg.train.milestones
+        self.model.train()
+        self.net = wrap(self.model, self.ctx, self.device)
+        self._new_weight_optimizer([p for p in self.model.parameters() if p.requires_grad], cfg.train, milestones)
+        self._load_pending_optim(name)
+
+    def _new_weight_optimizer(self, params: list, section: PhaseConfig, milestones) -> None:
+        """:attr:`opt_w` (Adam) and :attr:`sched_w` (step decay at ``milestones``) for ``params``."""
+        self.opt_w = adam(params, section)
+        self.sched_w = torch.optim.lr_scheduler.MultiStepLR(self.opt_w, milestones=list(milestones),
+                                                            gamma=section.lr_decay)
+
+    def _load_pending_optim(self, name: str) -> dict | None:
+        """Load the checkpoint's optimiser states into phase ``name`` when it is the resumed phase
+        (once); returns them for the optimisers a subclass adds, else None."""
+        pending, self._pending_optim = self._pending_optim, None
+        if not (pending and self.loop.state.phase == name):
+            return None
+        self.opt_w.load_state_dict(pending["weights"])
+        self.sched_w.load_state_dict(pending["weights_sched"])
+        return pending
+
+    def _fresh_model(self) -> nn.Module:
+        """The derived network :attr:`arch`, freshly initialised from the run seed (from scratch)."""
+        from ..models import build
+
+        ckpt.seed_all(ckpt.step_seed(self.cfg.run.seed, 99))
+        return build(self.arch).to(self.device)
+
+    def _section(self, phase: str) -> PhaseConfig:
+        """The config section of ``phase`` (finetune shares train's)."""
+        return {"pretrain": self.cfg.pretrain, "search": self.cfg.search}.get(phase, self.cfg.train)
+
+    def _batch_size(self, phase: str) -> int:
+        return self._section(phase).batch_size or self.cfg.data.batch_size
+
+    def _sync_weights(self) -> None:
+        """Average the weight gradients over the ranks where DDP does not (the derived network uses DDP)."""
+
+    def _weight_step(self, batch_set, phase: str, t: int, objective, stream: int = 0) -> dict:
+        """One Adam update of the current phase's weights on a batch of ``batch_set``."""
+        loop = self.loop
+        loop.seed_data(phase, t, stream)
+        batch = sample_batch(batch_set, self._batch_size(phase), self.device)
+        target = comp.targets(batch, self.teacher)
+        loop.seed_noise(phase, t, stream)
+        self.opt_w.zero_grad(set_to_none=True)
+        loss, parts = objective(self.net(batch["lq"]), target)
+        loop.check_finite({"loss": loss})
+        loss.backward()
+        self._sync_weights()
+        clip_gradients(self.opt_w.param_groups[0]["params"], self._section(phase).grad_clip)
+        self.opt_w.step()
+        return {"loss": float(loss.detach()), **parts}
+
+    def _train_step(self, phase: str):
+        """The step function of the train or finetune phase (the perceptual loss in finetune)."""
+        objective = self.full_objective if phase == "finetune" else self.content_only
+
+        def step(t: int) -> dict:
+            out = self._weight_step(self.train_full, phase, t, objective)
+            self.sched_w.step()
+            out["lr"] = self.opt_w.param_groups[0]["lr"]
+            return out
+        return step
+
+    def _validate(self) -> dict:
+        """Validate the network being trained; a new best PSNR-Y is saved as ``model_best.pt``."""
+        if not self.ctx.is_main:
+            return {}
+        self.last_val = comp.validate(unwrap(self.net), self.val_set, self.cfg.data.scale, self.device)
+        psnr = self.last_val.get("psnr_y")
+        if psnr is not None and math.isfinite(psnr) and (self.best_val is None or psnr > self.best_val["psnr_y"]):
+            from ..models import save_model
+
+            self.best_val = {"psnr_y": float(psnr), "phase": self.loop.state.phase, "step": self.loop.state.step}
+            save_model(unwrap(self.net), os.path.join(self.out_dir, "model_best.pt"), meta=dict(self.best_val))
+        return dict(self.last_val)
+
+    def _train_phases(self, do_train: bool) -> bool:
+        """Run the remaining train (and, for the visual objective, finetune) phases when
+        ``do_train``; whether the derived network has been trained."""
+        cfg, loop = self.cfg, self.loop
+        phases = [("train", cfg.train.steps)]
+        if cfg.loss.objective == "visual":
+            phases.append(("finetune", cfg.train.finetune_steps))
+        trained = False
+        for name, total in phases:
+            if not do_train or total == 0 or name in loop.state.done:
+                trained = trained or name in loop.state.done
+                continue
+            self._setup_phase(name)
+            loop.run_phase(name, total, self._train_step(name), extra_fn=self._validate,
+                           extra_every=cfg.run.val_every, on_end=None)
+            trained = True
+        return trained
+
+    # -- driver -----------------------------------------------------------------------------
+    def run(self) -> dict:
+        """Run the remaining phases and return the summary."""
+        trained = self._train_phases(do_train=True)
+        return self._finish(trained)
+
+    def _finish(self, trained: bool) -> dict:
+        """Write the outputs (summary, model, plots), close the log and return the summary."""
+        self.net = self.model
+        summary = self._summary(trained)
+        barrier(self.ctx)
+        return summary
+
+    def _train_init(self) -> str:
+        """The summary's ``train_init``: where the trained network's weights started."""
+        raise NotImplementedError
+
+    def _saves_model(self, trained: bool) -> bool:
+        """Whether ``model.pt`` is written: the train program always writes it."""
+        return True
+
+    def _summary(self, trained: bool) -> dict:
+        from .. import profile
+
+        model = self.model.eval()
+        val = comp.validate(model, self.val_set, self.cfg.data.scale, self.device) if self.ctx.is_main else {}
+        prof = profile(model) if self.ctx.is_main else {}
+        timing = self.loop.state.timing
+        summary = {
+            "program": self.program,
+            "preset": self.cfg.preset,
+            "architecture": self.arch.to_dict(),
+            "params": prof.get("params"),
+            "gflops": prof.get("gflops"),
+            "psnr_y": val.get("psnr_y"),
+            "bicubic_psnr_y": val.get("bicubic_psnr_y"),
+            "val_images": len(self.val_set),
+            "validation_images": comp.validation_names(self.val_set),
+            "validation_held_out": comp.held_out(self.train_full, self.val_set),
+            "search_seconds": timing.get("pretrain", 0.0) + timing.get("search", 0.0),
+            "train_seconds": timing.get("train", 0.0) + timing.get("finetune", 0.0),
+            "trained": trained,
+            "train_init": self._train_init(),
+        }
+        if self.decisions is not None:
+            summary["decisions"] = self.decisions
+        if self.best_val is not None:
+            summary["best_val"] = self.best_val
+        if self.ctx.is_main:
+            if self._saves_model(trained):
+                from ..models import save_model
+
+                save_model(model, os.path.join(self.out_dir, "model.pt"))
+            write_json(summary, os.path.join(self.out_dir, "summary.json"))
+            from . import plots
+
+            plots.write_all(self.out_dir, self.history, self.arch)
+            self.log.close()
+        return summary
+
+
+def clip_gradients(params, max_norm: float) -> None:
+    """Clip the gradients of ``params`` to norm ``max_norm``; 0: no clipping."""
+    if max_norm > 0:
+        torch.nn.utils.clip_grad_norm_(params, max_norm)

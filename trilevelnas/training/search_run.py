@@ -1,0 +1,202 @@
+"""The search program's run: the paper's Algorithm 1 with "train from search".
+
+- **pretrain** (weights only, on χ1): for each batch, the sandwich rule runs the supernet at
+  [max, min, random, random] widths with one Adam update each, content loss only;
+- **search**: each step, a weight update on a χ1 batch (Gumbel-sampled widths), then an
+  architecture update on a χ2 batch (:class:`~trilevelnas.training.architect.Architect`: Adam,
+  lr 3e-4, betas (0.5, 0.999), on α, β, γ minimising d + λ_f·H); the radius ρ of every relaxation
+  rises linearly from ``radius_start`` to ``radius_end``;
+- **derive**: ``supernet.derive()`` → ``arch.json``;
+- **train**: the derived network, with the supernet's weights inherited (``supernet.extract``) or
+  freshly initialised (from scratch), on all training images; **finetune** adds the perceptual
+  loss (visual objective). These phases are :class:`~trilevelnas.training.run.Run`'s.
+"""
+from __future__ import annotations
+
+import copy
+import os
+
+import torch
+import torch.nn as nn
+
+from ..fileio import write_json
+from ..space import SANDWICH
+from ..supernet.decisions import decision_report, logit_margins
+from . import checkpoint as ckpt
+from . import components as comp
+from .architect import Architect
+from .config import Config
+from .distributed import DistContext, all_reduce_grads, broadcast_module
+from .loop import linear_radius, sample_batch
+from .run import Run, clip_gradients
+
+
+class SearchRun(Run):
+    """pretrain → search → derive on the supernet, then (``run.train_after_search``) the derived
+    network's train phases, starting from the supernet's weights (``train.init = search``) or
+    from scratch."""
+
+    program = "search"
+
+    def __init__(self, cfg: Config, out_dir: str, ctx: DistContext, device: torch.device,
+                 resume: dict | None = None, progress: bool | None = None):
+        super().__init__(cfg, out_dir, ctx, device, resume=resume, progress=progress)
+        self.half1, self.half2 = comp.split_halves(self.train_full)
+        self.supernet_state: dict | None = None  # the supernet at the end of the search
+        self.architect: Architect | None = None  # during the search phase
+        self.supernet_cfg = comp.supernet_config_dict(cfg)
+        ckpt.seed_all(ckpt.step_seed(cfg.run.seed, 0))
+        self.supernet: nn.Module | None = comp.build_supernet(cfg).to(device)
+        if resume is not None:
+            self._restore(resume)
+
+    # -- state ------------------------------------------------------------------------------
+    def _live_modules(self) -> list[nn.Module]:
+        return [m for m in (self.supernet, self.model) if m is not None]
+
+    def _arch_params(self) -> dict:
+        return dict(self.supernet.arch_parameters()) if self.supernet is not None else {}
+
+    def _optimizer_states(self) -> dict:
+        states = super()._optimizer_states()
+        if self.architect is not None:
+            states["arch"] = self.architect.state_dict()
+        return states
+
+    def _checkpoint_state(self) -> dict:
+        if self.supernet is not None:
+            self.arch_tensors = {k: v.detach().cpu().clone() for k, v in self._arch_params().items()}
+        state = super()._checkpoint_state()
+        state["supernet"] = self.supernet.state_dict() if self.supernet is not None else self.supernet_state
+        return state
+
+    def _restore_supernet(self, state: dict) -> None:
+        """The checkpoint's supernet; after the search it is kept as a state dict only."""
+        if state.get("supernet") is None:
+            return
+        self.supernet.load_state_dict(state["supernet"])
+        if "search" in self.loop.state.done:
+            self.supernet_state = state["supernet"]
+            self.supernet = None
+
+    # -- the supernet's phases --------------------------------------------------------------
+    def _search_objective(self):
+        return self.full_objective if self.cfg.loss.perceptual_in_search else self.content_only
+
+    def _setup_supernet_phase(self, name: str) -> None:
+        """Pretrain or search: Adam on the supernet's weights (gradients averaged by
+        :meth:`_sync_weights`, not by DDP) and, for the search, the :class:`Architect`."""
+        sn = self.supernet
+        section = self._section(name)
+        sn.train()
+        broadcast_module(sn, self.ctx)
+        self.net = sn
+        self._new_weight_optimizer(list(sn.weight_parameters()), section, section.milestones)
+        self.architect = None
+        if name == "search":
+            self.architect = Architect(sn, self.cfg, self._search_objective(), self.ctx, self.loop.check_finite)
+        pending = self._load_pending_optim(name)
+        if pending and self.architect is not None:
+            self.architect.load_state_dict(pending["arch"])
+
+    def _sync_weights(self) -> None:
+        """Average the supernet's weight gradients over the ranks (the derived network uses DDP)."""
+        if self.net is self.supernet:
+            all_reduce_grads(self.opt_w.param_groups[0]["params"], self.ctx)
+
+    def _pretrain_step(self, t: int) -> dict:
+        """One χ1 batch, one weight update per sandwich width, content loss only."""
+        loop = self.loop
+        loop.seed_data("pretrain", t)
+        batch = sample_batch(self.half1, self._batch_size("pretrain"), self.device)
+        target = comp.targets(batch, self.teacher)
+        loop.seed_noise("pretrain", t)
+        total = 0.0
+        for mode in SANDWICH:
+            self.supernet.set_width_mode(mode)
+            self.opt_w.zero_grad(set_to_none=True)
+            loss, _ = self.content_only(self.net(batch["lq"]), target)
+            loop.check_finite({"loss": loss})
+            loss.backward()
+            self._sync_weights()
+            clip_gradients(self.opt_w.param_groups[0]["params"], self.cfg.pretrain.grad_clip)
+            self.opt_w.step()
+            total += float(loss.detach())
+        self.supernet.set_width_mode(None)
+        self.sched_w.step()
+        return {"loss": total / len(SANDWICH), "lr": self.opt_w.param_groups[0]["lr"]}
+
+    def _search_step(self, t: int) -> dict:
+        """A weight update on a χ1 batch, then the architecture update on a χ2 batch, at radius ρ(t)."""
+        cfg, loop, sn = self.cfg, self.loop, self.supernet
+        rho = linear_radius(t, cfg.search.steps, cfg.search.radius_start, cfg.search.radius_end,
+                            cfg.search.radius_warmup)
+        sn.set_radius(rho)
+        out = self._weight_step(self.half1, "search", t, self._search_objective(), stream=0)
+        self.sched_w.step()
+        loop.seed_data("search", t, 1)
+        batch = sample_batch(self.half2, self._batch_size("search"), self.device)
+        target = comp.targets(batch, self.teacher)
+        loop.seed_noise("search", t, 1)
+        out.update(self.architect.step(batch["lq"], target))
+        self.opt_w.zero_grad(set_to_none=True)  # the arch step's weight gradients are not used
+        margins = logit_margins(sn)
+        self.one_hot.update(sn, t + 1, margins)
+        out.update({"radius": rho,
+                    "margin_alpha_min": float(margins["alpha"].min()) if margins["alpha"].numel() else 0.0,
+                    "margin_gamma_min": float(margins["gamma"].min()) if margins["gamma"].numel() else 0.0})
+        if "node" in margins:
+            out["margin_node"] = float(margins["node"])
+        if (t + 1) % cfg.run.log_every == 0 or t + 1 == cfg.search.steps:
+            self._record_history(t + 1, rho, out["gflops"])
+        return out
+
+    def _record_history(self, step: int, rho: float, gflops: float) -> None:
+        entry = {"step": step, "radius": rho, "gflops": gflops}
+        entry["params"] = {k: v.detach().cpu().clone() for k, v in self._arch_params().items()}
+        entry["weights"] = {k: v.cpu() for k, v in self.supernet.relaxed_weights().items()}
+        self.history.append(entry)
+
+    def _end_search(self) -> None:
+        """Derive the architecture at ρ = ``radius_end`` and write ``arch.json``."""
+        sn = self.supernet
+        sn.set_radius(self.cfg.search.radius_end)
+        sn.eval()
+        self.arch = sn.derive()
+        self.decisions = decision_report(sn, self.arch, self.one_hot)
+        self.arch_tensors = {k: v.detach().cpu().clone() for k, v in self._arch_params().items()}
+        if self.ctx.is_main:
+            write_json(self.arch.to_dict(), os.path.join(self.out_dir, "arch.json"))
+
+    def _init_model(self) -> None:
+        """The derived network the train phase starts from: the supernet's weights (train from
+        search) or a fresh initialisation (``train.init = scratch``)."""
+        if self.cfg.train.init == "scratch":
+            self.model = self._fresh_model()
+        else:
+            self.model = comp.extract_network(self.supernet_state, self.supernet_cfg, self.arch).to(self.device)
+
+    # -- driver -----------------------------------------------------------------------------
+    def run(self) -> dict:
+        """Run the remaining phases and return the summary."""
+        cfg, loop = self.cfg, self.loop
+        for name, total, step in (("pretrain", cfg.pretrain.steps, self._pretrain_step),
+                                  ("search", cfg.search.steps, self._search_step)):
+            if name in loop.state.done:
+                continue
+            self._setup_supernet_phase(name)
+            loop.run_phase(name, total, step, on_end=self._end_search if name == "search" else None)
+        if self.supernet is not None:  # the architect goes with the supernet it optimises
+            self.supernet_state = copy.deepcopy(self.supernet.state_dict())
+            self.supernet = self.architect = None
+        if self.model is None:
+            self._init_model()
+        trained = self._train_phases(do_train=cfg.run.train_after_search)
+        return self._finish(trained)
+
+    def _train_init(self) -> str:
+        return self.cfg.train.init
+
+    def _saves_model(self, trained: bool) -> bool:
+        """``model.pt`` only when the derived network was trained."""
+        return trained

@@ -1,0 +1,50 @@
+"""The train program's run: the derived network of an architecture file, trained from the weights
+``--init`` supplied (:class:`InitWeights`, read and checked by the program) or from scratch."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+from ..arch import Architecture
+from .config import Config
+from .distributed import DistContext
+from .run import Run
+
+
+@dataclass
+class InitWeights:
+    """What a train run starts from: ``model``, the derived network with inherited weights; for a
+    search checkpoint also its ``supernet_config`` and architecture tensors (``arch_tensors``),
+    which the run's checkpoints keep."""
+
+    model: nn.Module
+    supernet_config: dict | None = None
+    arch_tensors: dict = field(default_factory=dict)
+
+
+class TrainRun(Run):
+    """The train (and finetune) phases of ``arch``. ``init``: the weights to start from (None:
+    from scratch); ``inherited``: whether the run's weights came from ``--init`` (the summary's
+    ``train_init``; on resume the checkpoint holds the weights and ``init`` is None)."""
+
+    program = "train"
+
+    def __init__(self, cfg: Config, out_dir: str, ctx: DistContext, device: torch.device, arch: Architecture,
+                 init: InitWeights | None = None, inherited: bool = False, resume: dict | None = None,
+                 progress: bool | None = None):
+        self.arch = arch
+        self.inherited = inherited
+        super().__init__(cfg, out_dir, ctx, device, resume=resume, progress=progress)
+        if resume is not None:
+            self._restore(resume)
+        elif init is not None:
+            self.supernet_cfg = init.supernet_config
+            self.arch_tensors = dict(init.arch_tensors)
+            self.model = init.model.to(device)
+        else:
+            self.model = self._fresh_model()
+
+    def _train_init(self) -> str:
+        return "inherited" if self.inherited else "scratch"
