@@ -4,7 +4,7 @@ Every output is written to a fresh temporary file in the target's folder (``mkst
 so a planted link at a temporary name is never followed), flushed, fsync'ed and renamed over the
 target with ``os.replace``. The rename replaces a symbolic link at the target instead of writing
 through it, and a write that fails (no space, permission, a folder in the way) leaves the previous
-file intact. Failures are :class:`~trilevelnas.errors.UserError` naming the path and the cause.
+file intact. Failures are :class:`~trilevelnas.errors.InputFileError` naming the path and the cause.
 
 Torch files are read with ``weights_only=True`` only: they hold tensors and plain values (str, int,
 float, bool, None, and lists, tuples and dicts of them), never pickled code.
@@ -20,7 +20,7 @@ from typing import Any, BinaryIO, Callable
 
 import torch
 
-from .errors import UserError
+from .errors import InputFileError
 
 __all__ = ["os_error", "atomic_write", "write_json", "write_text", "save_torch", "load_torch",
            "check_plain", "append_text", "replacing", "check_writable_dir", "check_writable_file", "RunLock"]
@@ -44,10 +44,10 @@ _CAUSES = {
 }
 
 
-def os_error(exc: OSError, path: str, action: str = "write") -> UserError:
-    """A one-line :class:`UserError` for an OSError on ``path``: ``cannot <action> <path>: <cause>``."""
+def os_error(exc: OSError, path: str, action: str = "write") -> InputFileError:
+    """A one-line :class:`InputFileError` for an OSError on ``path``: ``cannot <action> <path>: <cause>``."""
     cause = _CAUSES.get(exc.errno) or exc.strerror or str(exc)
-    return UserError(f"cannot {action} {path}: {cause}")
+    return InputFileError(f"cannot {action} {path}: {cause}")
 
 
 def _fsync_dir(folder: str) -> None:
@@ -83,10 +83,10 @@ def replacing(path: str, action: str = "write"):
     go by the extension — Pillow, matplotlib, torch.jit, ONNX — see it) and, once the block is done,
     fsync it and rename it over ``path``: a link there is replaced, not followed. On any failure the
     temporary file is removed and ``path`` is left as it was; an OSError (or torch's short-write
-    RuntimeError) becomes a UserError naming ``path`` and the cause."""
+    RuntimeError) becomes a InputFileError naming ``path`` and the cause."""
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path) and not os.path.islink(path):
-        raise UserError(f"cannot {action} {path}: it is a folder")
+        raise InputFileError(f"cannot {action} {path}: it is a folder")
     try:
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path)[-64:], dir=folder)
@@ -106,7 +106,7 @@ def replacing(path: str, action: str = "write"):
         if isinstance(exc, OSError):
             raise os_error(exc, path, action) from None
         if _torn_write(exc):
-            raise UserError(f"cannot {action} {path}: the write failed ({str(exc).splitlines()[0][:120]}); "
+            raise InputFileError(f"cannot {action} {path}: the write failed ({str(exc).splitlines()[0][:120]}); "
                             "is the disk full?") from None
         raise
     _fsync_dir(folder)
@@ -152,11 +152,11 @@ def save_torch(obj: Any, path: str, where: str = "file") -> None:
 
 
 def load_torch(path: str, what: str) -> Any:
-    """``torch.load(path, weights_only=True)`` on CPU; every failure is a UserError naming ``what`` and the file."""
+    """``torch.load(path, weights_only=True)`` on CPU; every failure is a InputFileError naming ``what`` and the file."""
     if os.path.isdir(path):
-        raise UserError(f"{what} {path!r} is a folder, not a file")
+        raise InputFileError(f"{what} {path!r} is a folder, not a file")
     if not os.path.isfile(path):
-        raise UserError(f"{what} {path!r} does not exist")
+        raise InputFileError(f"{what} {path!r} does not exist")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except OSError as exc:
@@ -165,7 +165,7 @@ def load_torch(path: str, what: str) -> Any:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "Weights only load failed" in str(exc) or "weights_only" in str(exc):
             first = "it holds pickled Python objects, which are not loaded (only tensors and plain values are)"
-        raise UserError(f"{path!r} is not a readable torch {what} ({type(exc).__name__}: {first[:200]})") from None
+        raise InputFileError(f"{path!r} is not a readable torch {what} ({type(exc).__name__}: {first[:200]})") from None
 
 
 def append_text(path: str, text: str) -> None:
@@ -179,7 +179,7 @@ def append_text(path: str, text: str) -> None:
 
 
 def check_writable_dir(path: str, what: str, shown: str | None = None) -> None:
-    """UserError unless ``path`` is (or can be created as) a folder we can write into; the message
+    """InputFileError unless ``path`` is (or can be created as) a folder we can write into; the message
     names ``what`` and ``shown`` (default ``path``)."""
     shown = path if shown is None else shown
     probe = os.path.abspath(path)
@@ -189,24 +189,24 @@ def check_writable_dir(path: str, what: str, shown: str | None = None) -> None:
             break
         probe = parent
     if not os.path.isdir(probe):
-        raise UserError(f"{what} {shown}: {probe} is a file, not a folder")
+        raise InputFileError(f"{what} {shown}: {probe} is a file, not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"{what} {shown}: cannot write into {probe}: permission denied")
+        raise InputFileError(f"{what} {shown}: cannot write into {probe}: permission denied")
 
 
 def check_writable_file(path: str, what: str) -> None:
-    """UserError unless a file can be written at ``path`` (its folder writable, not a folder itself)."""
+    """InputFileError unless a file can be written at ``path`` (its folder writable, not a folder itself)."""
     if os.path.isdir(path):
-        raise UserError(f"{what} {path} is a folder; give a file name")
+        raise InputFileError(f"{what} {path} is a folder; give a file name")
     check_writable_dir(os.path.dirname(os.path.abspath(path)), what, shown=path)
     if os.path.exists(path) and not os.path.islink(path) and not os.access(path, os.W_OK):
-        raise UserError(f"{what} {path}: cannot write it: permission denied")
+        raise InputFileError(f"{what} {path}: cannot write it: permission denied")
 
 
 class RunLock:
     """An exclusive ``flock`` on ``<folder>/.lock`` held for the life of the process (or until :meth:`release`).
 
-    A second run into the same folder gets a UserError naming the folder and the holder's pid.
+    A second run into the same folder gets a InputFileError naming the folder and the holder's pid.
     """
 
     def __init__(self, folder: str, what: str = "--out"):
@@ -229,7 +229,7 @@ class RunLock:
                 holder = "?"
             os.close(self.fd)
             self.fd = None
-            raise UserError(f"{what} {folder} is in use by another run (pid {holder}); wait for it to "
+            raise InputFileError(f"{what} {folder} is in use by another run (pid {holder}); wait for it to "
                             f"end or choose another {what}") from None
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)

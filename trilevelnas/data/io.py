@@ -3,7 +3,7 @@
 Every image is read as ``HxWx3`` RGB (grey images are replicated to three channels and remember
 that they were grey), 8-bit or 16-bit, with its alpha channel split off. Writing does the inverse
 and keeps alpha, 16-bit depth and greyness. A missing, unreadable or corrupt file raises
-:class:`trilevelnas.errors.UserError` naming it.
+:class:`trilevelnas.errors.InputFileError` naming it.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import UserError
+from ..errors import InputFileError, UserError
 from ..fileio import os_error, replacing
 from .png16 import png_header, read_png16, write_png16
 
@@ -57,9 +57,9 @@ def _from_channels(arr: np.ndarray, path: str) -> tuple[np.ndarray, np.ndarray |
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
-        raise UserError(f"cannot read image {path}: unsupported layout {arr.shape}")
+        raise InputFileError(f"cannot read image {path}: unsupported layout {arr.shape}")
     if arr.dtype not in (np.uint8, np.uint16):
-        raise UserError(f"cannot read image {path}: unsupported sample type {arr.dtype} "
+        raise InputFileError(f"cannot read image {path}: unsupported sample type {arr.dtype} "
                         "(8-bit and 16-bit images are supported)")
     channels = arr.shape[2]
     colour = arr[:, :, :1] if channels <= 2 else arr[:, :, :3]
@@ -78,10 +78,10 @@ def _read_pil(path: str) -> tuple[np.ndarray, np.ndarray | None, bool]:
         if mode == "I":
             arr = np.array(im)
             if arr.min() < 0 or arr.max() > 65535:
-                raise UserError(f"cannot read image {path}: 32-bit integer samples outside 0..65535")
+                raise InputFileError(f"cannot read image {path}: 32-bit integer samples outside 0..65535")
             return _from_channels(arr.astype(np.uint16), path)
         if mode == "F":
-            raise UserError(f"cannot read image {path}: floating-point images are not supported")
+            raise InputFileError(f"cannot read image {path}: floating-point images are not supported")
         if mode in ("LA", "La") or (mode in ("1", "L") and "transparency" in im.info):
             return _from_channels(np.array(im.convert("LA")), path)
         if mode in ("1", "L"):
@@ -104,26 +104,26 @@ def _read_tiff(path: str) -> tuple[np.ndarray, np.ndarray | None, bool]:
 
 
 def _check_pixel_count(path: str, width: int, height: int) -> None:
-    """UserError when a header declares more pixels than Pillow's decompression-bomb limit allows."""
+    """InputFileError when a header declares more pixels than Pillow's decompression-bomb limit allows."""
     limit = Image.MAX_IMAGE_PIXELS
     if limit is not None and width * height > 2 * limit:
-        raise UserError(f"cannot read image {path}: its header declares {width} x {height} = "
+        raise InputFileError(f"cannot read image {path}: its header declares {width} x {height} = "
                         f"{width * height} pixels, more than twice Pillow's limit of {limit} "
                         "(a decompression bomb?)")
 
 
 def _check_image_path(path: str) -> None:
-    """UserError unless ``path`` is an existing regular file we may read (names the cause)."""
+    """InputFileError unless ``path`` is an existing regular file we may read (names the cause)."""
     if not os.path.lexists(path):
-        raise UserError(f"image file not found: {path}")
+        raise InputFileError(f"image file not found: {path}")
     if os.path.isdir(path):
-        raise UserError(f"cannot read image {path}: it is a folder, not a file")
+        raise InputFileError(f"cannot read image {path}: it is a folder, not a file")
     if not os.path.exists(path):
-        raise UserError(f"cannot read image {path}: a broken symbolic link")
+        raise InputFileError(f"cannot read image {path}: a broken symbolic link")
     if not os.path.isfile(path):
-        raise UserError(f"cannot read image {path}: not a regular file")
+        raise InputFileError(f"cannot read image {path}: not a regular file")
     if not os.access(path, os.R_OK):
-        raise UserError(f"cannot read image {path}: permission denied")
+        raise InputFileError(f"cannot read image {path}: permission denied")
 
 
 def read_image(path) -> LoadedImage:
@@ -131,7 +131,7 @@ def read_image(path) -> LoadedImage:
 
     Grey, grey+alpha, palette, RGB and RGBA files in PNG, JPEG, BMP, TIFF, WebP and PNM are
     supported; 16-bit PNG and TIFF keep their 16 bits. EXIF orientation is applied. Raises
-    :class:`UserError` naming the file if it is missing or cannot be decoded.
+    :class:`InputFileError` naming the file if it is missing or cannot be decoded.
     """
     path = os.fspath(path)
     _check_image_path(path)
@@ -148,20 +148,20 @@ def read_image(path) -> LoadedImage:
     except UserError:
         raise
     except Image.DecompressionBombError as exc:
-        raise UserError(f"cannot read image {path}: {exc}".split(" could be decompression")[0]
+        raise InputFileError(f"cannot read image {path}: {exc}".split(" could be decompression")[0]
                         + " (a decompression bomb?)") from None
     except MemoryError:
-        raise UserError(f"cannot read image {path}: not enough memory to decode it") from None
+        raise InputFileError(f"cannot read image {path}: not enough memory to decode it") from None
     except UnidentifiedImageError as exc:
-        raise UserError(f"cannot read image {path}: {exc}") from None
+        raise InputFileError(f"cannot read image {path}: {exc}") from None
     except OSError as exc:
         if exc.errno is not None:  # the file system's error, not a decoder's
             raise os_error(exc, f"image {path}", "read") from None
-        raise UserError(f"cannot read image {path}: {exc}") from None
+        raise InputFileError(f"cannot read image {path}: {exc}") from None
     except (ValueError, SyntaxError, EOFError) as exc:
-        raise UserError(f"cannot read image {path}: {exc}") from None
+        raise InputFileError(f"cannot read image {path}: {exc}") from None
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:
-        raise UserError(f"cannot read image {path}: it has no pixels")
+        raise InputFileError(f"cannot read image {path}: it has no pixels")
     return LoadedImage(rgb=rgb, alpha=alpha, gray=gray, path=path)
 
 
@@ -177,12 +177,12 @@ def write_image(path, rgb: np.ndarray, alpha: np.ndarray | None = None, gray: bo
 
     The format follows the extension. ``gray=True`` writes a single grey channel (BT.601 luma of
     ``rgb``). 16-bit data needs PNG or TIFF; alpha needs PNG, WebP or TIFF; otherwise
-    :class:`UserError` names the file. Parent folders are created.
+    :class:`InputFileError` names the file. Parent folders are created.
     """
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
     if ext not in IMAGE_EXTENSIONS:
-        raise UserError(f"cannot write {path}: unknown image extension {ext!r} "
+        raise InputFileError(f"cannot write {path}: unknown image extension {ext!r} "
                         f"(use one of {', '.join(IMAGE_EXTENSIONS)})")
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype not in (np.uint8, np.uint16):
@@ -191,9 +191,9 @@ def write_image(path, rgb: np.ndarray, alpha: np.ndarray | None = None, gray: bo
         raise ValueError("alpha must be HxW with the dtype of rgb")
     sixteen = rgb.dtype == np.uint16
     if sixteen and ext in _EIGHT_BIT_ONLY:
-        raise UserError(f"cannot write {path}: {ext} cannot hold 16-bit images (use .png or .tif)")
+        raise InputFileError(f"cannot write {path}: {ext} cannot hold 16-bit images (use .png or .tif)")
     if alpha is not None and ext not in _WITH_ALPHA:
-        raise UserError(f"cannot write {path}: {ext} cannot hold an alpha channel (use .png)")
+        raise InputFileError(f"cannot write {path}: {ext} cannot hold an alpha channel (use .png)")
     colour = _luma(rgb)[:, :, None] if gray else rgb
     arr = colour if alpha is None else np.concatenate([colour, alpha[:, :, None]], axis=2)
     with replacing(path) as tmp:
@@ -223,7 +223,7 @@ def _write_pixels(path, arr, ext, sixteen, gray, has_alpha) -> None:
 
 
 def check_image(path) -> None:
-    """Raise :class:`UserError` naming ``path`` if it is missing or not a decodable image.
+    """Raise :class:`InputFileError` naming ``path`` if it is missing or not a decodable image.
 
     Checks the header and the file structure (chunk CRCs for PNG) without decoding all pixels.
     """
@@ -235,7 +235,7 @@ def check_image(path) -> None:
 
             with tifffile.TiffFile(path) as tif:
                 if not tif.pages:
-                    raise UserError(f"cannot read image {path}: the TIFF has no pages")
+                    raise InputFileError(f"cannot read image {path}: the TIFF has no pages")
             return
         with Image.open(path) as im:
             im.verify()
@@ -244,21 +244,21 @@ def check_image(path) -> None:
     except OSError as exc:
         if exc.errno is not None:  # the file system's error, not a decoder's
             raise os_error(exc, f"image {path}", "read") from None
-        raise UserError(f"cannot read image {path}: {exc}") from None
+        raise InputFileError(f"cannot read image {path}: {exc}") from None
     except Exception as exc:  # PIL raises many exception types for broken files
-        raise UserError(f"cannot read image {path}: {exc}") from None
+        raise InputFileError(f"cannot read image {path}: {exc}") from None
 
 
 def list_images(root, recursive: bool = False) -> list[str]:
     """Sorted paths of the image files (by extension) in the folder ``root``.
 
-    Raises :class:`UserError` if ``root`` is not a folder or holds no image files.
+    Raises :class:`InputFileError` if ``root`` is not a folder or holds no image files.
     """
     root = os.fspath(root)
     if not os.path.exists(root):
-        raise UserError(f"image folder not found: {root}")
+        raise InputFileError(f"image folder not found: {root}")
     if not os.path.isdir(root):
-        raise UserError(f"image folder {root}: it is a file, not a folder")
+        raise InputFileError(f"image folder {root}: it is a file, not a folder")
     paths = []
 
     def walk_error(exc: OSError):
@@ -275,14 +275,14 @@ def list_images(root, recursive: bool = False) -> list[str]:
     except OSError as exc:
         raise os_error(exc, f"image folder {root}", "list") from None
     if not paths:
-        raise UserError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder {root}")
+        raise InputFileError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder {root}")
     return sorted(paths)
 
 
 def scan_images(root, skip_bad: bool = False, recursive: bool = False) -> list[str]:
     """The readable images of folder ``root`` (see :func:`check_image`).
 
-    With ``skip_bad=False`` the first bad image raises :class:`UserError` naming it; with
+    With ``skip_bad=False`` the first bad image raises :class:`InputFileError` naming it; with
     ``skip_bad=True`` bad images are left out with a warning each. Raises if nothing is left.
     """
     good = []
@@ -296,7 +296,7 @@ def scan_images(root, skip_bad: bool = False, recursive: bool = False) -> list[s
             continue
         good.append(path)
     if not good:
-        raise UserError(f"no readable images in folder {root}")
+        raise InputFileError(f"no readable images in folder {root}")
     return good
 
 

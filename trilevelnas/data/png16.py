@@ -13,7 +13,7 @@ import zlib
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import InputFileError
 
 __all__ = ["png_header", "read_png16", "write_png16"]
 
@@ -40,14 +40,14 @@ def _chunks(data: bytes, path: str):
         body = data[pos + 8:pos + 8 + length]
         crc = data[pos + 8 + length:pos + 12 + length]
         if len(body) != length or len(crc) != 4:
-            raise UserError(f"corrupt image {path}: truncated PNG chunk {kind!r}")
+            raise InputFileError(f"corrupt image {path}: truncated PNG chunk {kind!r}")
         if struct.unpack(">I", crc)[0] != zlib.crc32(kind + body) & 0xFFFFFFFF:
-            raise UserError(f"corrupt image {path}: CRC mismatch in PNG chunk {kind!r}")
+            raise InputFileError(f"corrupt image {path}: CRC mismatch in PNG chunk {kind!r}")
         yield kind, body
         if kind == b"IEND":
             return
         pos += 12 + length
-    raise UserError(f"corrupt image {path}: PNG ends without an IEND chunk")
+    raise InputFileError(f"corrupt image {path}: PNG ends without an IEND chunk")
 
 
 def _unfilter_sequential(ftype: int, row: bytes, prev: bytearray, bpp: int) -> bytearray:
@@ -75,22 +75,22 @@ def read_png16(path: str) -> np.ndarray:
         data = fh.read()
     head = png_header(path)
     if head is None:
-        raise UserError(f"corrupt image {path}: not a PNG file")
+        raise InputFileError(f"corrupt image {path}: not a PNG file")
     if head["bit_depth"] != 16 or head["color_type"] not in _CHANNELS:
-        raise UserError(f"cannot read image {path}: not a 16-bit grey/RGB(A) PNG")
+        raise InputFileError(f"cannot read image {path}: not a 16-bit grey/RGB(A) PNG")
     if head["interlace"]:
-        raise UserError(f"cannot read image {path}: interlaced 16-bit PNGs are not supported")
+        raise InputFileError(f"cannot read image {path}: interlaced 16-bit PNGs are not supported")
     width, height = head["width"], head["height"]
     channels = _CHANNELS[head["color_type"]]
     idat = b"".join(body for kind, body in _chunks(data, path) if kind == b"IDAT")
     try:
         raw = zlib.decompress(idat)
     except zlib.error as exc:
-        raise UserError(f"corrupt image {path}: {exc}") from None
+        raise InputFileError(f"corrupt image {path}: {exc}") from None
     bpp = 2 * channels
     stride = width * bpp
     if len(raw) < height * (stride + 1):
-        raise UserError(f"corrupt image {path}: PNG pixel data is truncated")
+        raise InputFileError(f"corrupt image {path}: PNG pixel data is truncated")
     rows = np.frombuffer(raw, dtype=np.uint8, count=height * (stride + 1)).reshape(height, stride + 1)
     out = np.empty((height, stride), dtype=np.uint8)
     prev = np.zeros(stride, dtype=np.uint8)
@@ -107,7 +107,7 @@ def read_png16(path: str) -> np.ndarray:
             cur = np.frombuffer(bytes(_unfilter_sequential(ftype, row.tobytes(), bytearray(prev.tobytes()), bpp)),
                                 dtype=np.uint8)
         else:
-            raise UserError(f"corrupt image {path}: unknown PNG filter type {ftype} in row {y}")
+            raise InputFileError(f"corrupt image {path}: unknown PNG filter type {ftype} in row {y}")
         out[y] = cur
         prev = out[y]
     return out.view(">u2").astype(np.uint16).reshape(height, width, channels)

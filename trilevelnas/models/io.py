@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..arch import Architecture, ArchitectureError
-from ..errors import UserError
+from ..errors import InputFileError, UserError
 from ..fileio import check_plain, save_torch
 from .derived import DerivedNetwork, build
 from .rrdbnet import RRDBNet, read_checkpoint, rrdbnet_from_state_dict, unwrap_checkpoint
@@ -57,13 +57,13 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
 
 def _checked(obj: Any, source: str) -> dict[str, Any]:
     if not (isinstance(obj, dict) and obj.get("format") == FORMAT):
-        raise UserError(f"{source} is not a trilevelnas model file")
+        raise InputFileError(f"{source} is not a trilevelnas model file")
     if obj.get("version") != VERSION:
-        raise UserError(f"{source}: model file version {obj.get('version')!r} is not supported "
+        raise InputFileError(f"{source}: model file version {obj.get('version')!r} is not supported "
                         f"(this trilevelnas reads version {VERSION})")
     for key in ("kind", "arch", "state_dict"):
         if key not in obj:
-            raise UserError(f"{source}: model file lacks its {key!r} entry")
+            raise InputFileError(f"{source}: model file lacks its {key!r} entry")
     return obj
 
 
@@ -71,14 +71,14 @@ def _load_strict(model: nn.Module, state: dict, source: str) -> None:
     target = model.state_dict()
     for k, v in state.items():
         if k not in target:
-            raise UserError(f"{source}: unexpected key {k!r} for its architecture")
+            raise InputFileError(f"{source}: unexpected key {k!r} for its architecture")
         if not isinstance(v, torch.Tensor) or tuple(v.shape) != tuple(target[k].shape):
             shape = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
-            raise UserError(f"{source}: key {k!r} has shape {shape}, its architecture needs "
+            raise InputFileError(f"{source}: key {k!r} has shape {shape}, its architecture needs "
                             f"{tuple(target[k].shape)}")
     missing = [k for k in target if k not in state]
     if missing:
-        raise UserError(f"{source}: missing key {missing[0]!r}"
+        raise InputFileError(f"{source}: missing key {missing[0]!r}"
                         + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     model.load_state_dict(state, strict=True)
 
@@ -87,7 +87,7 @@ def load_model(path: str | Path) -> nn.Module:
     """Rebuild and strictly load a model written by :func:`save_model`, or a raw RRDBNet weight file.
 
     Returns the network in eval mode, trainable. Errors (missing file, not a model file, an
-    architecture or a tensor that does not fit) are :class:`~trilevelnas.errors.UserError` naming the file.
+    architecture or a tensor that does not fit) are :class:`~trilevelnas.errors.InputFileError` naming the file.
     """
     source = repr(str(path))
     obj = read_checkpoint(path)
@@ -96,7 +96,7 @@ def load_model(path: str | Path) -> nn.Module:
             return rrdbnet_from_state_dict(unwrap_checkpoint(obj, source), source).eval()
         except UserError as exc:
             detail = str(exc)[len(source) + 2:] if str(exc).startswith(source) else str(exc)
-            raise UserError(f"{source} is neither a trilevelnas model file (save_model) nor "
+            raise InputFileError(f"{source} is neither a trilevelnas model file (save_model) nor "
                             f"RRDBNet/ESRGAN weights: {detail}") from None
     obj = _checked(obj, source)
     kind, arch = obj["kind"], obj["arch"]
@@ -107,10 +107,10 @@ def load_model(path: str | Path) -> nn.Module:
             raise ArchitectureError(f"{source}: {exc}") from None
     elif kind == "rrdbnet":
         if not isinstance(arch, dict) or set(arch) != {"nf", "nb", "gc", "scale"}:
-            raise UserError(f"{source}: RRDBNet config must have nf, nb, gc, scale; got {arch!r}")
+            raise InputFileError(f"{source}: RRDBNet config must have nf, nb, gc, scale; got {arch!r}")
         model = RRDBNet(**arch)
     else:
-        raise UserError(f"{source}: unknown model kind {kind!r} (known: 'derived', 'rrdbnet')")
+        raise InputFileError(f"{source}: unknown model kind {kind!r} (known: 'derived', 'rrdbnet')")
     _load_strict(model, obj["state_dict"], source)
     return model.eval()
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ..errors import InputFileError
 from ..fileio import load_torch, save_torch
 
 
@@ -22,7 +22,7 @@ def save_atomic(obj: Any, path: str) -> None:
     """Write the checkpoint ``obj`` to ``path`` atomically (:func:`trilevelnas.fileio.save_torch`).
 
     ``obj`` must be plain (tensors and plain values) so that it loads with ``weights_only=True``; a
-    failed write (no space, permission) is a UserError and leaves the previous checkpoint intact.
+    failed write (no space, permission) is a InputFileError and leaves the previous checkpoint intact.
     """
     save_torch(obj, path, "checkpoint")
 
@@ -37,14 +37,14 @@ def load(path: str, what: str = "checkpoint", required: tuple[str, ...] = REQUIR
     """A checkpoint dict from ``path``, loaded with ``weights_only=True`` (never runs pickled code).
 
     A missing, unreadable, unsafe or foreign file, or one that lacks any of ``required``, raises a
-    UserError naming the file (and the missing keys).
+    InputFileError naming the file (and the missing keys).
     """
     obj = load_torch(path, what)
     if not isinstance(obj, dict):
-        raise UserError(f"{what} {path!r} is not a trilevelnas checkpoint (not a dict)")
+        raise InputFileError(f"{what} {path!r} is not a trilevelnas checkpoint (not a dict)")
     missing = [k for k in required if k not in obj]
     if missing:
-        raise UserError(f"{what} {path!r} is not a complete trilevelnas checkpoint: it lacks "
+        raise InputFileError(f"{what} {path!r} is not a complete trilevelnas checkpoint: it lacks "
                         + ", ".join(repr(k) for k in missing))
     return obj
 
