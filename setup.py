@@ -1,6 +1,7 @@
 """Build the ``trilevelnas._C`` extension.
 
-CPU kernels in ``csrc/*.cpp`` are always compiled. When the installed torch has CUDA and nvcc is
+CPU kernels in ``csrc/*.cpp`` are always compiled (with ``kernels/`` on the include path for
+the torch-free ``kernels/common.cuh``). When the installed torch has CUDA and nvcc is
 found, the CUDA glue in ``csrc/cuda/*.cu`` (which includes the torch-free device code in
 ``kernels/``) is compiled too. Set ``TRILEVELNAS_NO_CUDA=1`` to force a CPU-only build.
 """
@@ -42,7 +43,7 @@ def extensions():
         CppExtension(
             "trilevelnas._C",
             cpp,
-            include_dirs=[os.path.join(here, "csrc")],
+            include_dirs=[os.path.join(here, "kernels"), os.path.join(here, "csrc")],
             extra_compile_args={"cxx": cxx},
             extra_link_args=["-fopenmp"],
         )

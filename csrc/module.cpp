@@ -1,7 +1,10 @@
 // Python module entry of trilevelnas._C. Importing it loads this shared library, whose static
 // initialisers register the op schemas and kernels (TORCH_LIBRARY / TORCH_LIBRARY_IMPL) with the
-// PyTorch dispatcher. The module itself only reports how it was built.
+// PyTorch dispatcher. The module itself only reports how it was built and the constants of
+// kernels/common.cuh that the Python side mirrors (tests/test_extension.py compares them).
 #include <Python.h>
+
+#include "common.cuh"
 
 namespace {
 
@@ -21,4 +24,16 @@ PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", "trilevelnas compiled ker
 
 }  // namespace
 
-PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&module_def); }
+PyMODINIT_FUNC PyInit__C(void) {
+  namespace k = trilevelnas::kernels;
+  PyObject* m = PyModule_Create(&module_def);
+  if (m == nullptr) return nullptr;
+  if (PyModule_AddObject(m, "ONE_HOT_TOL", PyFloat_FromDouble(k::kOneHotTol)) < 0 ||
+      PyModule_AddObject(m, "ACTIVATIONS",
+                         Py_BuildValue("{s:i,s:i,s:i}", "none", int(k::kActNone), "relu", int(k::kActRelu),
+                                       "leaky_relu", int(k::kActLeakyRelu))) < 0) {
+    Py_DECREF(m);
+    return nullptr;
+  }
+  return m;
+}

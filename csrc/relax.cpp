@@ -21,6 +21,7 @@
 #include <cmath>
 #include <tuple>
 
+#include "checks.h"
 #include "relax.h"
 
 namespace trilevelnas {
@@ -29,9 +30,7 @@ namespace {
 using at::Tensor;
 using c10::optional;
 
-at::ScalarType gain_dtype(const Tensor& v) {
-  return v.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
+using checks::gain_dtype;
 
 int64_t grain_for(int64_t groups, int64_t elements) {
   // about 16K elements per task, so the ~26 tiny groups of a search step stay on one thread
@@ -40,17 +39,13 @@ int64_t grain_for(int64_t groups, int64_t elements) {
 }
 
 void check_values(const char* op, const Tensor& v, const char* name) {
-  TORCH_CHECK(v.device().is_cpu(), op, ": ", name, " must be a CPU tensor here, got ", v.device());
-  TORCH_CHECK(v.scalar_type() == at::kFloat || v.scalar_type() == at::kDouble, op, ": ", name,
-              " must be float32 or float64 on CPU, got ", v.scalar_type());
+  checks::floating(op, v, name, c10::DeviceType::CPU);
 }
 
 // Validates offsets (int64 [G+1], 0 = o[0] <= ... <= o[G] = n); returns a contiguous copy.
-Tensor check_offsets(const char* op, const Tensor& offsets, int64_t n) {
-  TORCH_CHECK(offsets.dim() == 1 && offsets.numel() >= 1 && offsets.scalar_type() == at::kLong, op,
-              ": offsets must be a 1-D int64 tensor [G+1], got ", offsets.scalar_type(), " of shape ",
-              offsets.sizes());
-  TORCH_CHECK(offsets.device().is_cpu(), op, ": offsets must be on the CPU like values");
+Tensor check_offsets(const char* op, const Tensor& offsets, const Tensor& values) {
+  checks::offsets(op, offsets, values);
+  const int64_t n = values.numel();
   Tensor o = offsets.contiguous();
   const int64_t* p = o.data_ptr<int64_t>();
   const int64_t g = o.numel() - 1;
@@ -62,14 +57,12 @@ Tensor check_offsets(const char* op, const Tensor& offsets, int64_t n) {
   return o;
 }
 
-// A per-group parameter (the radius) as a contiguous float64 tensor, or undefined.
-Tensor per_group(const char* op, const optional<Tensor>& t, int64_t groups, const char* name,
+// A per-group parameter (the radius) as a contiguous float64 tensor, or undefined; its values are
+// checked here, on the host.
+Tensor per_group(const char* op, const optional<Tensor>& t, int64_t groups, const Tensor& like, const char* name,
                  bool nonnegative) {
-  if (!t.has_value() || !t->defined()) return Tensor();
-  TORCH_CHECK(t->numel() == groups, op, ": ", name, " must have one entry per group (", groups, "), got ",
-              t->numel());
-  TORCH_CHECK(t->device().is_cpu(), op, ": ", name, " must be on the CPU like values");
-  Tensor d = t->to(at::kDouble).contiguous().view({groups});
+  Tensor d = checks::per_group(op, t, groups, like, name, at::kDouble);
+  if (!d.defined()) return d;
   const double* p = d.data_ptr<double>();
   for (int64_t i = 0; i < groups; ++i)
     TORCH_CHECK_VALUE(std::isfinite(p[i]) && (!nonnegative || p[i] >= 0), op, ": ", name, "[", i,
@@ -85,10 +78,8 @@ void check_scalar(const char* op, double v, const char* name, bool nonnegative) 
 // Validates parent (1-D int64 shaped like the values, on the CPU, each entry -1 or an earlier index
 // of its own group, given validated offsets); returns a contiguous copy.
 Tensor check_parent(const char* op, const Tensor& parent_in, const Tensor& offsets, int64_t n) {
-  TORCH_CHECK(parent_in.scalar_type() == at::kLong && parent_in.dim() == 1 && parent_in.numel() == n, op,
-              ": parent must be a 1-D int64 tensor shaped like the values, got ", parent_in.scalar_type(),
-              " of shape ", parent_in.sizes());
-  TORCH_CHECK(parent_in.device().is_cpu(), op, ": parent must be on the CPU like the values");
+  checks::index(op, parent_in, offsets, "parent");
+  TORCH_CHECK(parent_in.numel() == n, op, ": parent must be shaped like the values, got ", parent_in.sizes());
   Tensor parent = parent_in.contiguous();
   const int64_t* pa = parent.data_ptr<int64_t>();
   const int64_t* o = offsets.data_ptr<int64_t>();
@@ -101,154 +92,143 @@ Tensor check_parent(const char* op, const Tensor& parent_in, const Tensor& offse
 }
 
 // ------------------------------------------------------------------------------------------------
-// Forward of the packed sparsestmax family.
+// Sparsestmax family, packed groups and rows. The groups are visited through `bounds(g)`, which
+// gives {start, k} of group g: offsets for packed groups, rows of the last dimension otherwise.
 
-std::tuple<Tensor, Tensor> sparsestmax_packed_cpu(const Tensor& values_in, const Tensor& offsets_in,
-                                                  const optional<Tensor>& radius, double radius_scalar) {
-  const char* op = "sparsestmax_packed";
-  check_values(op, values_in, "values");
-  TORCH_CHECK(values_in.dim() == 1, op, ": values must be 1-D (packed groups), got shape ", values_in.sizes());
-  const int64_t n = values_in.numel();
-  const Tensor offsets = check_offsets(op, offsets_in, n);
-  const int64_t groups = offsets.numel() - 1;
-  const Tensor r = per_group(op, radius, groups, "radius", true);
-  if (!r.defined()) check_scalar(op, radius_scalar, "radius", true);
+struct Group {
+  int64_t start, k;
+};
 
-  const Tensor values = values_in.contiguous();
-  Tensor out = at::empty_like(values);
-  Tensor gain = at::empty({groups}, values.options().dtype(gain_dtype(values)));
+// The groups of packed values given validated offsets.
+auto packed_bounds(const Tensor& offsets) {
   const int64_t* o = offsets.data_ptr<int64_t>();
-  const double* rp = r.defined() ? r.data_ptr<double>() : nullptr;
+  return [o](int64_t g) { return Group{o[g], o[g + 1] - o[g]}; };
+}
 
-  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "sparsestmax_packed_cpu", [&] {
+auto row_bounds(int64_t k) {
+  return [k](int64_t g) { return Group{g * k, k}; };
+}
+
+// Calls fn(g, bounds(g)) for every group, in parallel over the groups.
+template <typename Bounds, typename Fn>
+void parallel_groups(int64_t groups, int64_t elements, Bounds bounds, Fn fn) {
+  at::parallel_for(0, groups, grain_for(groups, elements), [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) fn(g, bounds(g));
+  });
+}
+
+// Forward of `groups` groups of x into out and gain; r is the per-group radius (or undefined).
+template <typename Bounds>
+void sparsestmax_groups(const Tensor& x, Tensor& out, Tensor& gain, int64_t groups, const Tensor& r,
+                        double radius_scalar, Bounds bounds) {
+  const double* rp = r.defined() ? r.data_ptr<double>() : nullptr;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparsestmax_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* x = values.data_ptr<scalar_t>();
+    const scalar_t* xp = x.data_ptr<scalar_t>();
     scalar_t* y = out.data_ptr<scalar_t>();
     acc_t* gp = gain.data_ptr<acc_t>();
-    at::parallel_for(0, groups, grain_for(groups, n), [&](int64_t g0, int64_t g1) {
+    at::parallel_for(0, groups, grain_for(groups, x.numel()), [&](int64_t g0, int64_t g1) {
       relax::Workspace ws;
       std::vector<double> xin;
       for (int64_t g = g0; g < g1; ++g) {
-        const int64_t start = o[g], k = o[g + 1] - o[g];
-        if (static_cast<int64_t>(xin.size()) < k) xin.resize(k);
-        for (int64_t i = 0; i < k; ++i) xin[i] = static_cast<double>(x[start + i]);
-        scalar_t* yg = y + start;
+        const Group grp = bounds(g);
+        if (static_cast<int64_t>(xin.size()) < grp.k) xin.resize(grp.k);
+        for (int64_t i = 0; i < grp.k; ++i) xin[i] = static_cast<double>(xp[grp.start + i]);
+        scalar_t* yg = y + grp.start;
         gp[g] = static_cast<acc_t>(relax::sparsestmax_group(
-            ws, xin.data(), k, rp ? rp[g] : radius_scalar,
+            ws, xin.data(), grp.k, rp ? rp[g] : radius_scalar,
             [yg](int64_t i, double v) { yg[i] = static_cast<scalar_t>(v); }));
       }
     });
   });
+}
+
+// Backward of `groups` groups: dx from grad, the forward's out and its gain.
+template <typename Bounds>
+Tensor sparsestmax_groups_backward(const Tensor& grad_in, const Tensor& out, const Tensor& gain_in, int64_t groups,
+                                   Bounds bounds) {
+  const Tensor grad = grad_in.contiguous();
+  const Tensor gain = gain_in.to(at::kDouble).contiguous();
+  Tensor dx = at::empty_like(out);
+  const double* gp = gain.data_ptr<double>();
+  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "sparsestmax_backward_cpu", [&] {
+    const scalar_t* g = grad.data_ptr<scalar_t>();
+    const scalar_t* q = out.data_ptr<scalar_t>();
+    scalar_t* d = dx.data_ptr<scalar_t>();
+    parallel_groups(groups, out.numel(), bounds, [&](int64_t gi, Group grp) {
+      relax::sparsestmax_group_backward(g + grp.start, q + grp.start, grp.k, gp[gi], d + grp.start);
+    });
+  });
+  return dx;
+}
+
+// The radius: per group (checked here) or the scalar.
+Tensor check_radius(const char* op, const optional<Tensor>& radius, double radius_scalar, int64_t groups,
+                    const Tensor& like) {
+  const Tensor r = per_group(op, radius, groups, like, "radius", true);
+  if (!r.defined()) check_scalar(op, radius_scalar, "radius", true);
+  return r;
+}
+
+std::tuple<Tensor, Tensor> sparsestmax_packed_cpu(const Tensor& values_in, const Tensor& offsets_in,
+                                                  const optional<Tensor>& radius, double radius_scalar) {
+  const char* op = "sparsestmax_packed";
+  checks::packed(op, values_in, offsets_in, c10::DeviceType::CPU);
+  const Tensor offsets = check_offsets(op, offsets_in, values_in);
+  const int64_t groups = offsets.numel() - 1;
+  const Tensor r = check_radius(op, radius, radius_scalar, groups, values_in);
+  const Tensor values = values_in.contiguous();
+  Tensor out = at::empty_like(values);
+  Tensor gain = at::empty({groups}, values.options().dtype(gain_dtype(values)));
+  sparsestmax_groups(values, out, gain, groups, r, radius_scalar, packed_bounds(offsets));
   return {out, gain};
 }
 
 std::tuple<Tensor, Tensor> sparsestmax_rows_cpu(const Tensor& x_in, const optional<Tensor>& radius,
                                                 double radius_scalar) {
   const char* op = "sparsestmax_rows";
-  check_values(op, x_in, "x");
-  TORCH_CHECK(x_in.dim() >= 1, op, ": x must have at least one dimension");
+  const checks::Rows rows = checks::rows(op, x_in, "x", c10::DeviceType::CPU);
+  const Tensor r = check_radius(op, radius, radius_scalar, rows.count, x_in);
   const Tensor x = x_in.contiguous();
-  const int64_t k = x.size(-1);
-  std::vector<int64_t> gshape(x.sizes().begin(), x.sizes().end() - 1);
-  int64_t rows = 1;
-  for (int64_t s : gshape) rows *= s;
-  const Tensor r = per_group(op, radius, rows, "radius", true);
-  if (!r.defined()) check_scalar(op, radius_scalar, "radius", true);
   Tensor out = at::empty_like(x);
-  Tensor gain = at::empty(gshape, x.options().dtype(gain_dtype(x)));
-  const double* rp = r.defined() ? r.data_ptr<double>() : nullptr;
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparsestmax_rows_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* xp = x.data_ptr<scalar_t>();
-    scalar_t* y = out.data_ptr<scalar_t>();
-    acc_t* gp = gain.data_ptr<acc_t>();
-    at::parallel_for(0, rows, grain_for(rows, rows * k), [&](int64_t r0, int64_t r1) {
-      relax::Workspace ws;
-      std::vector<double> xin(k);
-      for (int64_t row = r0; row < r1; ++row) {
-        for (int64_t i = 0; i < k; ++i) xin[i] = static_cast<double>(xp[row * k + i]);
-        scalar_t* yg = y + row * k;
-        gp[row] = static_cast<acc_t>(relax::sparsestmax_group(
-            ws, xin.data(), k, rp ? rp[row] : radius_scalar,
-            [yg](int64_t i, double v) { yg[i] = static_cast<scalar_t>(v); }));
-      }
-    });
-  });
+  Tensor gain = at::empty(rows.shape, x.options().dtype(gain_dtype(x)));
+  sparsestmax_groups(x, out, gain, rows.count, r, radius_scalar, row_bounds(rows.k));
   return {out, gain};
-}
-
-// ------------------------------------------------------------------------------------------------
-// Backward passes.
-
-void check_like(const char* op, const Tensor& a, const char* an, const Tensor& b) {
-  TORCH_CHECK(a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type(), op, ": ", an,
-              " must match out in shape and dtype, got ", a.scalar_type(), a.sizes(), " vs ", b.scalar_type(),
-              b.sizes());
 }
 
 Tensor sparsestmax_packed_backward_cpu(const Tensor& grad_in, const Tensor& out_in, const Tensor& gain_in,
                                        const Tensor& offsets_in) {
   const char* op = "sparsestmax_packed_backward";
   check_values(op, out_in, "out");
-  check_like(op, grad_in, "grad", out_in);
-  const Tensor grad = grad_in.contiguous(), out = out_in.contiguous();
-  const Tensor offsets = check_offsets(op, offsets_in, out.numel());
+  checks::matches(op, grad_in, "grad", out_in, "out");
+  const Tensor out = out_in.contiguous();
+  const Tensor offsets = check_offsets(op, offsets_in, out);
   const int64_t groups = offsets.numel() - 1;
   TORCH_CHECK(gain_in.numel() == groups, op, ": gain must have one entry per group");
-  const Tensor gain = gain_in.to(at::kDouble).contiguous();
-  Tensor dx = at::empty_like(out);
-  const int64_t* o = offsets.data_ptr<int64_t>();
-  const double* gp = gain.data_ptr<double>();
-  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "sparsestmax_packed_backward_cpu", [&] {
-    const scalar_t* g = grad.data_ptr<scalar_t>();
-    const scalar_t* q = out.data_ptr<scalar_t>();
-    scalar_t* d = dx.data_ptr<scalar_t>();
-    at::parallel_for(0, groups, grain_for(groups, out.numel()), [&](int64_t g0, int64_t g1) {
-      for (int64_t gi = g0; gi < g1; ++gi)
-        relax::sparsestmax_group_backward(g + o[gi], q + o[gi], o[gi + 1] - o[gi], gp[gi], d + o[gi]);
-    });
-  });
-  return dx;
+  return sparsestmax_groups_backward(grad_in, out, gain_in, groups, packed_bounds(offsets));
 }
 
 Tensor sparsestmax_rows_backward_cpu(const Tensor& grad_in, const Tensor& out_in, const Tensor& gain_in) {
   const char* op = "sparsestmax_rows_backward";
-  check_values(op, out_in, "out");
-  check_like(op, grad_in, "grad", out_in);
-  TORCH_CHECK(out_in.dim() >= 1, op, ": out must have at least one dimension");
-  const Tensor grad = grad_in.contiguous(), out = out_in.contiguous();
-  const int64_t k = out.size(-1);
-  const int64_t rows = k > 0 ? out.numel() / k : 0;
-  TORCH_CHECK(k == 0 || gain_in.numel() == rows, op, ": gain must have one entry per row");
-  const Tensor gain = gain_in.to(at::kDouble).contiguous();
-  Tensor dx = at::empty_like(out);
-  const double* gp = gain.data_ptr<double>();
-  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "sparsestmax_rows_backward_cpu", [&] {
-    const scalar_t* g = grad.data_ptr<scalar_t>();
-    const scalar_t* q = out.data_ptr<scalar_t>();
-    scalar_t* d = dx.data_ptr<scalar_t>();
-    at::parallel_for(0, rows, grain_for(rows, rows * k), [&](int64_t r0, int64_t r1) {
-      for (int64_t row = r0; row < r1; ++row)
-        relax::sparsestmax_group_backward(g + row * k, q + row * k, k, gp[row], d + row * k);
-    });
-  });
-  return dx;
+  const checks::Rows rows = checks::rows(op, out_in, "out", c10::DeviceType::CPU);
+  checks::matches(op, grad_in, "grad", out_in, "out");
+  TORCH_CHECK(rows.k == 0 || gain_in.numel() == rows.count, op, ": gain must have one entry per row");
+  const int64_t groups = rows.k > 0 ? rows.count : 0;
+  return sparsestmax_groups_backward(grad_in, out_in.contiguous(), gain_in, groups, row_bounds(rows.k));
 }
 
 Tensor softmax_packed_cpu(const Tensor& values_in, const Tensor& offsets_in) {
   const char* op = "softmax_packed";
-  check_values(op, values_in, "values");
-  TORCH_CHECK(values_in.dim() == 1, op, ": values must be 1-D (packed groups), got shape ", values_in.sizes());
+  checks::packed(op, values_in, offsets_in, c10::DeviceType::CPU);
   const Tensor values = values_in.contiguous();
-  const Tensor offsets = check_offsets(op, offsets_in, values.numel());
+  const Tensor offsets = check_offsets(op, offsets_in, values);
   const int64_t groups = offsets.numel() - 1;
   Tensor out = at::empty_like(values);
-  const int64_t* o = offsets.data_ptr<int64_t>();
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "softmax_packed_cpu", [&] {
     const scalar_t* x = values.data_ptr<scalar_t>();
     scalar_t* y = out.data_ptr<scalar_t>();
-    at::parallel_for(0, groups, grain_for(groups, values.numel()), [&](int64_t g0, int64_t g1) {
-      for (int64_t g = g0; g < g1; ++g) relax::softmax_group(x + o[g], y + o[g], o[g + 1] - o[g]);
+    parallel_groups(groups, values.numel(), packed_bounds(offsets), [&](int64_t, Group grp) {
+      relax::softmax_group(x + grp.start, y + grp.start, grp.k);
     });
   });
   return out;
@@ -257,19 +237,17 @@ Tensor softmax_packed_cpu(const Tensor& values_in, const Tensor& offsets_in) {
 Tensor softmax_packed_backward_cpu(const Tensor& grad_in, const Tensor& out_in, const Tensor& offsets_in) {
   const char* op = "softmax_packed_backward";
   check_values(op, out_in, "out");
-  check_like(op, grad_in, "grad", out_in);
+  checks::matches(op, grad_in, "grad", out_in, "out");
   const Tensor grad = grad_in.contiguous(), out = out_in.contiguous();
-  const Tensor offsets = check_offsets(op, offsets_in, out.numel());
+  const Tensor offsets = check_offsets(op, offsets_in, out);
   const int64_t groups = offsets.numel() - 1;
   Tensor dx = at::empty_like(out);
-  const int64_t* o = offsets.data_ptr<int64_t>();
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "softmax_packed_backward_cpu", [&] {
     const scalar_t* g = grad.data_ptr<scalar_t>();
     const scalar_t* y = out.data_ptr<scalar_t>();
     scalar_t* d = dx.data_ptr<scalar_t>();
-    at::parallel_for(0, groups, grain_for(groups, out.numel()), [&](int64_t g0, int64_t g1) {
-      for (int64_t gi = g0; gi < g1; ++gi)
-        relax::softmax_group_backward(g + o[gi], y + o[gi], o[gi + 1] - o[gi], d + o[gi]);
+    parallel_groups(groups, out.numel(), packed_bounds(offsets), [&](int64_t, Group grp) {
+      relax::softmax_group_backward(g + grp.start, y + grp.start, grp.k, d + grp.start);
     });
   });
   return dx;
@@ -285,10 +263,9 @@ struct OrderInputs {
 };
 
 static OrderInputs check_order_inputs(const char* op, const Tensor& q, const Tensor& offsets, const Tensor& parent) {
-  check_values(op, q, "q");
-  TORCH_CHECK(q.dim() == 1, op, ": q must be 1-D (packed groups), got shape ", q.sizes());
+  checks::packed(op, q, offsets, c10::DeviceType::CPU, "q");
   const int64_t n = q.numel();
-  Tensor o = check_offsets(op, offsets, n);
+  Tensor o = check_offsets(op, offsets, q);
   Tensor p = check_parent(op, parent, o, n);
   return {n, o.numel() - 1, o, p};
 }
@@ -357,14 +334,9 @@ TORCH_LIBRARY_FRAGMENT(trilevelnas, m) {
 }
 
 TORCH_LIBRARY_IMPL(trilevelnas, CPU, m) {
-  m.impl("sparsestmax_packed", &sparsestmax_packed_cpu);
-  m.impl("sparsestmax_rows", &sparsestmax_rows_cpu);
-  m.impl("sparsestmax_packed_backward", &sparsestmax_packed_backward_cpu);
-  m.impl("sparsestmax_rows_backward", &sparsestmax_rows_backward_cpu);
-  m.impl("softmax_packed", &softmax_packed_cpu);
-  m.impl("softmax_packed_backward", &softmax_packed_backward_cpu);
-  m.impl("order_penalty_packed", &order_penalty_packed_cpu);
-  m.impl("order_penalty_packed_backward", &order_penalty_packed_backward_cpu);
+#define TRILEVELNAS_IMPL_CPU(name) m.impl(#name, &name##_cpu);
+  TRILEVELNAS_RELAX_OPS(TRILEVELNAS_IMPL_CPU)
+#undef TRILEVELNAS_IMPL_CPU
 }
 
 }  // namespace trilevelnas

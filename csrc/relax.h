@@ -13,12 +13,18 @@
 #include <limits>
 #include <vector>
 
+#include "common.cuh"
+
 namespace trilevelnas {
 namespace relax {
 
-// A group is one-hot when c = r^2 + 1/K >= 1 - kOneHotTol (r at the circumradius, rounded to
-// float32, then still gives one-hot). Same constant as ops/reference.py and the GPU kernels.
-constexpr double kOneHotTol = 1e-6;
+using kernels::kOneHotTol;  // a group is one-hot when c = r^2 + 1/K >= 1 - kOneHotTol
+
+// The relaxation ops (schemas in relax.cpp): X(name) for each, so that the CPU (relax.cpp) and
+// CUDA (cuda/relax.cu) kernels are registered from one list, each as <name>_<device>.
+#define TRILEVELNAS_RELAX_OPS(X)                                                                 \
+  X(sparsestmax_packed) X(sparsestmax_rows) X(sparsestmax_packed_backward) X(sparsestmax_rows_backward) \
+  X(softmax_packed) X(softmax_packed_backward) X(order_penalty_packed) X(order_penalty_packed_backward)
 
 // Scratch space reused across the groups handled by one thread.
 struct Workspace {

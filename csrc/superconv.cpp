@@ -1,5 +1,8 @@
 // Superkernel convolution: the op schemas, argument checking, the convolution over the leading
 // weight block (shared by the CPU and CUDA kernels) and the CPU kernels with their fused epilogue.
+// C++ holds the schemas (of the Triton variant too) and the one autograd formula (for both
+// variants); Python registers the fake kernels and the Triton kernels
+// (trilevelnas/ops/superconv.py).
 //
 //   superconv2d(...) -> (out, conv_out)
 //     out      [N, C_out, H', W']: channels [:out_width] = accumulate + scale * act(conv),
@@ -14,11 +17,12 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/Dispatch.h>
-#include <torch/csrc/autograd/custom_function.h>
+#include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cstring>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -42,7 +46,7 @@ Geometry check_args(const at::Tensor& x, const at::Tensor& weight,
                     " but x is on ", x.device());
   TORCH_CHECK_VALUE(stride >= 1, "superconv2d: stride must be >= 1, got ", stride);
   TORCH_CHECK_VALUE(padding >= 0, "superconv2d: padding must be >= 0, got ", padding);
-  TORCH_CHECK_VALUE(activation == kNone || activation == kRelu || activation == kLeakyRelu,
+  TORCH_CHECK_VALUE(kernels::is_activation(activation),
                     "superconv2d: activation code must be 0 (none), 1 (relu) or 2 (leaky_relu), got ",
                     activation);
   const int64_t c_in = x.size(1);
@@ -96,6 +100,23 @@ Geometry check_args(const at::Tensor& x, const at::Tensor& weight,
                       ") must match x (", x.scalar_type(), ", ", x.device(), ")");
   }
   return Geometry{in_width, out_width, conv_groups, out_h, out_w};
+}
+
+Geometry check_backward_args(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight,
+                             const at::Tensor& conv_out, int64_t in_width, int64_t out_width,
+                             int64_t stride, int64_t padding, int64_t groups, int64_t activation,
+                             const std::optional<at::Tensor>& scale) {
+  const Geometry g = check_args(x, weight, std::nullopt, in_width, out_width, stride, padding,
+                                groups, activation, scale, std::nullopt);
+  const int64_t c_out = weight.size(0);
+  TORCH_CHECK(grad.dim() == 4 && grad.size(0) == x.size(0) && grad.size(1) == c_out &&
+                  grad.size(2) == g.out_h && grad.size(3) == g.out_w,
+              "superconv2d_backward: grad has shape ", grad.sizes(), ", expected [", x.size(0), ", ",
+              c_out, ", ", g.out_h, ", ", g.out_w, "]");
+  TORCH_CHECK(!needs_conv_output(activation, scale) ||
+                  (conv_out.dim() == 4 && conv_out.size(1) == g.out_width),
+              "superconv2d_backward: conv_out must be the saved [N, out_width, H', W'] convolution");
+  return g;
 }
 
 namespace {
@@ -372,18 +393,13 @@ double effective_scale(const std::optional<at::Tensor>& scale, double scale_fact
   return scale.has_value() ? scale_factor * scale->item<double>() : scale_factor;
 }
 
-std::tuple<at::Tensor, at::Tensor> superconv2d_cpu(
-    const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-    int64_t in_width, int64_t out_width, int64_t stride, int64_t padding, int64_t groups,
-    int64_t activation, double negative_slope, const std::optional<at::Tensor>& scale,
-    double scale_factor, const std::optional<at::Tensor>& accumulate) {
+ForwardResult superconv2d_cpu(TRILEVELNAS_SUPERCONV_FORWARD_PARAMS) {
   const Geometry g = check_args(x, weight, bias, in_width, out_width, stride, padding, groups,
                                 activation, scale, accumulate);
   at::Tensor z = conv_active(x, weight, bias, g, stride, padding, cpu_format(x, g));
   at::Tensor saved = needs_conv_output(activation, scale) ? z : at::empty({0}, x.options());
   const int64_t c_out = weight.size(0);
-  if (activation == kNone && !scale.has_value() && scale_factor == 1.0 && !accumulate.has_value() &&
-      g.out_width == c_out && z.is_contiguous()) {
+  if (identity_epilogue(activation, scale, scale_factor, accumulate, g, c_out) && z.is_contiguous()) {
     return {z, saved};  // the epilogue is the identity: saved is empty here, so nothing aliases
   }
   const double s = effective_scale(scale, scale_factor);
@@ -398,21 +414,11 @@ std::tuple<at::Tensor, at::Tensor> superconv2d_cpu(
   return {out, saved};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> superconv2d_backward_cpu(
-    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight,
-    const at::Tensor& conv_out, int64_t in_width, int64_t out_width, int64_t stride,
-    int64_t padding, int64_t groups, int64_t activation, double negative_slope,
-    const std::optional<at::Tensor>& scale, double scale_factor, std::array<bool, 4> mask) {
-  const Geometry g = check_args(x, weight, std::nullopt, in_width, out_width, stride, padding,
-                                groups, activation, scale, std::nullopt);
+BackwardResult superconv2d_backward_cpu(TRILEVELNAS_SUPERCONV_BACKWARD_PARAMS) {
+  const Geometry g = check_backward_args(grad, x, weight, conv_out, in_width, out_width, stride,
+                                         padding, groups, activation, scale);
   const int64_t c_out = weight.size(0);
-  TORCH_CHECK(grad.dim() == 4 && grad.size(0) == x.size(0) && grad.size(1) == c_out &&
-                  grad.size(2) == g.out_h && grad.size(3) == g.out_w,
-              "superconv2d_backward: grad has shape ", grad.sizes(), ", expected [", x.size(0), ", ",
-              c_out, ", ", g.out_h, ", ", g.out_w, "]");
   const bool need_z = needs_conv_output(activation, scale);
-  TORCH_CHECK(!need_z || (conv_out.dim() == 4 && conv_out.size(1) == g.out_width),
-              "superconv2d_backward: conv_out must be the saved [N, out_width, H', W'] convolution");
   const bool want_scale = mask[3] && scale.has_value();
   const at::MemoryFormat format = cpu_format(x, g);
   const double s = effective_scale(scale, scale_factor);
@@ -447,67 +453,70 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> superconv2d_backward_
   return {gx, gw, gb, gs};
 }
 
+// The argument checks of superconv2d as an op of their own, for the kernels written outside C++
+// (the Triton variant, trilevelnas/ops/superconv.py), so that every implementation checks alike.
+void superconv2d_check(TRILEVELNAS_SUPERCONV_FORWARD_PARAMS) {
+  (void)negative_slope;
+  (void)scale_factor;
+  check_args(x, weight, bias, in_width, out_width, stride, padding, groups, activation, scale,
+             accumulate);
+}
+
 // ---------------------------------------------------------------------------------------------
-// Autograd (C++, so that a call costs no Python): forward runs the device kernel below autograd,
-// backward calls superconv2d_backward on whatever device the tensors are.
+// The one autograd formula, in C++ so that a call costs no Python (a Python autograd formula made
+// a small fwd+bwd call about 100 µs slower, a third of its time; docs/superconv.md). It serves
+// superconv2d and its Triton variant alike: the forward redispatches below autograd to the
+// variant's kernels, the backward calls the variant's backward op.
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-std::tuple<at::Tensor, at::Tensor> call_forward(
-    const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-    int64_t in_width, int64_t out_width, int64_t stride, int64_t padding, int64_t groups,
-    int64_t activation, double negative_slope, const std::optional<at::Tensor>& scale,
-    double scale_factor, const std::optional<at::Tensor>& accumulate) {
+constexpr char kCxx[] = "";
+constexpr char kTriton[] = "_triton";
+
+template <const char* Suffix>
+ForwardResult call_forward(TRILEVELNAS_SUPERCONV_FORWARD_PARAMS) {
   static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("trilevelnas::superconv2d", "")
-                       .typed<std::tuple<at::Tensor, at::Tensor>(
-                           const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
-                           c10::SymInt, c10::SymInt, int64_t, int64_t, int64_t, int64_t, double,
-                           const std::optional<at::Tensor>&, double,
-                           const std::optional<at::Tensor>&)>();
+                       .findSchemaOrThrow((std::string("trilevelnas::superconv2d") + Suffix).c_str(), "")
+                       .typed<ForwardResult(const at::Tensor&, const at::Tensor&,
+                                            const std::optional<at::Tensor>&, c10::SymInt, c10::SymInt,
+                                            int64_t, int64_t, int64_t, int64_t, double,
+                                            const std::optional<at::Tensor>&, double,
+                                            const std::optional<at::Tensor>&)>();
   return op.call(x, weight, bias, c10::SymInt(in_width), c10::SymInt(out_width), stride, padding,
                  groups, activation, negative_slope, scale, scale_factor, accumulate);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> call_backward(
-    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight,
-    const at::Tensor& conv_out, int64_t in_width, int64_t out_width, int64_t stride,
-    int64_t padding, int64_t groups, int64_t activation, double negative_slope,
-    const std::optional<at::Tensor>& scale, double scale_factor, std::array<bool, 4> mask) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("trilevelnas::superconv2d_backward", "")
-                       .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
-                           const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                           const at::Tensor&, c10::SymInt, c10::SymInt, int64_t, int64_t, int64_t,
-                           int64_t, double, const std::optional<at::Tensor>&, double,
-                           std::array<bool, 4>)>();
+template <const char* Suffix>
+BackwardResult call_backward(TRILEVELNAS_SUPERCONV_BACKWARD_PARAMS) {
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow((std::string("trilevelnas::superconv2d_backward") + Suffix).c_str(), "")
+          .typed<BackwardResult(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                const at::Tensor&, c10::SymInt, c10::SymInt, int64_t, int64_t,
+                                int64_t, int64_t, double, const std::optional<at::Tensor>&, double,
+                                std::array<bool, 4>)>();
   return op.call(grad, x, weight, conv_out, c10::SymInt(in_width), c10::SymInt(out_width), stride,
                  padding, groups, activation, negative_slope, scale, scale_factor, mask);
 }
 
-class SuperconvFunction : public torch::autograd::Function<SuperconvFunction> {
+template <const char* Suffix>
+class SuperconvFunction : public torch::autograd::Function<SuperconvFunction<Suffix>> {
  public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
-                               const std::optional<at::Tensor>& bias, int64_t in_width,
-                               int64_t out_width, int64_t stride, int64_t padding, int64_t groups,
-                               int64_t activation, double negative_slope,
-                               const std::optional<at::Tensor>& scale, double scale_factor,
-                               const std::optional<at::Tensor>& accumulate) {
+  static variable_list forward(AutogradContext* ctx, TRILEVELNAS_SUPERCONV_FORWARD_PARAMS) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [out, conv_out] = call_forward(x, weight, bias, in_width, out_width, stride, padding,
-                                        groups, activation, negative_slope, scale, scale_factor,
-                                        accumulate);
+    auto [out, conv_out] = call_forward<Suffix>(x, weight, bias, in_width, out_width, stride,
+                                                padding, groups, activation, negative_slope, scale,
+                                                scale_factor, accumulate);
     // Edges exist for x, weight and the optional tensors that are present, in argument order.
-    const bool has_bias = bias.has_value() && bias->defined();
     const bool has_scale = scale.has_value() && scale->defined();
-    const bool has_acc = accumulate.has_value() && accumulate->defined();
     int64_t edge = 2;
-    ctx->saved_data["bias_edge"] = has_bias ? edge++ : int64_t(-1);
+    ctx->saved_data["bias_edge"] = bias.has_value() && bias->defined() ? edge++ : int64_t(-1);
     ctx->saved_data["scale_edge"] = has_scale ? edge++ : int64_t(-1);
-    ctx->saved_data["acc_edge"] = has_acc ? edge++ : int64_t(-1);
-    ctx->saved_data["args"] = std::vector<int64_t>{in_width, out_width, stride, padding, groups,
-                                                   activation};
+    ctx->saved_data["acc_edge"] =
+        accumulate.has_value() && accumulate->defined() ? edge++ : int64_t(-1);
+    ctx->saved_data["args"] =
+        std::vector<int64_t>{in_width, out_width, stride, padding, groups, activation};
     ctx->saved_data["negative_slope"] = negative_slope;
     ctx->saved_data["scale_factor"] = scale_factor;
     ctx->save_for_backward({x, weight, conv_out, has_scale ? *scale : at::Tensor()});
@@ -518,34 +527,32 @@ class SuperconvFunction : public torch::autograd::Function<SuperconvFunction> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const auto args = ctx->saved_data["args"].toIntVector();
-    const int64_t bias_edge = ctx->saved_data["bias_edge"].toInt();
-    const int64_t scale_edge = ctx->saved_data["scale_edge"].toInt();
-    const int64_t acc_edge = ctx->saved_data["acc_edge"].toInt();
-    auto needs = [&](int64_t edge) { return edge >= 0 && ctx->needs_input_grad(edge); };
-    const std::array<bool, 4> mask{needs(0), needs(1), needs(bias_edge), needs(scale_edge)};
+    auto needs = [&](const char* key) {
+      const int64_t edge = ctx->saved_data[key].toInt();
+      return edge >= 0 && ctx->needs_input_grad(edge);
+    };
+    const std::array<bool, 4> mask{ctx->needs_input_grad(0), ctx->needs_input_grad(1),
+                                   needs("bias_edge"), needs("scale_edge")};
     at::Tensor gx, gw, gb, gs;
     if (mask[0] || mask[1] || mask[2] || mask[3]) {
       std::optional<at::Tensor> scale;
       if (saved[3].defined()) scale = saved[3];
-      std::tie(gx, gw, gb, gs) = call_backward(
+      std::tie(gx, gw, gb, gs) = call_backward<Suffix>(
           grads[0], saved[0], saved[1], saved[2], args[0], args[1], args[2], args[3], args[4],
           args[5], ctx->saved_data["negative_slope"].toDouble(), scale,
           ctx->saved_data["scale_factor"].toDouble(), mask);
     }
     const at::Tensor none;
     return {gx, gw, gb, none, none, none, none, none, none, none, gs, none,
-            needs(acc_edge) ? grads[0] : none};
+            needs("acc_edge") ? grads[0] : none};
   }
 };
 
-std::tuple<at::Tensor, at::Tensor> superconv2d_autograd(
-    const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-    int64_t in_width, int64_t out_width, int64_t stride, int64_t padding, int64_t groups,
-    int64_t activation, double negative_slope, const std::optional<at::Tensor>& scale,
-    double scale_factor, const std::optional<at::Tensor>& accumulate) {
-  auto outs = SuperconvFunction::apply(x, weight, bias, in_width, out_width, stride, padding,
-                                       groups, activation, negative_slope, scale, scale_factor,
-                                       accumulate);
+template <const char* Suffix>
+ForwardResult superconv2d_autograd(TRILEVELNAS_SUPERCONV_FORWARD_PARAMS) {
+  auto outs = SuperconvFunction<Suffix>::apply(x, weight, bias, in_width, out_width, stride,
+                                               padding, groups, activation, negative_slope, scale,
+                                               scale_factor, accumulate);
   return {outs[0], outs[1]};
 }
 
@@ -553,20 +560,37 @@ std::tuple<at::Tensor, at::Tensor> superconv2d_autograd(
 }  // namespace superconv
 }  // namespace trilevelnas
 
+// The schemas of superconv2d and of its Triton variant (kernels registered in Python by
+// trilevelnas/ops/superconv.py, which also registers the fake kernels): one argument list for all.
+namespace {
+constexpr const char* kForwardArgs =
+    "(Tensor x, Tensor weight, Tensor? bias, SymInt in_width, SymInt out_width, int stride, "
+    "int padding, int groups, int activation, float negative_slope, Tensor? scale, "
+    "float scale_factor, Tensor? accumulate)";
+constexpr const char* kBackwardArgs =
+    "(Tensor grad, Tensor x, Tensor weight, Tensor conv_out, SymInt in_width, SymInt out_width, "
+    "int stride, int padding, int groups, int activation, float negative_slope, Tensor? scale, "
+    "float scale_factor, bool[4] output_mask)";
+}  // namespace
+
 TORCH_LIBRARY_FRAGMENT(trilevelnas, m) {
-  m.def(
-      "superconv2d(Tensor x, Tensor weight, Tensor? bias, SymInt in_width, SymInt out_width, "
-      "int stride, int padding, int groups, int activation, float negative_slope, Tensor? scale, "
-      "float scale_factor, Tensor? accumulate) -> (Tensor, Tensor)");
-  m.def(
-      "superconv2d_backward(Tensor grad, Tensor x, Tensor weight, Tensor conv_out, SymInt in_width, "
-      "SymInt out_width, int stride, int padding, int groups, int activation, "
-      "float negative_slope, Tensor? scale, float scale_factor, bool[4] output_mask) "
-      "-> (Tensor, Tensor, Tensor, Tensor)");
+  for (const char* suffix : {"", "_triton"}) {
+    m.def((std::string("superconv2d") + suffix + kForwardArgs + " -> (Tensor, Tensor)").c_str());
+    m.def((std::string("superconv2d_backward") + suffix + kBackwardArgs +
+           " -> (Tensor, Tensor, Tensor, Tensor)")
+              .c_str());
+  }
+  m.def((std::string("superconv2d_check") + kForwardArgs + " -> ()").c_str());
 }
 
 TORCH_LIBRARY_IMPL(trilevelnas, Autograd, m) {
-  m.impl("superconv2d", &trilevelnas::superconv::superconv2d_autograd);
+  using trilevelnas::superconv::superconv2d_autograd;
+  m.impl("superconv2d", &superconv2d_autograd<trilevelnas::superconv::kCxx>);
+  m.impl("superconv2d_triton", &superconv2d_autograd<trilevelnas::superconv::kTriton>);
+}
+
+TORCH_LIBRARY_IMPL(trilevelnas, CompositeExplicitAutograd, m) {
+  m.impl("superconv2d_check", &trilevelnas::superconv::superconv2d_check);
 }
 
 TORCH_LIBRARY_IMPL(trilevelnas, CPU, m) {

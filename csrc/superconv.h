@@ -8,12 +8,33 @@
 
 #include <array>
 #include <optional>
+#include <tuple>
+
+#include "common.cuh"
 
 namespace trilevelnas {
 namespace superconv {
 
-// Activation codes shared with the Python wrapper (trilevelnas/ops/superconv.py).
-enum Activation : int64_t { kNone = 0, kRelu = 1, kLeakyRelu = 2 };
+// Activation codes (kernels/common.cuh; ops/superconv.py ACTIVATIONS maps the names to them).
+constexpr int64_t kNone = kernels::kActNone, kRelu = kernels::kActRelu, kLeakyRelu = kernels::kActLeakyRelu;
+
+// The kernels of superconv2d and superconv2d_backward (CPU in superconv.cpp, CUDA in
+// cuda/superconv.cu) take the schemas' arguments (SymInt widths as int64_t):
+//   ForwardResult superconv2d_<device>(TRILEVELNAS_SUPERCONV_FORWARD_PARAMS)  -> (out, conv_out)
+//   BackwardResult superconv2d_backward_<device>(TRILEVELNAS_SUPERCONV_BACKWARD_PARAMS)
+//                                                    -> (grad_x, grad_weight, grad_bias, grad_scale)
+#define TRILEVELNAS_SUPERCONV_FORWARD_PARAMS                                                      \
+  const at::Tensor &x, const at::Tensor &weight, const std::optional<at::Tensor> &bias,          \
+      int64_t in_width, int64_t out_width, int64_t stride, int64_t padding, int64_t groups,      \
+      int64_t activation, double negative_slope, const std::optional<at::Tensor> &scale,         \
+      double scale_factor, const std::optional<at::Tensor> &accumulate
+#define TRILEVELNAS_SUPERCONV_BACKWARD_PARAMS                                                     \
+  const at::Tensor &grad, const at::Tensor &x, const at::Tensor &weight,                         \
+      const at::Tensor &conv_out, int64_t in_width, int64_t out_width, int64_t stride,           \
+      int64_t padding, int64_t groups, int64_t activation, double negative_slope,                \
+      const std::optional<at::Tensor> &scale, double scale_factor, std::array<bool, 4> mask
+using ForwardResult = std::tuple<at::Tensor, at::Tensor>;
+using BackwardResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
 struct Geometry {
   int64_t in_width;     // active input channels
@@ -30,6 +51,21 @@ Geometry check_args(const at::Tensor& x, const at::Tensor& weight,
                     int64_t stride, int64_t padding, int64_t groups, int64_t activation,
                     const std::optional<at::Tensor>& scale,
                     const std::optional<at::Tensor>& accumulate);
+
+// check_args for superconv2d_backward, plus the shapes of grad ([N, C_out, H', W']) and, when the
+// backward pass needs it, conv_out (the saved [N, out_width, H', W'] convolution).
+Geometry check_backward_args(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight,
+                             const at::Tensor& conv_out, int64_t in_width, int64_t out_width,
+                             int64_t stride, int64_t padding, int64_t groups, int64_t activation,
+                             const std::optional<at::Tensor>& scale);
+
+// True when the forward epilogue is the identity (no activation, scale or accumulate, all output
+// channels active): the convolution of the active block is the output.
+inline bool identity_epilogue(int64_t activation, const std::optional<at::Tensor>& scale, double scale_factor,
+                              const std::optional<at::Tensor>& accumulate, const Geometry& g, int64_t c_out) {
+  return activation == kNone && !scale.has_value() && scale_factor == 1.0 && !accumulate.has_value() &&
+         g.out_width == c_out;
+}
 
 // True when the backward pass needs the raw convolution output of the active block: for the
 // derivative of the activation or for the gradient of a tensor scale.

@@ -23,36 +23,10 @@
 // Arithmetic in float (double for double inputs); storage float, double, __half or __nv_bfloat16.
 #pragma once
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-
-#include <cstdint>
+#include "common.cuh"
 
 namespace trilevelnas {
 namespace kernels {
-
-constexpr double kOneHotTol = 1e-6;  // same as csrc/relax.h and ops/reference.py
-
-template <typename T>
-struct AccType {
-  using type = float;
-};
-template <>
-struct AccType<double> {
-  using type = double;
-};
-template <typename T>
-using acc_t = typename AccType<T>::type;
-
-__device__ __forceinline__ float load_acc(const float* p) { return *p; }
-__device__ __forceinline__ double load_acc(const double* p) { return *p; }
-__device__ __forceinline__ float load_acc(const __half* p) { return __half2float(*p); }
-__device__ __forceinline__ float load_acc(const __nv_bfloat16* p) { return __bfloat162float(*p); }
-__device__ __forceinline__ void store_acc(float* p, float v) { *p = v; }
-__device__ __forceinline__ void store_acc(double* p, double v) { *p = v; }
-__device__ __forceinline__ void store_acc(__half* p, float v) { *p = __float2half_rn(v); }
-__device__ __forceinline__ void store_acc(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
 
 template <typename A>
 __device__ __forceinline__ A neg_inf() {
@@ -90,6 +64,30 @@ __device__ __forceinline__ void group_bounds(const int64_t* offsets, int64_t row
     start = g * row_k;
     k = row_k;
   }
+}
+
+// Calls body(g, start, k, lane) for every group g given to this thread's warp (one warp per
+// group, grid-stride over the groups); all lanes of the warp call it together.
+template <typename Body>
+__device__ __forceinline__ void for_each_group(const int64_t* offsets, int64_t row_k, int64_t n, int64_t groups,
+                                               Body body) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
+  for (int64_t g = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; g < groups; g += warps) {
+    int64_t start, k;
+    group_bounds(offsets, row_k, n, g, start, k);
+    body(g, start, k, lane);
+  }
+}
+
+// Raises the thresholds tau and tmax with the sorted prefix of size s (prefix sums s1, s2).
+template <typename A>
+__device__ __forceinline__ void update_thresholds(A s, A s1, A s2, A c, A& tau, A& tmax) {
+  const A m = s1 / s;
+  const A var = max(s2 / s - m * m, A(0));
+  tau = max(tau, (s1 - A(1)) / s);
+  const A sc1 = s * c - A(1);
+  if (sc1 > A(0) && var > A(0)) tmax = max(tmax, m - sqrt(var / sc1));
 }
 
 // Largest t_s (2 <= s <= n_top, s c > 1) of the rank vector -(0, 1, ..., n_top - 1).
@@ -174,12 +172,7 @@ __global__ void sparsestmax_rows_thread_kernel(const T* __restrict__ x, int64_t 
       if (b == A(0)) n_top = p + 1;
       s1 += b;
       s2 += b * b;
-      const A s = static_cast<A>(p + 1);
-      const A m = s1 / s;
-      const A var = max(s2 / s - m * m, A(0));
-      tau = max(tau, (s1 - A(1)) / s);
-      const A sc1 = s * c - A(1);
-      if (sc1 > A(0) && var > A(0)) tmax = max(tmax, m - sqrt(var / sc1));
+      update_thresholds(static_cast<A>(p + 1), s1, s2, c, tau, tmax);
     }
   }
   const bool tie = n_top >= 2 && static_cast<A>(n_top) * c > A(1);
@@ -221,14 +214,10 @@ __global__ void sparsestmax_warp_kernel(const T* __restrict__ x, const int64_t* 
                                         int64_t n, int64_t groups, const acc_t<T>* __restrict__ radius,
                                         double radius_scalar, T* __restrict__ out, acc_t<T>* __restrict__ gain) {
   using A = acc_t<T>;
-  const int lane = threadIdx.x & 31;
-  const int64_t warps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
-  for (int64_t g = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; g < groups; g += warps) {
-    int64_t start, k;
-    group_bounds(offsets, row_k, n, g, start, k);
+  for_each_group(offsets, row_k, n, groups, [&](int64_t g, int64_t start, int64_t k, int lane) {
     if (k == 0) {
       if (lane == 0) gain[g] = A(0);
-      continue;
+      return;
     }
     const A r = radius != nullptr ? radius[g] : static_cast<A>(radius_scalar);
 
@@ -263,12 +252,7 @@ __global__ void sparsestmax_warp_kernel(const T* __restrict__ x, const int64_t* 
         if (mi) {
           s1 += bi;
           s2 += bi * bi;
-          const A s = static_cast<A>(rank + 1);
-          const A m = s1 / s;
-          const A var = max(s2 / s - m * m, A(0));
-          tau = max(tau, (s1 - A(1)) / s);
-          const A sc1 = s * c - A(1);
-          if (sc1 > A(0) && var > A(0)) tmax = max(tmax, m - sqrt(var / sc1));
+          update_thresholds(static_cast<A>(rank + 1), s1, s2, c, tau, tmax);
           if (bi == A(0)) {
             ++n_top;
             first = min(first, i);
@@ -306,12 +290,50 @@ __global__ void sparsestmax_warp_kernel(const T* __restrict__ x, const int64_t* 
       if (i < k) store_acc(out + start + i, p * inv_z);
     }
     if (lane == 0) gain[g] = (!one_hot && (tie || tmax > tau)) ? inv_z : A(0);
-  }
+  });
 }
 
 // ------------------------------------------------------------------------------------------------
 // Backward: dx = scale * (g - mean_S g - e <e, g>/<e, e>) on the support S = {q > 0}, e = q - 1/|S|,
 // scale = gain when gain > 0 (circle active), else 1 without the e term (sparsemax Jacobian).
+
+// Sums over the support of one group (or of one lane's share of it) that the backward needs.
+template <typename A>
+struct SupportSums {
+  A cnt = 0, sg = 0, sq = 0, sqq = 0, sqg = 0;
+  __device__ __forceinline__ void add(A qi, A gi) {
+    if (qi > A(0)) {
+      cnt += A(1);
+      sg += gi;
+      sq += qi;
+      sqq += qi * qi;
+      sqg += qi * gi;
+    }
+  }
+  __device__ __forceinline__ void warp_reduce() {
+    cnt = warp_sum(cnt);
+    sg = warp_sum(sg);
+    sq = warp_sum(sq);
+    sqq = warp_sum(sqq);
+    sqg = warp_sum(sqg);
+  }
+};
+
+// dx_i of one group from its support sums and gain.
+template <typename A>
+struct BackwardCoefficients {
+  A inv_s, gmean, proj, scale;
+  __device__ __forceinline__ BackwardCoefficients(const SupportSums<A>& s, A gain) {
+    inv_s = A(1) / max(s.cnt, A(1));
+    gmean = s.sg * inv_s;
+    const A ee = max(s.sqq - A(2) * inv_s * s.sq + inv_s, A(0));
+    proj = (gain > A(0) && ee > A(0)) ? (s.sqg - inv_s * s.sg) / ee : A(0);
+    scale = gain > A(0) ? gain : A(1);
+  }
+  __device__ __forceinline__ A dx(A qi, A gi) const {
+    return qi > A(0) ? scale * (gi - gmean - (qi - inv_s) * proj) : A(0);
+  }
+};
 
 template <typename T>
 __global__ void sparsestmax_backward_warp_kernel(const T* __restrict__ grad, const T* __restrict__ q,
@@ -319,38 +341,14 @@ __global__ void sparsestmax_backward_warp_kernel(const T* __restrict__ grad, con
                                                  const int64_t* __restrict__ offsets, int64_t row_k, int64_t n,
                                                  int64_t groups, T* __restrict__ dx) {
   using A = acc_t<T>;
-  const int lane = threadIdx.x & 31;
-  const int64_t warps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
-  for (int64_t g = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; g < groups; g += warps) {
-    int64_t start, k;
-    group_bounds(offsets, row_k, n, g, start, k);
-    A cnt = 0, sg = 0, sq = 0, sqq = 0, sqg = 0;
-    for (int64_t i = lane; i < k; i += 32) {
-      const A qi = load_acc(q + start + i), gi = load_acc(grad + start + i);
-      if (qi > A(0)) {
-        cnt += A(1);
-        sg += gi;
-        sq += qi;
-        sqq += qi * qi;
-        sqg += qi * gi;
-      }
-    }
-    cnt = warp_sum(cnt);
-    sg = warp_sum(sg);
-    sq = warp_sum(sq);
-    sqq = warp_sum(sqq);
-    sqg = warp_sum(sqg);
-    const A gn = gain[g];
-    const A inv_s = A(1) / max(cnt, A(1));
-    const A gmean = sg * inv_s;
-    const A ee = max(sqq - A(2) * inv_s * sq + inv_s, A(0));
-    const A proj = (gn > A(0) && ee > A(0)) ? (sqg - inv_s * sg) / ee : A(0);
-    const A scale = gn > A(0) ? gn : A(1);
-    for (int64_t i = lane; i < k; i += 32) {
-      const A qi = load_acc(q + start + i), gi = load_acc(grad + start + i);
-      store_acc(dx + start + i, qi > A(0) ? scale * (gi - gmean - (qi - inv_s) * proj) : A(0));
-    }
-  }
+  for_each_group(offsets, row_k, n, groups, [&](int64_t g, int64_t start, int64_t k, int lane) {
+    SupportSums<A> sums;
+    for (int64_t i = lane; i < k; i += 32) sums.add(load_acc(q + start + i), load_acc(grad + start + i));
+    sums.warp_reduce();
+    const BackwardCoefficients<A> coef(sums, gain[g]);
+    for (int64_t i = lane; i < k; i += 32)
+      store_acc(dx + start + i, coef.dx(load_acc(q + start + i), load_acc(grad + start + i)));
+  });
 }
 
 template <typename T>
@@ -362,27 +360,10 @@ __global__ void sparsestmax_backward_rows_thread_kernel(const T* __restrict__ gr
   if (row >= rows) return;
   const T* gr = grad + row * k;
   const T* qr = q + row * k;
-  A cnt = 0, sg = 0, sq = 0, sqq = 0, sqg = 0;
-  for (int i = 0; i < k; ++i) {
-    const A qi = load_acc(qr + i), gi = load_acc(gr + i);
-    if (qi > A(0)) {
-      cnt += A(1);
-      sg += gi;
-      sq += qi;
-      sqq += qi * qi;
-      sqg += qi * gi;
-    }
-  }
-  const A gn = gain[row];
-  const A inv_s = A(1) / max(cnt, A(1));
-  const A gmean = sg * inv_s;
-  const A ee = max(sqq - A(2) * inv_s * sq + inv_s, A(0));
-  const A proj = (gn > A(0) && ee > A(0)) ? (sqg - inv_s * sg) / ee : A(0);
-  const A scale = gn > A(0) ? gn : A(1);
-  for (int i = 0; i < k; ++i) {
-    const A qi = load_acc(qr + i), gi = load_acc(gr + i);
-    store_acc(dx + row * k + i, qi > A(0) ? scale * (gi - gmean - (qi - inv_s) * proj) : A(0));
-  }
+  SupportSums<A> sums;
+  for (int i = 0; i < k; ++i) sums.add(load_acc(qr + i), load_acc(gr + i));
+  const BackwardCoefficients<A> coef(sums, gain[row]);
+  for (int i = 0; i < k; ++i) store_acc(dx + row * k + i, coef.dx(load_acc(qr + i), load_acc(gr + i)));
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -392,11 +373,7 @@ template <typename T>
 __global__ void softmax_packed_kernel(const T* __restrict__ x, const int64_t* __restrict__ offsets, int64_t n,
                                       int64_t groups, T* __restrict__ y) {
   using A = acc_t<T>;
-  const int lane = threadIdx.x & 31;
-  const int64_t warps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
-  for (int64_t g = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; g < groups; g += warps) {
-    int64_t start, k;
-    group_bounds(offsets, 0, n, g, start, k);
+  for_each_group(offsets, 0, n, groups, [&](int64_t g, int64_t start, int64_t k, int lane) {
     A mx = neg_inf<A>();
     for (int64_t i = lane; i < k; i += 32) mx = max(mx, load_acc(x + start + i));
     mx = warp_max(mx);
@@ -404,25 +381,20 @@ __global__ void softmax_packed_kernel(const T* __restrict__ x, const int64_t* __
     for (int64_t i = lane; i < k; i += 32) z += exp(load_acc(x + start + i) - mx);
     z = warp_sum(z);
     for (int64_t i = lane; i < k; i += 32) store_acc(y + start + i, exp(load_acc(x + start + i) - mx) / z);
-  }
+  });
 }
 
 template <typename T>
 __global__ void softmax_packed_backward_kernel(const T* __restrict__ grad, const T* __restrict__ y,
                                                const int64_t* __restrict__ offsets, int64_t n, int64_t groups,
                                                T* __restrict__ dx) {
-  using A = acc_t<T>;
-  const int lane = threadIdx.x & 31;
-  const int64_t warps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
-  for (int64_t g = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; g < groups; g += warps) {
-    int64_t start, k;
-    group_bounds(offsets, 0, n, g, start, k);
-    A dot = 0;
+  for_each_group(offsets, 0, n, groups, [&](int64_t g, int64_t start, int64_t k, int lane) {
+    acc_t<T> dot = 0;  // <y, grad> over the group
     for (int64_t i = lane; i < k; i += 32) dot += load_acc(y + start + i) * load_acc(grad + start + i);
     dot = warp_sum(dot);
     for (int64_t i = lane; i < k; i += 32)
       store_acc(dx + start + i, load_acc(y + start + i) * (load_acc(grad + start + i) - dot));
-  }
+  });
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -436,11 +408,7 @@ __global__ void order_penalty_kernel(const T* __restrict__ q, const int64_t* __r
                                      const int64_t* __restrict__ parent, int64_t n, int64_t groups,
                                      T* __restrict__ out) {
   using A = acc_t<T>;
-  const int lane = threadIdx.x & 31;
-  const int64_t warps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
-  for (int64_t g = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; g < groups; g += warps) {
-    int64_t start, k;
-    group_bounds(offsets, 0, n, g, start, k);
+  for_each_group(offsets, 0, n, groups, [&](int64_t g, int64_t start, int64_t k, int lane) {
     A sum = 0;
     for (int64_t i = lane; i < k; i += 32) {
       const int64_t p = parent[start + i];
@@ -451,7 +419,7 @@ __global__ void order_penalty_kernel(const T* __restrict__ q, const int64_t* __r
     }
     sum = warp_sum(sum);
     if (lane == 0) store_acc(out + g, sum);
-  }
+  });
 }
 
 template <typename T>
@@ -460,11 +428,7 @@ __global__ void order_penalty_backward_kernel(const T* __restrict__ grad, const 
                                               const int64_t* __restrict__ parent, int64_t n, int64_t groups,
                                               T* __restrict__ dq) {
   using A = acc_t<T>;
-  const int lane = threadIdx.x & 31;
-  const int64_t warps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
-  for (int64_t g = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; g < groups; g += warps) {
-    int64_t start, k;
-    group_bounds(offsets, 0, n, g, start, k);
+  for_each_group(offsets, 0, n, groups, [&](int64_t g, int64_t start, int64_t k, int lane) {
     const A gr = load_acc(grad + g);
     for (int64_t i0 = 0; i0 < k; i0 += 32) {  // every lane runs the same iterations (shuffles below)
       const int64_t i = i0 + lane;
@@ -488,7 +452,7 @@ __global__ void order_penalty_backward_kernel(const T* __restrict__ grad, const 
       }
       if (mi) store_acc(dq + start + i, gr * static_cast<A>(slope));
     }
-  }
+  });
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -502,16 +466,22 @@ inline unsigned int warp_blocks(int64_t groups) {
   return static_cast<unsigned int>(blocks < (int64_t(1) << 30) ? blocks : (int64_t(1) << 30));
 }
 
+// Launches `kernel` with one warp per group (nothing for no groups).
+template <typename... Params, typename... Args>
+inline cudaError_t launch_warps(void (*kernel)(Params...), int64_t groups, cudaStream_t stream, Args... args) {
+  if (groups <= 0) return cudaSuccess;
+  kernel<<<warp_blocks(groups), kThreads, 0, stream>>>(args...);
+  return cudaGetLastError();
+}
+
 // Sparsestmax of packed groups. `radius` is a per-group device array or nullptr (then the scalar
 // applies to every group).
 template <typename T>
 inline cudaError_t launch_sparsestmax_packed(const T* x, const int64_t* offsets, int64_t n, int64_t groups,
                                              const acc_t<T>* radius, double radius_scalar, T* out, acc_t<T>* gain,
                                              cudaStream_t stream) {
-  if (groups <= 0) return cudaSuccess;
-  sparsestmax_warp_kernel<T><<<warp_blocks(groups), kThreads, 0, stream>>>(x, offsets, 0, n, groups, radius,
-                                                                           radius_scalar, out, gain);
-  return cudaGetLastError();
+  return launch_warps(sparsestmax_warp_kernel<T>, groups, stream, x, offsets, int64_t(0), n, groups, radius,
+                      radius_scalar, out, gain);
 }
 
 // Sparsestmax of `rows` contiguous rows of length k.
@@ -540,10 +510,8 @@ template <typename T>
 inline cudaError_t launch_sparsestmax_backward_packed(const T* grad, const T* q, const acc_t<T>* gain,
                                                       const int64_t* offsets, int64_t n, int64_t groups, T* dx,
                                                       cudaStream_t stream) {
-  if (groups <= 0) return cudaSuccess;
-  sparsestmax_backward_warp_kernel<T><<<warp_blocks(groups), kThreads, 0, stream>>>(grad, q, gain, offsets, 0, n,
-                                                                                    groups, dx);
-  return cudaGetLastError();
+  return launch_warps(sparsestmax_backward_warp_kernel<T>, groups, stream, grad, q, gain, offsets, int64_t(0), n,
+                      groups, dx);
 }
 
 template <typename T>
@@ -564,26 +532,20 @@ inline cudaError_t launch_sparsestmax_backward_rows(const T* grad, const T* q, c
 template <typename T>
 inline cudaError_t launch_softmax_packed(const T* x, const int64_t* offsets, int64_t n, int64_t groups, T* y,
                                          cudaStream_t stream) {
-  if (groups <= 0) return cudaSuccess;
-  softmax_packed_kernel<T><<<warp_blocks(groups), kThreads, 0, stream>>>(x, offsets, n, groups, y);
-  return cudaGetLastError();
+  return launch_warps(softmax_packed_kernel<T>, groups, stream, x, offsets, n, groups, y);
 }
 
 template <typename T>
 inline cudaError_t launch_softmax_packed_backward(const T* grad, const T* y, const int64_t* offsets, int64_t n,
                                                   int64_t groups, T* dx, cudaStream_t stream) {
-  if (groups <= 0) return cudaSuccess;
-  softmax_packed_backward_kernel<T><<<warp_blocks(groups), kThreads, 0, stream>>>(grad, y, offsets, n, groups, dx);
-  return cudaGetLastError();
+  return launch_warps(softmax_packed_backward_kernel<T>, groups, stream, grad, y, offsets, n, groups, dx);
 }
 
 // Ordering penalty of packed forest groups: out[g] (storage type T) for each of the `groups` groups.
 template <typename T>
 inline cudaError_t launch_order_penalty_packed(const T* q, const int64_t* offsets, const int64_t* parent, int64_t n,
                                                int64_t groups, T* out, cudaStream_t stream) {
-  if (groups <= 0) return cudaSuccess;
-  order_penalty_kernel<T><<<warp_blocks(groups), kThreads, 0, stream>>>(q, offsets, parent, n, groups, out);
-  return cudaGetLastError();
+  return launch_warps(order_penalty_kernel<T>, groups, stream, q, offsets, parent, n, groups, out);
 }
 
 // Vector-Jacobian product of the ordering penalty for the per-group upstream gradient `grad` [groups].
@@ -591,10 +553,7 @@ template <typename T>
 inline cudaError_t launch_order_penalty_packed_backward(const T* grad, const T* q, const int64_t* offsets,
                                                         const int64_t* parent, int64_t n, int64_t groups, T* dq,
                                                         cudaStream_t stream) {
-  if (groups <= 0) return cudaSuccess;
-  order_penalty_backward_kernel<T><<<warp_blocks(groups), kThreads, 0, stream>>>(grad, q, offsets, parent, n,
-                                                                                 groups, dq);
-  return cudaGetLastError();
+  return launch_warps(order_penalty_backward_kernel<T>, groups, stream, grad, q, offsets, parent, n, groups, dq);
 }
 
 }  // namespace kernels

@@ -10,7 +10,7 @@ namespace kernels {
                                                      int64_t, int64_t, SuperconvEpilogue,      \
                                                      cudaStream_t);                            \
   template cudaError_t superconv_epilogue_backward<T>(                                         \
-      const T*, const T*, T*, typename SuperconvAcc<T>::type*, int64_t, int64_t, int64_t,      \
+      const T*, const T*, T*, acc_t<T>*, int64_t, int64_t, int64_t,      \
       int64_t, SuperconvEpilogue, cudaStream_t);
 
 TRILEVELNAS_SUPERCONV_INSTANTIATE(float)

@@ -12,66 +12,25 @@
 // with s = scale_factor * (*scale) (scale: a device pointer, or null for 1).
 #pragma once
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-
-#include <cstdint>
+#include "common.cuh"
 
 namespace trilevelnas {
 namespace kernels {
 
-enum SuperconvActivation : int { kSuperconvNone = 0, kSuperconvRelu = 1, kSuperconvLeakyRelu = 2 };
-
 struct SuperconvEpilogue {
-  int activation;        // SuperconvActivation
+  int activation;        // Activation (common.cuh)
   float negative_slope;  // leaky relu slope
   float scale_factor;    // constant factor of the scale
   const float* scale;    // device pointer to a tensor scale, or nullptr
 };
 
-// Arithmetic type of the epilogue: float, double for double.
-template <typename T>
-struct SuperconvAcc {
-  using type = float;
-};
-template <>
-struct SuperconvAcc<double> {
-  using type = double;
-};
-
 namespace detail {
-
-template <typename A>
-__device__ __forceinline__ A sc_activate(A v, int act, A slope) {
-  if (act == kSuperconvRelu) return v > A(0) ? v : A(0);
-  if (act == kSuperconvLeakyRelu) return v > A(0) ? v : v * slope;
-  return v;
-}
-
-template <typename A>
-__device__ __forceinline__ A sc_activate_grad(A v, int act, A slope) {
-  if (act == kSuperconvRelu) return v > A(0) ? A(1) : A(0);
-  if (act == kSuperconvLeakyRelu) return v > A(0) ? A(1) : slope;
-  return A(1);
-}
-
-// Loads and stores through the explicit conversion intrinsics (torch builds with
-// __CUDA_NO_HALF_CONVERSIONS__, which removes the implicit ones).
-__device__ __forceinline__ float sc_load(const float* p) { return *p; }
-__device__ __forceinline__ double sc_load(const double* p) { return *p; }
-__device__ __forceinline__ float sc_load(const __half* p) { return __half2float(*p); }
-__device__ __forceinline__ float sc_load(const __nv_bfloat16* p) { return __bfloat162float(*p); }
-__device__ __forceinline__ void sc_store(float* p, float v) { *p = v; }
-__device__ __forceinline__ void sc_store(double* p, double v) { *p = v; }
-__device__ __forceinline__ void sc_store(__half* p, float v) { *p = __float2half_rn(v); }
-__device__ __forceinline__ void sc_store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
 
 template <typename T>
 __global__ void superconv_forward_kernel(const T* __restrict__ z, const T* __restrict__ acc,
                                          T* __restrict__ out, int64_t total, int64_t channels,
                                          int64_t width, int64_t plane, SuperconvEpilogue ep) {
-  using A = typename SuperconvAcc<T>::type;
+  using A = acc_t<T>;
   const A s = static_cast<A>(ep.scale_factor) * (ep.scale ? static_cast<A>(*ep.scale) : A(1));
   const A slope = static_cast<A>(ep.negative_slope);
   const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -80,12 +39,12 @@ __global__ void superconv_forward_kernel(const T* __restrict__ z, const T* __res
     const int64_t p = idx / plane;
     const int64_t i = idx - p * plane;
     const int64_t c = p % channels;
-    A v = acc ? sc_load(acc + idx) : A(0);
+    A v = acc ? load_acc(acc + idx) : A(0);
     if (c < width) {
       const int64_t n = p / channels;
-      v += s * sc_activate<A>(sc_load(z + (n * width + c) * plane + i), ep.activation, slope);
+      v += s * activate<A>(load_acc(z + (n * width + c) * plane + i), ep.activation, slope);
     }
-    sc_store(out + idx, v);
+    store_acc(out + idx, v);
   }
 }
 
@@ -93,10 +52,10 @@ __global__ void superconv_forward_kernel(const T* __restrict__ z, const T* __res
 template <typename T>
 __global__ void superconv_backward_kernel(const T* __restrict__ grad, const T* __restrict__ z,
                                           T* __restrict__ grad_z,
-                                          typename SuperconvAcc<T>::type* __restrict__ partial,
+                                          acc_t<T>* __restrict__ partial,
                                           int64_t channels, int64_t width, int64_t plane,
                                           SuperconvEpilogue ep) {
-  using A = typename SuperconvAcc<T>::type;
+  using A = acc_t<T>;
   __shared__ A shared[1024];
   const A s = static_cast<A>(ep.scale_factor) * (ep.scale ? static_cast<A>(*ep.scale) : A(1));
   const A slope = static_cast<A>(ep.negative_slope);
@@ -107,10 +66,10 @@ __global__ void superconv_backward_kernel(const T* __restrict__ grad, const T* _
   T* gzp = grad_z + p * plane;
   A sum = 0;
   for (int64_t i = threadIdx.x; i < plane; i += blockDim.x) {
-    const A g = sc_load(gp + i);
-    const A v = z ? sc_load(zp + i) : A(0);
-    sc_store(gzp + i, z ? s * g * sc_activate_grad<A>(v, ep.activation, slope) : s * g);
-    sum += g * sc_activate<A>(v, ep.activation, slope);
+    const A g = load_acc(gp + i);
+    const A v = z ? load_acc(zp + i) : A(0);
+    store_acc(gzp + i, z ? s * g * activate_grad<A>(v, ep.activation, slope) : s * g);
+    sum += g * activate<A>(v, ep.activation, slope);
   }
   if (partial == nullptr) return;
   shared[threadIdx.x] = sum;
@@ -144,7 +103,7 @@ cudaError_t superconv_epilogue_forward(const T* z, const T* acc, T* out, int64_t
 // nothing is written (callers zero-initialise partial).
 template <typename T>
 cudaError_t superconv_epilogue_backward(const T* grad, const T* z, T* grad_z,
-                                        typename SuperconvAcc<T>::type* partial, int64_t n_batch,
+                                        acc_t<T>* partial, int64_t n_batch,
                                         int64_t channels, int64_t width, int64_t plane,
                                         SuperconvEpilogue ep, cudaStream_t stream) {
   const int64_t planes = n_batch * width;

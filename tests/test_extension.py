@@ -58,3 +58,22 @@ def test_relax_op_runs_through_the_dispatcher():
                                                          None, 0.0)
     assert out.tolist() == [1.0, 0.0, 1.0]
     assert gain.tolist() == [0.0, 0.0]
+
+
+def test_python_constants_match_the_kernels():
+    """ONE_HOT_TOL and the activation codes are defined in kernels/common.cuh; Python mirrors them."""
+    import trilevelnas._C as compiled
+    from trilevelnas.ops import reference
+    from trilevelnas.ops.superconv import ACTIVATIONS
+
+    assert compiled.ONE_HOT_TOL == reference.ONE_HOT_TOL
+    assert compiled.ACTIVATIONS == ACTIVATIONS
+
+
+def test_cpp_registers_kernels_only_and_python_the_autograd():
+    """Schemas and CPU/CUDA kernels come from C++; the autograd of every forward op (and of its
+    Triton variant) is the one registered in Python (torch.library.register_autograd)."""
+    for name in ["superconv2d", "sparsestmax_packed", "sparsestmax_rows", "softmax_packed", "order_penalty_packed"]:
+        for variant in (name, f"{name}_triton"):
+            op = getattr(torch.ops.trilevelnas, variant).default
+            assert torch._C._dispatch_has_kernel_for_dispatch_key(op.name(), "Autograd"), variant

@@ -487,27 +487,10 @@ def test_lambda_point_one_keeps_the_tree_and_reaches_every_logit():
 
 
 # ---------------------------------------------------------------------------------------------
-# Dispatcher integration: opcheck, torch.compile.
+# Dispatcher integration: torch.compile.
 
 
-def test_opcheck_all_ops():
-    gen = torch.Generator().manual_seed(19)
-    values, offsets = random_packed([4, 0, 5, 1], torch.float64, gen)
-    values.requires_grad_(True)
-    parent = torch.tensor([-1, 0, 0, 1, -1, 0, 0, 2, -1, -1])
-    radius = torch.tensor([0.1, 0.2, 0.3, 0.0], dtype=torch.float64)
-    lib = torch.ops.trilevelnas
-    samples = [
-        (lib.sparsestmax_packed.default, (values, offsets, None, 0.3)),
-        (lib.sparsestmax_packed.default, (values, offsets, radius, 0.0)),
-        (lib.order_penalty_packed.default, (values, offsets, parent)),
-        (lib.order_penalty_packed_backward.default,
-         (torch.randn(4, dtype=torch.float64, generator=gen), values.detach(), offsets, parent)),
-        (lib.sparsestmax_rows.default, (values.detach().reshape(2, 5).requires_grad_(True), None, 0.2)),
-        (lib.softmax_packed.default, (values, offsets)),
-    ]
-    for op, args in samples:
-        torch.library.opcheck(op, args)
+# opcheck of every op (C++ and Triton, CPU and CUDA) on its sample_inputs: tests/test_ops_opcheck.py.
 
 
 def test_torch_compile_fullgraph():
@@ -609,19 +592,19 @@ def test_triton_packed_ops_match_reference(dtype):
     parent = torch.cat([torch.tensor(random_forest(s, np.random.default_rng(s)), dtype=torch.int64)
                         for s in sizes]).to(TRITON_DEVICE)
     cases = [
-        (lambda v: lib.triton_sparsestmax_packed(v, offsets, None, 0.35)[0],
+        (lambda v: lib.sparsestmax_packed_triton(v, offsets, None, 0.35)[0],
          lambda v: ref.sparsestmax_packed(v, offsets, 0.35)),
-        (lambda v: lib.triton_sparsestmax_packed(v, offsets, radius, 0.0)[0],
+        (lambda v: lib.sparsestmax_packed_triton(v, offsets, radius, 0.0)[0],
          lambda v: ref.sparsestmax_packed(v, offsets, radius)),
-        (lambda v: lib.triton_sparsestmax_packed(v, offsets, None, 0.0)[0],
+        (lambda v: lib.sparsestmax_packed_triton(v, offsets, None, 0.0)[0],
          lambda v: ref.sparsemax_packed(v, offsets)),
-        (lambda v: lib.triton_sparsestmax_packed(v, offsets, None, 2.0)[0],
+        (lambda v: lib.sparsestmax_packed_triton(v, offsets, None, 2.0)[0],
          lambda v: ref.sparsestmax_packed(v, offsets, 2.0)),
-        (lambda v: lib.triton_softmax_packed(v, offsets), lambda v: ref.softmax_packed(v, offsets)),
+        (lambda v: lib.softmax_packed_triton(v, offsets), lambda v: ref.softmax_packed(v, offsets)),
         # the penalty on the raw values (ties from the grid below) and on a relaxation's output
-        (lambda v: lib.triton_order_penalty_packed(v, offsets, parent),
+        (lambda v: lib.order_penalty_packed_triton(v, offsets, parent),
          lambda v: ref.order_penalty_packed(v, offsets, parent)),
-        (lambda v: lib.triton_order_penalty_packed(lib.triton_sparsestmax_packed(v, offsets, radius, 0.0)[0],
+        (lambda v: lib.order_penalty_packed_triton(lib.sparsestmax_packed_triton(v, offsets, radius, 0.0)[0],
                                                    offsets, parent),
          lambda v: ref.order_penalty_packed(ref.sparsestmax_packed(v, offsets, radius), offsets, parent)),
     ]
@@ -637,15 +620,15 @@ def test_triton_rows_and_degenerate_inputs_match_cpu_kernels():
     x[1, :3] = 4.0  # tied maximum
     x[2] *= 1e4
     for r in (0.0, 0.3, 0.8):
-        out, gain = lib.triton_sparsestmax_rows(x.to(TRITON_DEVICE), None, r)
+        out, gain = lib.sparsestmax_rows_triton(x.to(TRITON_DEVICE), None, r)
         out_c, gain_c = lib.sparsestmax_rows(x, None, r)
         torch.testing.assert_close(out.cpu(), out_c, atol=1e-12, rtol=0)
         torch.testing.assert_close(gain.cpu(), gain_c, atol=1e-9, rtol=1e-9)
         g = torch.randn_like(x)
-        d = lib.triton_sparsestmax_rows_backward(g.to(TRITON_DEVICE), out, gain)
+        d = lib.sparsestmax_rows_backward_triton(g.to(TRITON_DEVICE), out, gain)
         assert torch.isfinite(d).all()
         torch.testing.assert_close(d.cpu(), lib.sparsestmax_rows_backward(g, out_c, gain_c), atol=1e-9, rtol=1e-9)
-    empty_out, empty_gain = lib.triton_sparsestmax_rows(torch.zeros(0, 4, device=TRITON_DEVICE), None, 0.2)
+    empty_out, empty_gain = lib.sparsestmax_rows_triton(torch.zeros(0, 4, device=TRITON_DEVICE), None, 0.2)
     assert empty_out.shape == (0, 4) and empty_gain.shape == (0,)
 
 
@@ -656,11 +639,11 @@ def test_triton_gradcheck():
     offsets = torch.tensor([0, 3, 3, 8], device=TRITON_DEVICE)
     v = spaced(8, gen).to(TRITON_DEVICE).requires_grad_(True)
     parent = torch.tensor([-1, 0, 0, -1, 0, 1, 1, -1], device=TRITON_DEVICE)
-    assert torch.autograd.gradcheck(lambda x: lib.triton_sparsestmax_packed(x, offsets, None, 0.3)[0], (v,))
-    assert torch.autograd.gradcheck(lambda x: lib.triton_softmax_packed(x, offsets), (v,))
-    assert torch.autograd.gradcheck(lambda x: lib.triton_order_penalty_packed(x, offsets, parent), (v,))
-    torch.library.opcheck(lib.triton_order_penalty_packed.default, (v, offsets, parent))
-    torch.library.opcheck(lib.triton_order_penalty_packed_backward.default,
+    assert torch.autograd.gradcheck(lambda x: lib.sparsestmax_packed_triton(x, offsets, None, 0.3)[0], (v,))
+    assert torch.autograd.gradcheck(lambda x: lib.softmax_packed_triton(x, offsets), (v,))
+    assert torch.autograd.gradcheck(lambda x: lib.order_penalty_packed_triton(x, offsets, parent), (v,))
+    torch.library.opcheck(lib.order_penalty_packed_triton.default, (v, offsets, parent))
+    torch.library.opcheck(lib.order_penalty_packed_backward_triton.default,
                           (torch.randn(3, dtype=torch.float64, generator=gen).to(TRITON_DEVICE), v.detach(),
                            offsets, parent))
 
@@ -674,12 +657,12 @@ def test_triton_order_penalty_ties_and_degenerate_inputs(dtype):
         x = torch.tensor(q, dtype=dtype, device=TRITON_DEVICE, requires_grad=True)
         offsets = torch.tensor(offsets, device=TRITON_DEVICE)
         parent = torch.tensor(parent, device=TRITON_DEVICE)
-        out = lib.triton_order_penalty_packed(x, offsets, parent)
+        out = lib.order_penalty_packed_triton(x, offsets, parent)
         torch.testing.assert_close(out.cpu(), torch.tensor(penalty, dtype=dtype), atol=1e-7, rtol=0)
         upstream = torch.arange(1.0, len(penalty) + 1, dtype=dtype)
         (grad,) = torch.autograd.grad(out, x, upstream.to(TRITON_DEVICE))
         assert grad.cpu().tolist() == loop_penalty_grad(x.detach().cpu(), offsets.cpu(), parent.cpu(), upstream)
-    out = lib.triton_order_penalty_packed(torch.zeros(0, dtype=dtype, device=TRITON_DEVICE),
+    out = lib.order_penalty_packed_triton(torch.zeros(0, dtype=dtype, device=TRITON_DEVICE),
                                           torch.tensor([0], device=TRITON_DEVICE),
                                           torch.zeros(0, dtype=torch.int64, device=TRITON_DEVICE))
     assert out.shape == (0,)

@@ -193,13 +193,8 @@ def test_bad_arguments_raise_clear_errors():
             ops.superconv2d(x.cuda(), w)
 
 
-def test_opcheck_schema_fake_and_autograd_registration():
-    gen = torch.Generator().manual_seed(2)
-    tensors, kwargs = make_case(gen, n=1, c_in=4, c_out=5, hw=(4, 4), dtype=torch.float32)
-    t = tensors
-    args = (t["x"], t["weight"], t["bias"], kwargs["in_width"], kwargs["out_width"], 1, 1, 1, 2,
-            0.2, t["scale"], 1.0, t["accumulate"])
-    torch.library.opcheck(torch.ops.trilevelnas.superconv2d.default, args)
+# opcheck of superconv2d and superconv2d_backward (C++ and Triton, CPU and CUDA) on their
+# sample_inputs: tests/test_ops_opcheck.py.
 
 
 # ---------------------------------------------------------------------------------------------

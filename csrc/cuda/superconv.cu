@@ -2,6 +2,7 @@
 // over the active weight block, then one fused epilogue pass (kernels/superconv.cuh) that writes
 // the full-width output: activation, scale, accumulate and the zero channels. The Triton backend
 // (trilevelnas/ops/triton/superconv.py) is the alternative, chosen in Python by gpu_backend().
+#include "dtypes.cuh"
 #include "superconv.cuh"
 #include "superconv.h"
 
@@ -15,31 +16,6 @@ namespace trilevelnas {
 namespace superconv {
 namespace {
 
-template <typename T>
-struct CudaType {
-  using type = T;
-};
-template <>
-struct CudaType<c10::Half> {
-  using type = __half;
-};
-template <>
-struct CudaType<c10::BFloat16> {
-  using type = __nv_bfloat16;
-};
-
-template <typename scalar_t>
-const typename CudaType<scalar_t>::type* cuda_ptr(const at::Tensor& t) {
-  return t.defined() ? reinterpret_cast<const typename CudaType<scalar_t>::type*>(
-                           t.const_data_ptr<scalar_t>())
-                     : nullptr;
-}
-
-template <typename scalar_t>
-typename CudaType<scalar_t>::type* cuda_mutable_ptr(at::Tensor& t) {
-  return reinterpret_cast<typename CudaType<scalar_t>::type*>(t.mutable_data_ptr<scalar_t>());
-}
-
 // The tensor scale as a float32 device tensor (undefined when there is none).
 at::Tensor scale_as_float(const std::optional<at::Tensor>& scale) {
   return scale.has_value() ? scale->to(at::kFloat).contiguous() : at::Tensor();
@@ -50,22 +26,17 @@ kernels::SuperconvEpilogue make_epilogue(int64_t activation, double negative_slo
   return kernels::SuperconvEpilogue{static_cast<int>(activation),
                                     static_cast<float>(negative_slope),
                                     static_cast<float>(scale_factor),
-                                    scale_f.defined() ? scale_f.const_data_ptr<float>() : nullptr};
+                                    maybe_ptr<float>(scale_f)};
 }
 
-std::tuple<at::Tensor, at::Tensor> superconv2d_cuda(
-    const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-    int64_t in_width, int64_t out_width, int64_t stride, int64_t padding, int64_t groups,
-    int64_t activation, double negative_slope, const std::optional<at::Tensor>& scale,
-    double scale_factor, const std::optional<at::Tensor>& accumulate) {
+ForwardResult superconv2d_cuda(TRILEVELNAS_SUPERCONV_FORWARD_PARAMS) {
   const Geometry g = check_args(x, weight, bias, in_width, out_width, stride, padding, groups,
                                 activation, scale, accumulate);
   const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor z = conv_active(x, weight, bias, g, stride, padding, at::MemoryFormat::Contiguous);
   at::Tensor saved = needs_conv_output(activation, scale) ? z : at::empty({0}, x.options());
   const int64_t c_out = weight.size(0);
-  if (activation == kNone && !scale.has_value() && scale_factor == 1.0 && !accumulate.has_value() &&
-      g.out_width == c_out) {
+  if (identity_epilogue(activation, scale, scale_factor, accumulate, g, c_out)) {
     return {z, saved};  // identity epilogue: saved is empty here, so nothing aliases
   }
   at::Tensor out = at::empty({x.size(0), c_out, g.out_h, g.out_w}, x.options());
@@ -81,22 +52,12 @@ std::tuple<at::Tensor, at::Tensor> superconv2d_cuda(
   return {out, saved};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> superconv2d_backward_cuda(
-    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight,
-    const at::Tensor& conv_out, int64_t in_width, int64_t out_width, int64_t stride,
-    int64_t padding, int64_t groups, int64_t activation, double negative_slope,
-    const std::optional<at::Tensor>& scale, double scale_factor, std::array<bool, 4> mask) {
-  const Geometry g = check_args(x, weight, std::nullopt, in_width, out_width, stride, padding,
-                                groups, activation, scale, std::nullopt);
+BackwardResult superconv2d_backward_cuda(TRILEVELNAS_SUPERCONV_BACKWARD_PARAMS) {
+  const Geometry g = check_backward_args(grad, x, weight, conv_out, in_width, out_width, stride,
+                                         padding, groups, activation, scale);
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t c_out = weight.size(0);
-  TORCH_CHECK(grad.dim() == 4 && grad.size(0) == x.size(0) && grad.size(1) == c_out &&
-                  grad.size(2) == g.out_h && grad.size(3) == g.out_w,
-              "superconv2d_backward: grad has shape ", grad.sizes(), ", expected [", x.size(0), ", ",
-              c_out, ", ", g.out_h, ", ", g.out_w, "]");
   const bool need_z = needs_conv_output(activation, scale);
-  TORCH_CHECK(!need_z || (conv_out.dim() == 4 && conv_out.size(1) == g.out_width),
-              "superconv2d_backward: conv_out must be the saved [N, out_width, H', W'] convolution");
   const bool want_scale = mask[3] && scale.has_value();
   const at::Tensor gc = grad.contiguous();
   const at::Tensor zc = need_z ? conv_out.contiguous() : at::Tensor();
@@ -108,7 +69,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> superconv2d_backward_
   const auto ep = make_epilogue(activation, negative_slope, scale_factor, scale_f);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "superconv2d_backward_cuda", [&] {
-    using acc_t = typename kernels::SuperconvAcc<typename CudaType<scalar_t>::type>::type;
+    using acc_t = kernels::acc_t<cuda_t<scalar_t>>;
     C10_CUDA_CHECK(kernels::superconv_epilogue_backward(
         cuda_ptr<scalar_t>(gc), cuda_ptr<scalar_t>(zc), cuda_mutable_ptr<scalar_t>(grad_z),
         partial.defined() ? partial.mutable_data_ptr<acc_t>() : nullptr, x.size(0), c_out,

@@ -13,21 +13,16 @@
 #include <vector>
 
 #include "sparsestmax.cuh"
+#include "test_util.cuh"
 
 namespace k = trilevelnas::kernels;
 
 namespace {
 
-int failures = 0;
+using trilevelnas::test::to_device;
+using trilevelnas::test::to_host;
 
-#define CHECK_CUDA(expr)                                                                  \
-  do {                                                                                    \
-    cudaError_t err_ = (expr);                                                            \
-    if (err_ != cudaSuccess) {                                                            \
-      std::fprintf(stderr, "CUDA error %s at %s:%d\n", cudaGetErrorString(err_), __FILE__, __LINE__); \
-      std::exit(1);                                                                       \
-    }                                                                                     \
-  } while (0)
+int failures = 0;
 
 // ---- host reference ------------------------------------------------------------------------
 
@@ -102,21 +97,6 @@ double host_order_penalty(const double* q, const long long* parent, int n, doubl
 }
 
 // ---- device helpers --------------------------------------------------------------------------
-
-template <typename T>
-T* to_device(const std::vector<T>& h) {
-  T* d = nullptr;
-  CHECK_CUDA(cudaMalloc(&d, std::max<size_t>(1, h.size()) * sizeof(T)));
-  if (!h.empty()) CHECK_CUDA(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice));
-  return d;
-}
-
-template <typename T>
-std::vector<T> to_host(const T* d, size_t n) {
-  std::vector<T> h(n);
-  if (n) CHECK_CUDA(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
-  return h;
-}
 
 void expect_close(const char* what, const std::vector<double>& got, const std::vector<double>& want, double tol) {
   for (size_t i = 0; i < want.size(); ++i) {
@@ -293,11 +273,7 @@ void run_rows(std::mt19937& rng, int64_t rows, int kk, double tol) {
 }  // namespace
 
 int main() {
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::fprintf(stderr, "no CUDA device\n");
-    return 1;
-  }
+  if (!trilevelnas::test::have_device("test_sparsestmax")) return 1;
   std::mt19937 rng(1234);
   std::vector<int> search_space(25, 4);
   search_space.push_back(83);

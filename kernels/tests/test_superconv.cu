@@ -2,6 +2,7 @@
 // every activation, with and without accumulate / tensor scale, in float, double, half and
 // bfloat16. Exits 0 when every case agrees, 1 otherwise (also when no GPU is present).
 #include "superconv.cuh"
+#include "test_util.cuh"
 
 #include <cmath>
 #include <cstdio>
@@ -13,41 +14,19 @@ using namespace trilevelnas::kernels;
 
 namespace {
 
-#define CHECK_CUDA(expr)                                                                   \
-  do {                                                                                     \
-    cudaError_t err_ = (expr);                                                             \
-    if (err_ != cudaSuccess) {                                                             \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr,                   \
-                   cudaGetErrorString(err_));                                              \
-      std::exit(1);                                                                        \
-    }                                                                                      \
-  } while (0)
+using trilevelnas::test::to_device;
+using trilevelnas::test::to_host;
 
 double act(double v, int a, double slope) {
-  if (a == kSuperconvRelu) return v > 0 ? v : 0;
-  if (a == kSuperconvLeakyRelu) return v > 0 ? v : v * slope;
+  if (a == kActRelu) return v > 0 ? v : 0;
+  if (a == kActLeakyRelu) return v > 0 ? v : v * slope;
   return v;
 }
 
 double act_grad(double v, int a, double slope) {
-  if (a == kSuperconvRelu) return v > 0 ? 1 : 0;
-  if (a == kSuperconvLeakyRelu) return v > 0 ? 1 : slope;
+  if (a == kActRelu) return v > 0 ? 1 : 0;
+  if (a == kActLeakyRelu) return v > 0 ? 1 : slope;
   return 1;
-}
-
-template <typename T>
-T* to_device(const std::vector<T>& h) {
-  T* d = nullptr;
-  CHECK_CUDA(cudaMalloc(&d, sizeof(T) * (h.size() ? h.size() : 1)));
-  if (!h.empty()) CHECK_CUDA(cudaMemcpy(d, h.data(), sizeof(T) * h.size(), cudaMemcpyHostToDevice));
-  return d;
-}
-
-template <typename T>
-std::vector<T> to_host(const T* d, size_t n) {
-  std::vector<T> h(n);
-  if (n) CHECK_CUDA(cudaMemcpy(h.data(), d, sizeof(T) * n, cudaMemcpyDeviceToHost));
-  return h;
 }
 
 // Values are rounded to T on the host first, so the reference sees exactly the kernel's inputs.
@@ -81,7 +60,7 @@ bool run_case(std::mt19937& rng, const char* name, double tol, int64_t n_batch, 
   T* dgrad = to_device(grad);
   T* dout = to_device(std::vector<T>(full));
   T* dgz = to_device(std::vector<T>(active));
-  using A = typename SuperconvAcc<T>::type;
+  using A = acc_t<T>;
   A* dpartial = to_device(std::vector<A>(n_batch * width));
   float* dscale = to_device(std::vector<float>{scale_value});
   SuperconvEpilogue ep{activation, slope, factor, with_scale ? dscale : nullptr};
@@ -144,11 +123,7 @@ bool run_all(std::mt19937& rng, const char* name, double tol) {
 }  // namespace
 
 int main() {
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::fprintf(stderr, "test_superconv: no CUDA device, nothing was checked\n");
-    return 1;
-  }
+  if (!trilevelnas::test::have_device("test_superconv")) return 1;
   std::mt19937 rng(1234);
   bool ok = true;
   ok &= run_all<float>(rng, "float", 1e-5);

@@ -16,29 +16,28 @@ Public functions (docs/ops.md); gradients flow to the values (or ``q``) only:
 
 ``r`` is the absolute radius of Eq. 2 (``r >= sqrt(1 - 1/K)`` gives one-hot). The work is done by the
 dispatcher ops ``torch.ops.trilevelnas.*`` (C++ on CPU, CUDA kernels on GPU) registered by the
-extension; this module adds their fake kernels and autograd, and on CUDA tensors with
-``gpu_backend() == "triton"`` routes to Triton kernels wrapped as ``trilevelnas::triton_*`` ops.
+extension (schemas in ``csrc/relax.cpp``, C++ kernels only); this module registers their fake
+kernels and autograd, and on CUDA tensors with ``gpu_backend() == "triton"`` routes to the Triton
+variants ``trilevelnas::<op>_triton``, defined here with the schema of each C++ op and sharing its
+fake kernel and autograd formula.
 The sparsestmax forward ops also return a per-group ``gain`` (1/Z when the circle constraint is
 active, else 0) which, with the output, is all the backward needs.
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
 import torch
 
 from ..errors import OpArgumentError
+from . import _library
 from ._backend import _C, gpu_backend, require_extension
 
-__all__ = [
-    "sparsestmax",
-    "sparsemax",
-    "sparsestmax_packed",
-    "sparsemax_packed",
-    "softmax_packed",
-    "order_penalty_packed",
-    "sorted_sparsestmax_packed",
+__all__ = [  # alphabetical
+    "order_penalty_packed", "softmax_packed", "sorted_sparsestmax_packed", "sparsemax", "sparsemax_packed",
+    "sparsestmax", "sparsestmax_packed",
 ]
 
 _FLOAT_CPU = (torch.float32, torch.float64)
@@ -101,8 +100,11 @@ def _per_group(op: str, name: str, v, groups: int, device, nonnegative: bool):
     return None, v
 
 
-def _use_triton(t: torch.Tensor) -> bool:
-    return t.is_cuda and gpu_backend() == "triton"
+def _op(name: str, t: torch.Tensor):
+    """The dispatcher op ``name`` for tensors like ``t``: its Triton variant for CUDA tensors when
+    ``gpu_backend() == "triton"``, else the C++ op (CPU or CUDA kernel by the tensors' device)."""
+    require_extension()
+    return _library.handle(name, "triton" if t.is_cuda and gpu_backend() == "triton" else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,10 +116,7 @@ def sparsestmax_packed(values: torch.Tensor, offsets: torch.Tensor, r) -> torch.
     op = "sparsestmax_packed"
     _check_packed(op, values, offsets)
     radius, radius_scalar = _per_group(op, "r", r, offsets.numel() - 1, values.device, True)
-    if _use_triton(values):
-        return torch.ops.trilevelnas.triton_sparsestmax_packed.default(values, offsets, radius, radius_scalar)[0]
-    require_extension()
-    return torch.ops.trilevelnas.sparsestmax_packed.default(values, offsets, radius, radius_scalar)[0]
+    return _op(op, values)(values, offsets, radius, radius_scalar)[0]
 
 
 def sparsemax_packed(values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
@@ -138,10 +137,7 @@ def order_penalty_packed(q: torch.Tensor, offsets: torch.Tensor, parent: torch.T
     op = "order_penalty_packed"
     _check_packed(op, q, offsets, "q")
     _check_parent(op, parent, q, "q")
-    if _use_triton(q):
-        return torch.ops.trilevelnas.triton_order_penalty_packed.default(q, offsets, parent)
-    require_extension()
-    return torch.ops.trilevelnas.order_penalty_packed.default(q, offsets, parent)
+    return _op(op, q)(q, offsets, parent)
 
 
 def sorted_sparsestmax_packed(values: torch.Tensor, offsets: torch.Tensor, parent: torch.Tensor, r,
@@ -176,10 +172,7 @@ def sorted_sparsestmax_packed(values: torch.Tensor, offsets: torch.Tensor, paren
 def softmax_packed(values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """Softmax of every packed group (same layout as :func:`sparsestmax_packed`)."""
     _check_packed("softmax_packed", values, offsets)
-    if _use_triton(values):
-        return torch.ops.trilevelnas.triton_softmax_packed.default(values, offsets)
-    require_extension()
-    return torch.ops.trilevelnas.softmax_packed.default(values, offsets)
+    return _op("softmax_packed", values)(values, offsets)
 
 
 def sparsestmax(x: torch.Tensor, r, dim: int = -1) -> torch.Tensor:
@@ -208,11 +201,7 @@ def sparsestmax(x: torch.Tensor, r, dim: int = -1) -> torch.Tensor:
                                               else torch.float32).expand(gshape).reshape(-1), 0.0
     else:
         radius, radius_scalar = _per_group(op, "r", r, 0, x.device, True)
-    if _use_triton(xm):
-        out = torch.ops.trilevelnas.triton_sparsestmax_rows.default(xm, radius, radius_scalar)[0]
-    else:
-        require_extension()
-        out = torch.ops.trilevelnas.sparsestmax_rows.default(xm, radius, radius_scalar)[0]
+    out = _op("sparsestmax_rows", xm)(xm, radius, radius_scalar)[0]
     return out if last else out.movedim(-1, dim)
 
 
@@ -253,23 +242,16 @@ def _setup_order_penalty(ctx, inputs, output):
     ctx.save_for_backward(*inputs)  # q, offsets, parent
 
 
-def _register(prefix: str) -> None:
-    """Fake kernels and autograd for the ops ``trilevelnas::<prefix>*``."""
-    ns = torch.ops.trilevelnas
-    lib = torch.library
-    name = f"trilevelnas::{prefix}"
-    lib.register_fake(f"{name}sparsestmax_rows", _rows_fake)
-    lib.register_fake(f"{name}sparsestmax_packed_backward", lambda grad, out, gain, offsets: torch.empty_like(out))
-    lib.register_fake(f"{name}sparsestmax_rows_backward", lambda grad, out, gain: torch.empty_like(out))
-    lib.register_fake(f"{name}softmax_packed", lambda values, offsets: torch.empty_like(values))
-    lib.register_fake(f"{name}softmax_packed_backward", lambda grad, out, offsets: torch.empty_like(out))
-    lib.register_fake(f"{name}order_penalty_packed", lambda q, offsets, parent: q.new_empty((offsets.shape[0] - 1,)))
-    lib.register_fake(f"{name}order_penalty_packed_backward",
-                      lambda grad, q, offsets, parent: torch.empty_like(q))
-    packed_bwd = getattr(ns, f"{prefix}sparsestmax_packed_backward").default
-    rows_bwd = getattr(ns, f"{prefix}sparsestmax_rows_backward").default
-    softmax_bwd = getattr(ns, f"{prefix}softmax_packed_backward").default
-    penalty_bwd = getattr(ns, f"{prefix}order_penalty_packed_backward").default
+def _register(backend: str | None) -> None:
+    """Fake kernels and autograd of the relaxation ops' variant for ``backend`` (None: the C++ ops);
+    each backward calls the backward op of the same variant."""
+    def op(name):
+        return _library.handle(name, backend)
+
+    packed_bwd = op("sparsestmax_packed_backward")
+    rows_bwd = op("sparsestmax_rows_backward")
+    softmax_bwd = op("softmax_packed_backward")
+    penalty_bwd = op("order_penalty_packed_backward")
 
     def packed_backward(ctx, grad_out, grad_gain):
         out, gain, offsets = ctx.saved_tensors
@@ -287,70 +269,47 @@ def _register(prefix: str) -> None:
         q, offsets, parent = ctx.saved_tensors
         return penalty_bwd(grad_out.contiguous(), q, offsets, parent), None, None
 
-    lib.register_fake(f"{name}sparsestmax_packed", _packed_fake)
-    lib.register_autograd(f"{name}sparsestmax_packed", packed_backward, setup_context=_setup_packed)
-    lib.register_autograd(f"{name}sparsestmax_rows", rows_backward, setup_context=_setup_rows)
-    lib.register_autograd(f"{name}softmax_packed", softmax_backward, setup_context=_setup_softmax)
-    lib.register_autograd(f"{name}order_penalty_packed", penalty_backward, setup_context=_setup_order_penalty)
-
-
-if _C is not None:
-    _register("")
+    reg = functools.partial(_library.register, backend=backend)
+    reg("sparsestmax_packed", fake=_packed_fake, backward=packed_backward, setup_context=_setup_packed)
+    reg("sparsestmax_rows", fake=_rows_fake, backward=rows_backward, setup_context=_setup_rows)
+    reg("softmax_packed", fake=lambda values, offsets: torch.empty_like(values), backward=softmax_backward,
+        setup_context=_setup_softmax)
+    reg("order_penalty_packed", fake=lambda q, offsets, parent: q.new_empty((offsets.shape[0] - 1,)),
+        backward=penalty_backward, setup_context=_setup_order_penalty)
+    reg("sparsestmax_packed_backward", fake=lambda grad, out, gain, offsets: torch.empty_like(out))
+    reg("sparsestmax_rows_backward", fake=lambda grad, out, gain: torch.empty_like(out))
+    reg("softmax_packed_backward", fake=lambda grad, out, offsets: torch.empty_like(out))
+    reg("order_penalty_packed_backward", fake=lambda grad, q, offsets, parent: torch.empty_like(q))
 
 
 # ---------------------------------------------------------------------------------------------
-# Triton ops (CUDA tensors with gpu_backend() == "triton"). The kernels module is imported on
+# Triton variants ``<op>_triton`` (CUDA tensors with gpu_backend() == "triton"): the schema of each
+# C++ op, the launcher of the same name in ops/triton/relax.py. The kernels module is imported on
 # first use so that importing trilevelnas never compiles or interprets Triton code.
 
-
-def _tk():
-    from .triton import relax as kernels
-
-    return kernels
-
-
-@torch.library.custom_op("trilevelnas::triton_sparsestmax_packed", mutates_args=())
-def _triton_sparsestmax_packed(values: torch.Tensor, offsets: torch.Tensor, radius: torch.Tensor | None,
-                               radius_scalar: float) -> tuple[torch.Tensor, torch.Tensor]:
-    return _tk().sparsestmax_packed_fwd(values, offsets, radius, radius_scalar)
-
-
-@torch.library.custom_op("trilevelnas::triton_sparsestmax_rows", mutates_args=())
-def _triton_sparsestmax_rows(x: torch.Tensor, radius: torch.Tensor | None,
-                             radius_scalar: float) -> tuple[torch.Tensor, torch.Tensor]:
-    return _tk().sparsestmax_rows_fwd(x, radius, radius_scalar)
+_TRITON_LAUNCHERS = {
+    "sparsestmax_packed": "sparsestmax_packed_fwd",
+    "sparsestmax_rows": "sparsestmax_rows_fwd",
+    "sparsestmax_packed_backward": "sparsestmax_packed_bwd",
+    "sparsestmax_rows_backward": "sparsestmax_rows_bwd",
+    "softmax_packed": "softmax_packed_fwd",
+    "softmax_packed_backward": "softmax_packed_bwd",
+    "order_penalty_packed": "order_penalty_packed_fwd",
+    "order_penalty_packed_backward": "order_penalty_packed_bwd",
+}
 
 
-@torch.library.custom_op("trilevelnas::triton_sparsestmax_packed_backward", mutates_args=())
-def _triton_sparsestmax_packed_backward(grad: torch.Tensor, out: torch.Tensor, gain: torch.Tensor,
-                                        offsets: torch.Tensor) -> torch.Tensor:
-    return _tk().sparsestmax_packed_bwd(grad, out, gain, offsets)
+def _triton_kernel(launcher: str):
+    def kernel(*args):
+        from .triton import relax as kernels
+
+        return getattr(kernels, launcher)(*args)
+
+    return kernel
 
 
-@torch.library.custom_op("trilevelnas::triton_sparsestmax_rows_backward", mutates_args=())
-def _triton_sparsestmax_rows_backward(grad: torch.Tensor, out: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
-    return _tk().sparsestmax_rows_bwd(grad, out, gain)
-
-
-@torch.library.custom_op("trilevelnas::triton_softmax_packed", mutates_args=())
-def _triton_softmax_packed(values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    return _tk().softmax_packed_fwd(values, offsets)
-
-
-@torch.library.custom_op("trilevelnas::triton_softmax_packed_backward", mutates_args=())
-def _triton_softmax_packed_backward(grad: torch.Tensor, out: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    return _tk().softmax_packed_bwd(grad, out, offsets)
-
-
-@torch.library.custom_op("trilevelnas::triton_order_penalty_packed", mutates_args=())
-def _triton_order_penalty_packed(q: torch.Tensor, offsets: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
-    return _tk().order_penalty_packed_fwd(q, offsets, parent)
-
-
-@torch.library.custom_op("trilevelnas::triton_order_penalty_packed_backward", mutates_args=())
-def _triton_order_penalty_packed_backward(grad: torch.Tensor, q: torch.Tensor, offsets: torch.Tensor,
-                                          parent: torch.Tensor) -> torch.Tensor:
-    return _tk().order_penalty_packed_bwd(grad, q, offsets, parent)
-
-
-_register("triton_")
+if _C is not None:
+    for _name, _launcher in _TRITON_LAUNCHERS.items():
+        _library.define_variant(_name, "triton", _triton_kernel(_launcher))
+    for _backend_name in (None, "triton"):
+        _register(_backend_name)

@@ -7,8 +7,8 @@ computed pairwise (element j precedes i when ``b_j > b_i`` or ``b_j == b_i and j
 gives each element the prefix sums ``S1, S2`` of its own position in the sorted order: O(K^2 / BLOCK)
 work per group, fine for the small groups these relaxations act on. The ordering penalty's backward
 finds each node's children the same way (pairwise, no atomics: deterministic). Arithmetic is in
-float32 (float64 for float64 inputs). The launchers take and return torch tensors; ``trilevelnas.ops.relax`` wraps
-them as the ``trilevelnas::triton_*`` ops. Importing this module defines the kernels: with
+float32 (float64 for float64 inputs). The launchers take and return torch tensors; ``trilevelnas.ops.relax`` registers
+them as the ``trilevelnas::<op>_triton`` ops. Importing this module defines the kernels: with
 ``TRITON_INTERPRET=1`` set beforehand they run on CPU tensors (the tests do this).
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-ONE_HOT_TOL = 1e-6  # same as ops/reference.py and csrc/relax.h
+from ..reference import ONE_HOT_TOL  # kernels/common.cuh kOneHotTol on the C++ side
 
 
 @triton.jit
@@ -227,6 +227,18 @@ def _softmax_bwd_kernel(g_ptr, y_ptr, off_ptr, dx_ptr, CDT: tl.constexpr, BLOCK:
 
 
 @triton.jit
+def _edge(q_ptr, par_ptr, start, i, k, CDT: tl.constexpr):
+    """For the nodes ``i`` of a group of size ``k``: whether each has a parent ``p`` (0 <= p < i),
+    its weight ``q_i`` (0 beyond the group) and its parent's ``q_p`` (0 without one)."""
+    mi = i < k
+    p = tl.load(par_ptr + start + i, mask=mi, other=-1)
+    edge = mi & (p >= 0) & (p < i)
+    qi = tl.load(q_ptr + start + i, mask=mi, other=0.0).to(CDT)
+    qp = tl.load(q_ptr + start + p, mask=edge, other=0.0).to(CDT)
+    return edge, qi, qp
+
+
+@triton.jit
 def _order_penalty_fwd_kernel(q_ptr, off_ptr, par_ptr, out_ptr, CDT: tl.constexpr, BLOCK: tl.constexpr):
     """out[g] = sum over the edges (i, p) of group g of max(0, q_i - q_p); p is i's parent when
     0 <= p < i (any other parent counts as a root)."""
@@ -235,12 +247,7 @@ def _order_penalty_fwd_kernel(q_ptr, off_ptr, par_ptr, out_ptr, CDT: tl.constexp
     ar = tl.arange(0, BLOCK)
     total = tl.zeros([], CDT)
     for i0 in range(0, k, BLOCK):
-        i = i0 + ar
-        mi = i < k
-        p = tl.load(par_ptr + start + i, mask=mi, other=-1)
-        edge = mi & (p >= 0) & (p < i)
-        qi = tl.load(q_ptr + start + i, mask=edge, other=0.0).to(CDT)
-        qp = tl.load(q_ptr + start + p, mask=edge, other=0.0).to(CDT)
+        edge, qi, qp = _edge(q_ptr, par_ptr, start, i0 + ar, k, CDT)
         d = qi - qp
         total += tl.sum(tl.where(edge & (d > 0), d, 0.0), axis=0)
     tl.store(out_ptr + g, total.to(out_ptr.dtype.element_ty))
@@ -256,10 +263,7 @@ def _order_penalty_bwd_kernel(g_ptr, q_ptr, off_ptr, par_ptr, dq_ptr, CDT: tl.co
     for i0 in range(0, k, BLOCK):
         i = i0 + ar
         mi = i < k
-        p = tl.load(par_ptr + start + i, mask=mi, other=-1)
-        edge = mi & (p >= 0) & (p < i)
-        qi = tl.load(q_ptr + start + i, mask=mi, other=0.0).to(CDT)
-        qp = tl.load(q_ptr + start + p, mask=edge, other=0.0).to(CDT)
+        edge, qi, qp = _edge(q_ptr, par_ptr, start, i, k, CDT)
         slope = tl.where(edge & (qi > qp), 1, 0).to(tl.int32)
         for j0 in range(0, k, BLOCK):
             j = j0 + ar

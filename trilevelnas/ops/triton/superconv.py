@@ -11,7 +11,8 @@ element is written once and nothing is computed for inactive channels.
   sums for the bias and scale gradients, then an implicit-GEMM kernel for the input gradient and a
   split-K implicit-GEMM kernel for the weight gradient (depthwise: direct kernels).
 
-Argument checking is done by the caller (:func:`trilevelnas.ops.superconv.check_args`). The kernels
+Argument checking is done by the caller (the C++ checks, ``trilevelnas::superconv2d_check``, run
+by :mod:`trilevelnas.ops.superconv` before these launchers). The kernels
 take float32 / float16 / bfloat16 and accumulate in float32; float32 products use TF32 when
 ``torch.backends.cudnn.allow_tf32`` is set (as cuDNN convolutions do). On CPU tensors they run only
 under ``TRITON_INTERPRET=1``.
@@ -63,6 +64,53 @@ def _store_epilogue(conv, out_idx, z_idx, mask, z_ptr, out_ptr, acc_ptr, scale_p
 
 
 @triton.jit
+def _taps(k0, k_total, KH: tl.constexpr, KW: tl.constexpr, BLOCK_K: tl.constexpr):
+    """One K block of (channel, tap) pairs: offsets, mask, channel, tap, kernel row and column."""
+    offs_k = k0 + tl.arange(0, BLOCK_K)
+    r = offs_k % (KH * KW)
+    return offs_k, offs_k < k_total, offs_k // (KH * KW), r, r // KW, r % KW
+
+
+@triton.jit
+def _store_inactive(out_ptr, acc_ptr, idx, mask, HAS_ACC: tl.constexpr):
+    """The output's inactive channels: ``accumulate``, or zeros without one."""
+    if HAS_ACC:
+        v = tl.load(acc_ptr + idx, mask=mask, other=0.0)
+    else:
+        v = tl.zeros(idx.shape, dtype=tl.float32)
+    tl.store(out_ptr + idx, v.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _channel_tile(pid_n, n_active, width, channels, BLOCK_N: tl.constexpr):
+    """The channels of column tile ``pid_n`` and their mask: tiles ``[0, n_active)`` cover the
+    active channels ``[:width]``, the others the inactive ``[width:channels]``."""
+    if pid_n < n_active:
+        base = pid_n * BLOCK_N
+        limit = width
+    else:
+        base = width + (pid_n - n_active) * BLOCK_N
+        limit = channels
+    offs = base + tl.arange(0, BLOCK_N)
+    return offs, offs < limit
+
+
+@triton.jit
+def _gemm_tile(N, H, W, C, width, n_active, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's tile of an implicit GEMM whose rows are the pixels of an [N, C, H, W] tensor
+    and whose columns its channels (``_channel_tile``): the rows' mask, image, flat pixel, row and
+    column; the channels and their mask; the tile's mask and the NCHW indices of its elements."""
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    hw = H * W
+    m_mask = offs_m < N * hw
+    n_idx = offs_m // hw
+    pix = offs_m % hw
+    offs_n, n_mask = _channel_tile(tl.program_id(1), n_active, width, C, BLOCK_N)
+    idx = (n_idx[:, None] * C + offs_n[None, :]) * hw + pix[:, None]
+    return m_mask, n_idx, pix, pix // W, pix % W, offs_n, n_mask, m_mask[:, None] & n_mask[None, :], idx
+
+
+@triton.jit
 def _conv_fwd_kernel(x_ptr, w_ptr, b_ptr, z_ptr, out_ptr, acc_ptr, scale_ptr, scale_factor, slope,
                      N, C_in, H, W, C_out, OH, OW, in_width, out_width, stride, padding, n_active,
                      KH: tl.constexpr, KW: tl.constexpr, ACT: tl.constexpr,
@@ -70,28 +118,17 @@ def _conv_fwd_kernel(x_ptr, w_ptr, b_ptr, z_ptr, out_ptr, acc_ptr, scale_ptr, sc
                      STORE_Z: tl.constexpr, PRECISION: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     # GEMM view: rows = output pixels (n, oh, ow), columns = output channels, K = (ci, kh, kw).
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
     ohw = OH * OW
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    m_mask = offs_m < N * ohw
-    n_idx = offs_m // ohw
-    pix = offs_m % ohw
-    oh = pix // OW
-    ow = pix % OW
-    if pid_n < n_active:
-        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        n_mask = offs_n < out_width
+    m_mask, n_idx, pix, oh, ow, offs_n, n_mask, mask, out_idx = _gemm_tile(
+        N, OH, OW, C_out, out_width, n_active, BLOCK_M, BLOCK_N)
+    if tl.program_id(1) < n_active:
         k_total = in_width * KH * KW
         w_row = C_in * KH * KW
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for k0 in range(0, k_total, BLOCK_K):
-            offs_k = k0 + tl.arange(0, BLOCK_K)
-            k_mask = offs_k < k_total
-            ci = offs_k // (KH * KW)
-            r = offs_k % (KH * KW)
-            ih = oh[:, None] * stride - padding + (r // KW)[None, :]
-            iw = ow[:, None] * stride - padding + (r % KW)[None, :]
+            offs_k, k_mask, ci, r, kh, kw = _taps(k0, k_total, KH, KW, BLOCK_K)
+            ih = oh[:, None] * stride - padding + kh[None, :]
+            iw = ow[:, None] * stride - padding + kw[None, :]
             a_mask = (m_mask[:, None] & k_mask[None, :] & (ih >= 0) & (ih < H) & (iw >= 0)
                       & (iw < W))
             a = tl.load(x_ptr + ((n_idx[:, None] * C_in + ci[None, :]) * H + ih) * W + iw,
@@ -101,20 +138,21 @@ def _conv_fwd_kernel(x_ptr, w_ptr, b_ptr, z_ptr, out_ptr, acc_ptr, scale_ptr, sc
             acc = tl.dot(a, b, acc, input_precision=PRECISION)
         if HAS_BIAS:
             acc += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
-        mask = m_mask[:, None] & n_mask[None, :]
-        out_idx = (n_idx[:, None] * C_out + offs_n[None, :]) * ohw + pix[:, None]
         z_idx = (n_idx[:, None] * out_width + offs_n[None, :]) * ohw + pix[:, None]
         _store_epilogue(acc, out_idx, z_idx, mask, z_ptr, out_ptr, acc_ptr, scale_ptr,
                         scale_factor, slope, ACT, HAS_SCALE, HAS_ACC, STORE_Z)
     else:
-        offs_c = out_width + (pid_n - n_active) * BLOCK_N + tl.arange(0, BLOCK_N)
-        mask = m_mask[:, None] & (offs_c < C_out)[None, :]
-        idx = (n_idx[:, None] * C_out + offs_c[None, :]) * ohw + pix[:, None]
-        if HAS_ACC:
-            v = tl.load(acc_ptr + idx, mask=mask, other=0.0)
-        else:
-            v = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        tl.store(out_ptr + idx, v.to(out_ptr.dtype.element_ty), mask=mask)
+        _store_inactive(out_ptr, acc_ptr, out_idx, mask, HAS_ACC)
+
+
+@triton.jit
+def _plane_tile(C, H, W, BLOCK: tl.constexpr):
+    """This program's block of one plane (n, c) of an [N, C, H, W] tensor (program axis 1 runs
+    over the N * C planes): n, c, the flat pixels, their mask, row and column, and their indices."""
+    plane = tl.program_id(1)
+    hw = H * W
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    return plane // C, plane % C, offs, offs < hw, offs // W, offs % W, plane * hw + offs
 
 
 @triton.jit
@@ -123,17 +161,9 @@ def _dw_fwd_kernel(x_ptr, w_ptr, b_ptr, z_ptr, out_ptr, acc_ptr, scale_ptr, scal
                    KH: tl.constexpr, KW: tl.constexpr, ACT: tl.constexpr,
                    HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_ACC: tl.constexpr,
                    STORE_Z: tl.constexpr, BLOCK: tl.constexpr):
-    pid_p = tl.program_id(0)
-    plane = tl.program_id(1)  # n * C + c over all channels
-    n = plane // C
-    c = plane % C
     ohw = OH * OW
-    offs = pid_p * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < ohw
-    out_idx = plane * ohw + offs
+    n, c, offs, mask, oh, ow, out_idx = _plane_tile(C, OH, OW, BLOCK)
     if c < width:
-        oh = offs // OW
-        ow = offs % OW
         acc = tl.zeros((BLOCK,), dtype=tl.float32)
         for kh in tl.static_range(KH):
             for kw in tl.static_range(KW):
@@ -149,11 +179,7 @@ def _dw_fwd_kernel(x_ptr, w_ptr, b_ptr, z_ptr, out_ptr, acc_ptr, scale_ptr, scal
         _store_epilogue(acc, out_idx, z_idx, mask, z_ptr, out_ptr, acc_ptr, scale_ptr,
                         scale_factor, slope, ACT, HAS_SCALE, HAS_ACC, STORE_Z)
     else:
-        if HAS_ACC:
-            v = tl.load(acc_ptr + out_idx, mask=mask, other=0.0)
-        else:
-            v = tl.zeros((BLOCK,), dtype=tl.float32)
-        tl.store(out_ptr + out_idx, v.to(out_ptr.dtype.element_ty), mask=mask)
+        _store_inactive(out_ptr, acc_ptr, out_idx, mask, HAS_ACC)
 
 
 @triton.jit
@@ -193,27 +219,15 @@ def _conv_bwd_input_kernel(gz_ptr, w_ptr, gx_ptr, N, C_in, H, W, OH, OW, in_widt
                            KH: tl.constexpr, KW: tl.constexpr, PRECISION: tl.constexpr,
                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     # GEMM view: rows = input pixels (n, ih, iw), columns = input channels, K = (co, kh, kw).
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    hw = H * W
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    m_mask = offs_m < N * hw
-    n_idx = offs_m // hw
-    pix = offs_m % hw
-    ih = pix // W
-    iw = pix % W
-    if pid_n < n_active:
-        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        n_mask = offs_n < in_width
+    m_mask, n_idx, pix, ih, iw, offs_n, n_mask, mask, idx = _gemm_tile(
+        N, H, W, C_in, in_width, n_active, BLOCK_M, BLOCK_N)
+    if tl.program_id(1) < n_active:
         k_total = out_width * KH * KW
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for k0 in range(0, k_total, BLOCK_K):
-            offs_k = k0 + tl.arange(0, BLOCK_K)
-            k_mask = offs_k < k_total
-            co = offs_k // (KH * KW)
-            r = offs_k % (KH * KW)
-            th = ih[:, None] + padding - (r // KW)[None, :]
-            tw = iw[:, None] + padding - (r % KW)[None, :]
+            _, k_mask, co, r, kh, kw = _taps(k0, k_total, KH, KW, BLOCK_K)
+            th = ih[:, None] + padding - kh[None, :]
+            tw = iw[:, None] + padding - kw[None, :]
             oh = th // stride
             ow = tw // stride
             valid = (m_mask[:, None] & k_mask[None, :] & (th >= 0) & (tw >= 0)
@@ -223,13 +237,8 @@ def _conv_bwd_input_kernel(gz_ptr, w_ptr, gx_ptr, N, C_in, H, W, OH, OW, in_widt
             b = tl.load(w_ptr + (co[:, None] * C_in + offs_n[None, :]) * (KH * KW) + r[:, None],
                         mask=k_mask[:, None] & n_mask[None, :], other=0.0)
             acc = tl.dot(a, b, acc, input_precision=PRECISION)
-        mask = m_mask[:, None] & n_mask[None, :]
-        idx = (n_idx[:, None] * C_in + offs_n[None, :]) * hw + pix[:, None]
         tl.store(gx_ptr + idx, acc.to(gx_ptr.dtype.element_ty), mask=mask)
     else:
-        offs_c = in_width + (pid_n - n_active) * BLOCK_N + tl.arange(0, BLOCK_N)
-        mask = m_mask[:, None] & (offs_c < C_in)[None, :]
-        idx = (n_idx[:, None] * C_in + offs_c[None, :]) * hw + pix[:, None]
         tl.store(gx_ptr + idx, tl.zeros((BLOCK_M, BLOCK_N), dtype=gx_ptr.dtype.element_ty),
                  mask=mask)
 
@@ -279,17 +288,9 @@ def _conv_bwd_weight_kernel(gz_ptr, x_ptr, part_ptr, N, C_in, H, W, OH, OW, in_w
 @triton.jit
 def _dw_bwd_input_kernel(gz_ptr, w_ptr, gx_ptr, C, H, W, OH, OW, width, stride, padding,
                          KH: tl.constexpr, KW: tl.constexpr, BLOCK: tl.constexpr):
-    pid_p = tl.program_id(0)
-    plane = tl.program_id(1)  # n * C + c over all channels
-    n = plane // C
-    c = plane % C
-    hw = H * W
-    offs = pid_p * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < hw
+    n, c, offs, mask, ih, iw, idx = _plane_tile(C, H, W, BLOCK)
     acc = tl.zeros((BLOCK,), dtype=tl.float32)
     if c < width:
-        ih = offs // W
-        iw = offs % W
         for kh in tl.static_range(KH):
             for kw in tl.static_range(KW):
                 th = ih + padding - kh
@@ -301,7 +302,7 @@ def _dw_bwd_input_kernel(gz_ptr, w_ptr, gx_ptr, C, H, W, OH, OW, width, stride, 
                 g = tl.load(gz_ptr + ((n * width + c) * OH + oh) * OW + ow, mask=valid, other=0.0)
                 wv = tl.load(w_ptr + c * KH * KW + kh * KW + kw)
                 acc += g.to(tl.float32) * wv.to(tl.float32)
-    tl.store(gx_ptr + plane * hw + offs, acc.to(gx_ptr.dtype.element_ty), mask=mask)
+    tl.store(gx_ptr + idx, acc.to(gx_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
