@@ -1,9 +1,10 @@
 // Argument checks shared by the CPU kernels (csrc/*.cpp) and the CUDA glue (csrc/cuda/*.cu).
 //
 // Every check names the op and the argument. TORCH_CHECK raises RuntimeError, TORCH_CHECK_VALUE
-// ValueError in Python. These are the checks the dispatcher ops themselves make; the public
-// Python wrappers (trilevelnas/ops/*.py) check only what a kernel cannot (Python types, floats
-// given as tensors) and raise trilevelnas.errors.OpArgumentError.
+// ValueError in Python. These are the checks the dispatcher ops themselves make. The superconv
+// wrapper checks only what a kernel cannot (Python types, floats given as tensors); the relax
+// wrappers (trilevelnas/ops/relax.py) still repeat the metadata checks below, for their Triton
+// variants, which have no C++ check op yet (docs/ops.md). Both raise OpArgumentError.
 #pragma once
 
 #include <ATen/ATen.h>

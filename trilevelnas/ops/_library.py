@@ -14,9 +14,6 @@ from collections.abc import Callable
 
 import torch
 
-#: The backends whose kernels are written in Python, each giving ops ``<op>_<backend>``.
-BACKENDS = ("triton",)
-
 _lib: torch.library.Library | None = None
 
 

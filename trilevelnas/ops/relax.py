@@ -49,9 +49,10 @@ def _gain_dtype(t: torch.Tensor) -> torch.dtype:
 
 
 # ---------------------------------------------------------------------------------------------
-# Input checks (metadata only: no host synchronisation). Value checks (offsets monotone, parent
-# in range, r >= 0 per group) happen in the CPU kernels, which raise ValueError (OpArgumentError is one); a per-group lam
-# tensor on the CPU is checked in sorted_sparsestmax_packed (it never reaches a kernel).
+# Input checks (metadata only: no host synchronisation). The C++ ops repeat them (csrc/checks.h);
+# these stay for the Triton variants, which have no C++ check op yet. Value checks (offsets
+# monotone, parent in range, r >= 0 per group) happen in the CPU kernels, which raise ValueError;
+# a per-group lam tensor on the CPU is checked in sorted_sparsestmax_packed (no kernel sees it).
 
 
 def _check_float(op: str, name: str, t) -> None:
