@@ -12,17 +12,21 @@
 //   order_penalty_packed_backward(grad [G], q, offsets, parent) -> grad_q
 // `radius` is a per-group tensor; when absent the scalar applies to every group. `gain` is per
 // group (float64 for float64 inputs, float32 otherwise): 1/Z when the circle is active, else 0.
-// CPU kernels run in parallel over groups; each group is handled by the routines of relax.h.
+// Each op <op> has a check op <op>_check (same arguments, no results) that makes the argument checks
+// of relax_checks.h for the Triton variants. The CPU kernels make those checks, then the value
+// checks below, and run in parallel over groups; each group is handled by the routines of relax.h.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 
 #include <cmath>
+#include <string>
 #include <tuple>
 
 #include "checks.h"
 #include "relax.h"
+#include "relax_checks.h"
 
 namespace trilevelnas {
 namespace {
@@ -31,6 +35,7 @@ using at::Tensor;
 using c10::optional;
 
 using checks::gain_dtype;
+using checks::Kernel;
 
 int64_t grain_for(int64_t groups, int64_t elements) {
   // about 16K elements per task, so the ~26 tiny groups of a search step stay on one thread
@@ -38,13 +43,10 @@ int64_t grain_for(int64_t groups, int64_t elements) {
   return std::max<int64_t>(1, 16384 / per_group);
 }
 
-void check_values(const char* op, const Tensor& v, const char* name) {
-  checks::floating(op, v, name, c10::DeviceType::CPU);
-}
+// The value checks of the CPU kernels, after the argument checks of relax_checks.h.
 
-// Validates offsets (int64 [G+1], 0 = o[0] <= ... <= o[G] = n); returns a contiguous copy.
+// offsets: 0 = o[0] <= ... <= o[G] = n; returns a contiguous copy.
 Tensor check_offsets(const char* op, const Tensor& offsets, const Tensor& values) {
-  checks::offsets(op, offsets, values);
   const int64_t n = values.numel();
   Tensor o = offsets.contiguous();
   const int64_t* p = o.data_ptr<int64_t>();
@@ -57,29 +59,19 @@ Tensor check_offsets(const char* op, const Tensor& offsets, const Tensor& values
   return o;
 }
 
-// A per-group parameter (the radius) as a contiguous float64 tensor, or undefined; its values are
-// checked here, on the host.
-Tensor per_group(const char* op, const optional<Tensor>& t, int64_t groups, const Tensor& like, const char* name,
-                 bool nonnegative) {
-  Tensor d = checks::per_group(op, t, groups, like, name, at::kDouble);
+// The per-group radius (finite and >= 0) as a contiguous float64 tensor, or undefined.
+Tensor check_radius(const char* op, const optional<Tensor>& radius, int64_t groups) {
+  Tensor d = checks::per_group_as(radius, groups, at::kDouble);
   if (!d.defined()) return d;
   const double* p = d.data_ptr<double>();
   for (int64_t i = 0; i < groups; ++i)
-    TORCH_CHECK_VALUE(std::isfinite(p[i]) && (!nonnegative || p[i] >= 0), op, ": ", name, "[", i,
-                      "] must be finite", nonnegative ? " and >= 0" : "", ", got ", p[i]);
+    TORCH_CHECK_VALUE(std::isfinite(p[i]) && p[i] >= 0, op, ": radius[", i, "] must be finite and >= 0, got ", p[i]);
   return d;
 }
 
-void check_scalar(const char* op, double v, const char* name, bool nonnegative) {
-  TORCH_CHECK_VALUE(std::isfinite(v) && (!nonnegative || v >= 0), op, ": ", name, " must be finite",
-                    nonnegative ? " and >= 0" : "", ", got ", v);
-}
-
-// Validates parent (1-D int64 shaped like the values, on the CPU, each entry -1 or an earlier index
-// of its own group, given validated offsets); returns a contiguous copy.
-Tensor check_parent(const char* op, const Tensor& parent_in, const Tensor& offsets, int64_t n) {
-  checks::index(op, parent_in, offsets, "parent");
-  TORCH_CHECK(parent_in.numel() == n, op, ": parent must be shaped like the values, got ", parent_in.sizes());
+// parent: each entry -1 or an earlier index of its own group, given checked offsets; returns a
+// contiguous copy.
+Tensor check_parent(const char* op, const Tensor& parent_in, const Tensor& offsets) {
   Tensor parent = parent_in.contiguous();
   const int64_t* pa = parent.data_ptr<int64_t>();
   const int64_t* o = offsets.data_ptr<int64_t>();
@@ -162,21 +154,13 @@ Tensor sparsestmax_groups_backward(const Tensor& grad_in, const Tensor& out, con
   return dx;
 }
 
-// The radius: per group (checked here) or the scalar.
-Tensor check_radius(const char* op, const optional<Tensor>& radius, double radius_scalar, int64_t groups,
-                    const Tensor& like) {
-  const Tensor r = per_group(op, radius, groups, like, "radius", true);
-  if (!r.defined()) check_scalar(op, radius_scalar, "radius", true);
-  return r;
-}
-
 std::tuple<Tensor, Tensor> sparsestmax_packed_cpu(const Tensor& values_in, const Tensor& offsets_in,
                                                   const optional<Tensor>& radius, double radius_scalar) {
   const char* op = "sparsestmax_packed";
-  checks::packed(op, values_in, offsets_in, c10::DeviceType::CPU);
+  relax_checks::sparsestmax_packed(values_in, offsets_in, radius, radius_scalar, Kernel::kCpu);
   const Tensor offsets = check_offsets(op, offsets_in, values_in);
   const int64_t groups = offsets.numel() - 1;
-  const Tensor r = check_radius(op, radius, radius_scalar, groups, values_in);
+  const Tensor r = check_radius(op, radius, groups);
   const Tensor values = values_in.contiguous();
   Tensor out = at::empty_like(values);
   Tensor gain = at::empty({groups}, values.options().dtype(gain_dtype(values)));
@@ -186,9 +170,8 @@ std::tuple<Tensor, Tensor> sparsestmax_packed_cpu(const Tensor& values_in, const
 
 std::tuple<Tensor, Tensor> sparsestmax_rows_cpu(const Tensor& x_in, const optional<Tensor>& radius,
                                                 double radius_scalar) {
-  const char* op = "sparsestmax_rows";
-  const checks::Rows rows = checks::rows(op, x_in, "x", c10::DeviceType::CPU);
-  const Tensor r = check_radius(op, radius, radius_scalar, rows.count, x_in);
+  const checks::Rows rows = relax_checks::sparsestmax_rows(x_in, radius, radius_scalar, Kernel::kCpu);
+  const Tensor r = check_radius("sparsestmax_rows", radius, rows.count);
   const Tensor x = x_in.contiguous();
   Tensor out = at::empty_like(x);
   Tensor gain = at::empty(rows.shape, x.options().dtype(gain_dtype(x)));
@@ -199,29 +182,22 @@ std::tuple<Tensor, Tensor> sparsestmax_rows_cpu(const Tensor& x_in, const option
 Tensor sparsestmax_packed_backward_cpu(const Tensor& grad_in, const Tensor& out_in, const Tensor& gain_in,
                                        const Tensor& offsets_in) {
   const char* op = "sparsestmax_packed_backward";
-  check_values(op, out_in, "out");
-  checks::matches(op, grad_in, "grad", out_in, "out");
+  relax_checks::sparsestmax_packed_backward(grad_in, out_in, gain_in, offsets_in, Kernel::kCpu);
   const Tensor out = out_in.contiguous();
   const Tensor offsets = check_offsets(op, offsets_in, out);
-  const int64_t groups = offsets.numel() - 1;
-  TORCH_CHECK(gain_in.numel() == groups, op, ": gain must have one entry per group");
-  return sparsestmax_groups_backward(grad_in, out, gain_in, groups, packed_bounds(offsets));
+  return sparsestmax_groups_backward(grad_in, out, gain_in, offsets.numel() - 1, packed_bounds(offsets));
 }
 
 Tensor sparsestmax_rows_backward_cpu(const Tensor& grad_in, const Tensor& out_in, const Tensor& gain_in) {
-  const char* op = "sparsestmax_rows_backward";
-  const checks::Rows rows = checks::rows(op, out_in, "out", c10::DeviceType::CPU);
-  checks::matches(op, grad_in, "grad", out_in, "out");
-  TORCH_CHECK(rows.k == 0 || gain_in.numel() == rows.count, op, ": gain must have one entry per row");
+  const checks::Rows rows = relax_checks::sparsestmax_rows_backward(grad_in, out_in, gain_in, Kernel::kCpu);
   const int64_t groups = rows.k > 0 ? rows.count : 0;
   return sparsestmax_groups_backward(grad_in, out_in.contiguous(), gain_in, groups, row_bounds(rows.k));
 }
 
 Tensor softmax_packed_cpu(const Tensor& values_in, const Tensor& offsets_in) {
-  const char* op = "softmax_packed";
-  checks::packed(op, values_in, offsets_in, c10::DeviceType::CPU);
+  relax_checks::softmax_packed(values_in, offsets_in, Kernel::kCpu);
   const Tensor values = values_in.contiguous();
-  const Tensor offsets = check_offsets(op, offsets_in, values);
+  const Tensor offsets = check_offsets("softmax_packed", offsets_in, values);
   const int64_t groups = offsets.numel() - 1;
   Tensor out = at::empty_like(values);
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "softmax_packed_cpu", [&] {
@@ -235,11 +211,9 @@ Tensor softmax_packed_cpu(const Tensor& values_in, const Tensor& offsets_in) {
 }
 
 Tensor softmax_packed_backward_cpu(const Tensor& grad_in, const Tensor& out_in, const Tensor& offsets_in) {
-  const char* op = "softmax_packed_backward";
-  check_values(op, out_in, "out");
-  checks::matches(op, grad_in, "grad", out_in, "out");
+  relax_checks::softmax_packed_backward(grad_in, out_in, offsets_in, Kernel::kCpu);
   const Tensor grad = grad_in.contiguous(), out = out_in.contiguous();
-  const Tensor offsets = check_offsets(op, offsets_in, out);
+  const Tensor offsets = check_offsets("softmax_packed_backward", offsets_in, out);
   const int64_t groups = offsets.numel() - 1;
   Tensor dx = at::empty_like(out);
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "softmax_packed_backward_cpu", [&] {
@@ -256,22 +230,21 @@ Tensor softmax_packed_backward_cpu(const Tensor& grad_in, const Tensor& out_in, 
 // ------------------------------------------------------------------------------------------------
 // Forest ordering penalty (sorted sparsestmax's ordering term, docs/ops.md).
 
-// The checked (q, offsets, parent) of the ordering-penalty ops: q 1-D float, offsets monotone, parents in range.
+// The value-checked (offsets, parent) of the ordering-penalty ops (after relax_checks).
 struct OrderInputs {
   int64_t n, groups;
   Tensor offsets, parent;
 };
 
-static OrderInputs check_order_inputs(const char* op, const Tensor& q, const Tensor& offsets, const Tensor& parent) {
-  checks::packed(op, q, offsets, c10::DeviceType::CPU, "q");
-  const int64_t n = q.numel();
+OrderInputs check_order_values(const char* op, const Tensor& q, const Tensor& offsets, const Tensor& parent) {
   Tensor o = check_offsets(op, offsets, q);
-  Tensor p = check_parent(op, parent, o, n);
-  return {n, o.numel() - 1, o, p};
+  Tensor p = check_parent(op, parent, o);
+  return {q.numel(), o.numel() - 1, o, p};
 }
 
 Tensor order_penalty_packed_cpu(const Tensor& q_in, const Tensor& offsets_in, const Tensor& parent_in) {
-  const OrderInputs in = check_order_inputs("order_penalty_packed", q_in, offsets_in, parent_in);
+  relax_checks::order_penalty_packed(q_in, offsets_in, parent_in, Kernel::kCpu);
+  const OrderInputs in = check_order_values("order_penalty_packed", q_in, offsets_in, parent_in);
   const int64_t n = in.n, groups = in.groups;
   const Tensor &offsets = in.offsets, &parent = in.parent;
   const Tensor q = q_in.contiguous();
@@ -292,13 +265,10 @@ Tensor order_penalty_packed_cpu(const Tensor& q_in, const Tensor& offsets_in, co
 Tensor order_penalty_packed_backward_cpu(const Tensor& grad_in, const Tensor& q_in, const Tensor& offsets_in,
                                          const Tensor& parent_in) {
   const char* op = "order_penalty_packed_backward";
-  const OrderInputs in = check_order_inputs(op, q_in, offsets_in, parent_in);
+  relax_checks::order_penalty_packed_backward(grad_in, q_in, offsets_in, parent_in, Kernel::kCpu);
+  const OrderInputs in = check_order_values(op, q_in, offsets_in, parent_in);
   const int64_t n = in.n, groups = in.groups;
   const Tensor &offsets = in.offsets, &parent = in.parent;
-  check_values(op, grad_in, "grad");
-  TORCH_CHECK(grad_in.scalar_type() == q_in.scalar_type() && grad_in.dim() == 1 && grad_in.numel() == groups, op,
-              ": grad must be a 1-D tensor with one entry per group (", groups, ") and q's dtype, got ",
-              grad_in.scalar_type(), " of shape ", grad_in.sizes());
   const Tensor grad = grad_in.contiguous(), q = q_in.contiguous();
   Tensor dq = at::empty_like(q);
   const int64_t* o = offsets.data_ptr<int64_t>();
@@ -320,23 +290,83 @@ Tensor order_penalty_packed_backward_cpu(const Tensor& grad_in, const Tensor& q_
   return dq;
 }
 
+// ------------------------------------------------------------------------------------------------
+// The check ops <op>_check: the argument checks of <op> (relax_checks.h) for the Triton kernels,
+// which run on CUDA or, under TRITON_INTERPRET=1, on the CPU.
+
+void sparsestmax_packed_check(const Tensor& values, const Tensor& offsets, const optional<Tensor>& radius,
+                              double radius_scalar) {
+  relax_checks::sparsestmax_packed(values, offsets, radius, radius_scalar, Kernel::kTriton);
+}
+
+void sparsestmax_rows_check(const Tensor& x, const optional<Tensor>& radius, double radius_scalar) {
+  relax_checks::sparsestmax_rows(x, radius, radius_scalar, Kernel::kTriton);
+}
+
+void sparsestmax_packed_backward_check(const Tensor& grad, const Tensor& out, const Tensor& gain,
+                                       const Tensor& offsets) {
+  relax_checks::sparsestmax_packed_backward(grad, out, gain, offsets, Kernel::kTriton);
+}
+
+void sparsestmax_rows_backward_check(const Tensor& grad, const Tensor& out, const Tensor& gain) {
+  relax_checks::sparsestmax_rows_backward(grad, out, gain, Kernel::kTriton);
+}
+
+void softmax_packed_check(const Tensor& values, const Tensor& offsets) {
+  relax_checks::softmax_packed(values, offsets, Kernel::kTriton);
+}
+
+void softmax_packed_backward_check(const Tensor& grad, const Tensor& out, const Tensor& offsets) {
+  relax_checks::softmax_packed_backward(grad, out, offsets, Kernel::kTriton);
+}
+
+void order_penalty_packed_check(const Tensor& q, const Tensor& offsets, const Tensor& parent) {
+  relax_checks::order_penalty_packed(q, offsets, parent, Kernel::kTriton);
+}
+
+void order_penalty_packed_backward_check(const Tensor& grad, const Tensor& q, const Tensor& offsets,
+                                         const Tensor& parent) {
+  relax_checks::order_penalty_packed_backward(grad, q, offsets, parent, Kernel::kTriton);
+}
+
+// Each op's name, argument list and results: the schema of the op and, with no results, of its
+// check op.
+struct Schema {
+  const char* name;
+  const char* args;
+  const char* returns;
+};
+
+constexpr Schema kSchemas[] = {
+    {"sparsestmax_packed", "(Tensor values, Tensor offsets, Tensor? radius, float radius_scalar)", "(Tensor, Tensor)"},
+    {"sparsestmax_rows", "(Tensor x, Tensor? radius, float radius_scalar)", "(Tensor, Tensor)"},
+    {"sparsestmax_packed_backward", "(Tensor grad, Tensor out, Tensor gain, Tensor offsets)", "Tensor"},
+    {"sparsestmax_rows_backward", "(Tensor grad, Tensor out, Tensor gain)", "Tensor"},
+    {"softmax_packed", "(Tensor values, Tensor offsets)", "Tensor"},
+    {"softmax_packed_backward", "(Tensor grad, Tensor out, Tensor offsets)", "Tensor"},
+    {"order_penalty_packed", "(Tensor q, Tensor offsets, Tensor parent)", "Tensor"},
+    {"order_penalty_packed_backward", "(Tensor grad, Tensor q, Tensor offsets, Tensor parent)", "Tensor"},
+};
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(trilevelnas, m) {
-  m.def("sparsestmax_packed(Tensor values, Tensor offsets, Tensor? radius, float radius_scalar) -> (Tensor, Tensor)");
-  m.def("sparsestmax_rows(Tensor x, Tensor? radius, float radius_scalar) -> (Tensor, Tensor)");
-  m.def("sparsestmax_packed_backward(Tensor grad, Tensor out, Tensor gain, Tensor offsets) -> Tensor");
-  m.def("sparsestmax_rows_backward(Tensor grad, Tensor out, Tensor gain) -> Tensor");
-  m.def("softmax_packed(Tensor values, Tensor offsets) -> Tensor");
-  m.def("softmax_packed_backward(Tensor grad, Tensor out, Tensor offsets) -> Tensor");
-  m.def("order_penalty_packed(Tensor q, Tensor offsets, Tensor parent) -> Tensor");
-  m.def("order_penalty_packed_backward(Tensor grad, Tensor q, Tensor offsets, Tensor parent) -> Tensor");
+  for (const Schema& s : kSchemas) {
+    m.def((std::string(s.name) + s.args + " -> " + s.returns).c_str());
+    m.def((std::string(s.name) + "_check" + s.args + " -> ()").c_str());
+  }
 }
 
 TORCH_LIBRARY_IMPL(trilevelnas, CPU, m) {
 #define TRILEVELNAS_IMPL_CPU(name) m.impl(#name, &name##_cpu);
   TRILEVELNAS_RELAX_OPS(TRILEVELNAS_IMPL_CPU)
 #undef TRILEVELNAS_IMPL_CPU
+}
+
+TORCH_LIBRARY_IMPL(trilevelnas, CompositeExplicitAutograd, m) {
+#define TRILEVELNAS_IMPL_CHECK(name) m.impl(#name "_check", &name##_check);
+  TRILEVELNAS_RELAX_OPS(TRILEVELNAS_IMPL_CHECK)
+#undef TRILEVELNAS_IMPL_CHECK
 }
 
 }  // namespace trilevelnas

@@ -166,12 +166,26 @@ def sample_inputs(op, device, *, requires_grad=False):
 # Tests
 
 
+def _library_op_names() -> set[str]:
+    return {s.name.split("::")[1] for s in torch._C._jit_get_all_schemas() if s.name.startswith("trilevelnas::")}
+
+
 def test_every_op_has_sample_inputs():
-    """Every op of the C++ library (but the internal argument check) is sampled here."""
-    names = {s.name.split("::")[1] for s in torch._C._jit_get_all_schemas() if s.name.startswith("trilevelnas::")}
-    cpp_ops = {n for n in names if not n.endswith("_triton")} - {"superconv2d_check"}
+    """Every op of the C++ library (but the argument-check ops) is sampled here."""
+    names = _library_op_names()
+    cpp_ops = {n for n in names if not n.endswith(("_triton", "_check"))}
     assert cpp_ops == set(SAMPLE_INPUTS)
     assert {n for n in names if n.endswith("_triton")} == {f"{n}_triton" for n in SAMPLE_INPUTS}
+
+
+def test_check_ops_take_their_ops_arguments():
+    """A check op ``<op>_check`` (run by the Triton variant before its kernels) takes the arguments
+    of ``<op>`` and returns nothing; every relaxation op and superconv2d has one."""
+    checks = {n[:-len("_check")] for n in _library_op_names() if n.endswith("_check")}
+    assert checks == {n for n in SAMPLE_INPUTS if n != "superconv2d_backward"}
+    for name in checks:
+        op, check = str(_library.handle(name)._schema), str(_library.handle(name + "_check")._schema)
+        assert check == op[:op.index(" -> ")].replace(f"::{name}(", f"::{name}_check(", 1) + " -> ()"
 
 
 def test_triton_variants_take_the_cpp_schema():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import trilevelnas.ops as ops
-from trilevelnas.errors import UserError
+from trilevelnas.errors import OpArgumentError
 from trilevelnas.ops import reference as ref
 
 
@@ -522,50 +522,127 @@ def test_torch_compile_fullgraph():
 # Bad input.
 
 
-def test_bad_input_raises_user_error_naming_the_culprit():
-    v = torch.randn(5)
-    off = torch.tensor([0, 2, 5])
-    with pytest.raises(UserError, match="offsets"):
-        ops.sparsestmax_packed(v, off.to(torch.int32), 0.1)
-    with pytest.raises(UserError, match="values"):
-        ops.sparsestmax_packed(v.reshape(5, 1), off, 0.1)
-    with pytest.raises(UserError, match="dtype"):
-        ops.sparsemax_packed(v.to(torch.float16), off)
-    with pytest.raises(UserError, match="r must be finite and >= 0"):
-        ops.sparsestmax_packed(v, off, -0.1)
-    with pytest.raises(UserError, match="one entry per group"):
-        ops.sparsestmax_packed(v, off, torch.tensor([0.1, 0.2, 0.3]))
-    with pytest.raises(UserError, match="parent"):
-        ops.sorted_sparsestmax_packed(v, off, torch.tensor([-1, 0, -1]), 0.1, 0.1)
-    with pytest.raises(UserError, match="parent"):
-        ops.order_penalty_packed(v, off, torch.tensor([-1, 0, -1, 0, 1], dtype=torch.int32))
-    with pytest.raises(UserError, match="q must be 1-D"):
-        ops.order_penalty_packed(v.reshape(5, 1), off, torch.tensor([-1, 0, -1, 0, 1]))
-    with pytest.raises(UserError, match="dtype"):
-        ops.order_penalty_packed(v.to(torch.float16), off, torch.tensor([-1, 0, -1, 0, 1]))
-    with pytest.raises(UserError, match="lam must be finite and >= 0"):
-        ops.sorted_sparsestmax_packed(v, off, torch.tensor([-1, 0, -1, 0, 1]), 0.1, -0.1)
-    with pytest.raises(UserError, match="lam must be finite and >= 0"):
-        ops.sorted_sparsestmax_packed(v, off, torch.tensor([-1, 0, -1, 0, 1]), 0.1, math.inf)
-    with pytest.raises(UserError, match=r"lam\[1\] must be finite and >= 0"):
-        ops.sorted_sparsestmax_packed(v, off, torch.tensor([-1, 0, -1, 0, 1]), 0.1, torch.tensor([0.1, -1.0]))
-    with pytest.raises(UserError, match="lam must be a float or hold one entry per group"):
-        ops.sorted_sparsestmax_packed(v, off, torch.tensor([-1, 0, -1, 0, 1]), 0.1, torch.tensor([0.1, 0.1, 0.1]))
-    with pytest.raises(UserError, match="does not broadcast"):
-        ops.sparsestmax(torch.randn(3, 4), torch.rand(4), dim=-1)
-    with pytest.raises(UserError, match="dim"):
-        ops.sparsemax(torch.randn(3, 4), dim=2)
+V5 = torch.randn(5, dtype=torch.float64)
+OFF = torch.tensor([0, 2, 5])
+PARENT = torch.tensor([-1, 0, -1, 0, 1])
+GAIN = torch.zeros(2, dtype=torch.float64)
+
+# (op, arguments, the message's pattern): metadata every kernel checks (csrc/relax_checks.h).
+BAD_ARGUMENTS = [
+    ("sparsestmax_packed", (V5, OFF.to(torch.int32), None, 0.1), "offsets must be a 1-D int64 tensor"),
+    ("sparsestmax_packed", (V5.reshape(5, 1), OFF, None, 0.1), "values must be 1-D"),
+    ("sparsestmax_packed", (V5.to(torch.int32), OFF, None, 0.1), "values has dtype Int"),
+    ("sparsestmax_packed", (V5, OFF[:0], None, 0.1), "offsets must hold at least one entry"),
+    ("sparsestmax_packed", (V5, OFF, None, -0.1), "radius must be finite and >= 0, got -0.1"),
+    ("sparsestmax_packed", (V5, OFF, None, math.nan), "radius must be finite"),
+    ("sparsestmax_packed", (V5, OFF, torch.ones(3), 0.0), r"radius must have one entry per group \(2\)"),
+    ("sparsestmax_rows", (V5[0], None, 0.1), "x must have at least one dimension"),
+    ("sparsestmax_rows", (V5.reshape(5, 1), torch.ones(4), 0.0), r"radius must have one entry per group \(5\)"),
+    ("sparsestmax_packed_backward", (V5.float(), V5, GAIN, OFF), "grad must match out"),
+    ("sparsestmax_packed_backward", (V5, V5, GAIN.float(), OFF), "gain must be the forward's gain"),
+    ("sparsestmax_packed_backward", (V5, V5, GAIN[:1], OFF), "gain must be the forward's gain"),
+    ("sparsestmax_rows_backward", (V5, V5, GAIN, ), "gain must be the forward's gain"),
+    ("softmax_packed", (V5, OFF.reshape(3, 1)), "offsets must be a 1-D int64 tensor"),
+    ("softmax_packed_backward", (V5[:4], V5, OFF), "grad must match out"),
+    ("order_penalty_packed", (V5, OFF, PARENT[:3]), "parent must be shaped like q"),
+    ("order_penalty_packed", (V5, OFF, PARENT.to(torch.int32)), "parent must be a 1-D int64 tensor"),
+    ("order_penalty_packed", (V5.reshape(5, 1), OFF, PARENT), "q must be 1-D"),
+    ("order_penalty_packed_backward", (torch.ones(3, dtype=torch.float64), V5, OFF, PARENT),
+     r"grad must be a 1-D tensor with one entry per group \(2\)"),
+]
+
+
+@pytest.mark.parametrize("backend", [None, "triton"])
+@pytest.mark.parametrize("op, args, message", BAD_ARGUMENTS, ids=[f"{o}-{i}" for i, (o, _, _) in
+                                                                  enumerate(BAD_ARGUMENTS)])
+def test_every_kernel_checks_its_arguments_alike(op, args, message, backend):
+    """The C++ op (CPU kernel) and its Triton variant (through the check op, before any Triton code
+    runs) reject the same bad metadata with the same ValueError, naming the op and the culprit."""
+    name = op if backend is None else f"{op}_{backend}"
+    with pytest.raises(ValueError, match=f"^{op}: .*{message}"):
+        getattr(torch.ops.trilevelnas, name)(*args)
+    with pytest.raises(ValueError, match=f"^{op}: .*{message}"):
+        getattr(torch.ops.trilevelnas, f"{op}_check")(*args)
+
+
+def test_the_check_ops_accept_what_the_kernels_take():
+    for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):  # the Triton dtypes
+        v = V5.to(dtype)
+        torch.ops.trilevelnas.sparsestmax_packed_check(v, OFF, torch.ones(2), 0.0)
+        torch.ops.trilevelnas.sparsestmax_rows_check(v.reshape(5, 1), None, 0.3)
+        torch.ops.trilevelnas.order_penalty_packed_check(v, OFF, PARENT)
+    torch.ops.trilevelnas.sparsestmax_packed_check(V5, OFF, None, 0.0)
+    # Devices must agree (a meta tensor stands in for another device: with one among the
+    # arguments the dispatcher would pick the fake kernel, so only the check op is called here).
+    with pytest.raises(ValueError, match="^sparsestmax_packed: offsets is on meta but the values on cpu"):
+        torch.ops.trilevelnas.sparsestmax_packed_check(V5, OFF.to("meta"), None, 0.0)
+    with pytest.raises(ValueError, match="^sparsestmax_rows: radius is on meta but the values on cpu"):
+        torch.ops.trilevelnas.sparsestmax_rows_check(V5.reshape(5, 1), torch.ones(5, device="meta"), 0.0)
+    with pytest.raises(ValueError, match="^order_penalty_packed: parent is on meta"):
+        torch.ops.trilevelnas.order_penalty_packed_check(V5, OFF, PARENT.to("meta"))
+    with pytest.raises(ValueError, match="dtype Half; supported on cpu: float32, float64$"):
+        torch.ops.trilevelnas.sparsestmax_packed(V5.half(), OFF, None, 0.1)
+
+
+def test_the_cpu_kernels_check_values():
+    v = V5
     with pytest.raises(ValueError, match="non-decreasing"):
         ops.sparsestmax_packed(v, torch.tensor([0, 3, 2, 5]), 0.1)
+    with pytest.raises(ValueError, match="start at 0 and end at values.numel"):
+        ops.softmax_packed(v, torch.tensor([0, 2, 4]))
+    with pytest.raises(ValueError, match=r"radius\[1\] must be finite and >= 0"):
+        ops.sparsestmax_packed(v, OFF, torch.tensor([0.1, -0.2]))
     with pytest.raises(ValueError, match="parent"):
-        ops.sorted_sparsestmax_packed(v, off, torch.tensor([-1, 1, -1, 0, 3]), 0.1, 0.1)
+        ops.sorted_sparsestmax_packed(v, OFF, torch.tensor([-1, 1, -1, 0, 3]), 0.1, 0.1)
     for bad_parent in ([-1, 1, -1, 0, 1], [-1, 0, -1, 0, 5], [-2, 0, -1, 0, 1]):  # self, later, < -1
         with pytest.raises(ValueError, match="parent"):
-            ops.order_penalty_packed(v, off, torch.tensor(bad_parent))
+            ops.order_penalty_packed(v, OFF, torch.tensor(bad_parent))
         with pytest.raises(ValueError, match="parent"):
-            torch.ops.trilevelnas.order_penalty_packed_backward(torch.ones(2), v, off, torch.tensor(bad_parent))
+            torch.ops.trilevelnas.order_penalty_packed_backward(torch.ones(2, dtype=v.dtype), v, OFF,
+                                                                 torch.tensor(bad_parent))
     with pytest.raises(ValueError, match="non-decreasing"):
-        ops.order_penalty_packed(v, torch.tensor([0, 3, 2, 5]), torch.tensor([-1, 0, -1, 0, 1]))
+        ops.order_penalty_packed(v, torch.tensor([0, 3, 2, 5]), PARENT)
+
+
+def test_public_functions_pass_bad_arguments_to_the_ops_checks():
+    v = torch.randn(5)
+    with pytest.raises(ValueError, match="^sparsestmax_packed: offsets must be a 1-D int64"):
+        ops.sparsestmax_packed(v, OFF.to(torch.int32), 0.1)
+    with pytest.raises(ValueError, match="^sparsestmax_packed: values has dtype Half"):
+        ops.sparsemax_packed(v.to(torch.float16), OFF)
+    with pytest.raises(ValueError, match="^sparsestmax_packed: radius must be finite and >= 0"):
+        ops.sparsestmax_packed(v, OFF, -0.1)
+    with pytest.raises(ValueError, match="^order_penalty_packed: parent must be shaped like q"):
+        ops.sorted_sparsestmax_packed(v, OFF, torch.tensor([-1, 0, -1]), 0.1, 0.1)
+    with pytest.raises(ValueError, match="^order_penalty_packed: q has dtype Half"):
+        ops.order_penalty_packed(v.to(torch.float16), OFF, PARENT)
+
+
+def test_wrapper_arguments_raise_op_argument_error():
+    """What no op sees is checked by the public functions: Python types, dim, broadcasting, lam."""
+    v = torch.randn(5)
+    with pytest.raises(OpArgumentError, match="offsets must be a torch.Tensor, got list"):
+        ops.sparsestmax_packed(v, [0, 2, 5], 0.1)
+    with pytest.raises(OpArgumentError, match="r must be a float or a tensor, got str"):
+        ops.sparsestmax_packed(v, OFF, "0.1")
+    with pytest.raises(OpArgumentError, match="r must be a float or hold one entry per group"):
+        ops.sparsestmax_packed(v, OFF, torch.tensor([0.1, 0.2, 0.3]))
+    with pytest.raises(OpArgumentError, match="lam must be finite and >= 0"):
+        ops.sorted_sparsestmax_packed(v, OFF, PARENT, 0.1, -0.1)
+    with pytest.raises(OpArgumentError, match="lam must be finite and >= 0"):
+        ops.sorted_sparsestmax_packed(v, OFF, PARENT, 0.1, math.inf)
+    with pytest.raises(OpArgumentError, match=r"lam\[1\] must be finite and >= 0"):
+        ops.sorted_sparsestmax_packed(v, OFF, PARENT, 0.1, torch.tensor([0.1, -1.0]))
+    with pytest.raises(OpArgumentError, match="lam must be a float or hold one entry per group"):
+        ops.sorted_sparsestmax_packed(v, OFF, PARENT, 0.1, torch.tensor([0.1, 0.1, 0.1]))
+    with pytest.raises(OpArgumentError, match="lam is on meta"):
+        ops.sorted_sparsestmax_packed(v, OFF, PARENT, 0.1, torch.tensor([0.1, 0.1], device="meta"))
+    with pytest.raises(OpArgumentError, match="does not broadcast"):
+        ops.sparsestmax(torch.randn(3, 4), torch.rand(4), dim=-1)
+    with pytest.raises(OpArgumentError, match="dim 2 is out of range for a 2-D tensor"):
+        ops.sparsemax(torch.randn(3, 4), dim=2)
+    with pytest.raises(OpArgumentError, match="dim -1 is out of range for a 0-D tensor"):
+        ops.sparsemax(torch.tensor(1.0))
 
 
 # ---------------------------------------------------------------------------------------------

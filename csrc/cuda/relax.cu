@@ -1,5 +1,6 @@
-// CUDA glue of the relaxation ops: checks, output allocation, dtype dispatch, and one launch of the
-// torch-free kernels in kernels/sparsestmax.cuh on the current stream. Schemas: csrc/relax.cpp.
+// CUDA glue of the relaxation ops: argument checks (relax_checks.h), output allocation, dtype
+// dispatch, and one launch of the torch-free kernels in kernels/sparsestmax.cuh on the current
+// stream. Schemas: csrc/relax.cpp.
 // Offsets and parent are not validated on the device (that would need a host synchronisation):
 // offsets are clamped into [0, numel] and a parent that is not an earlier index counts as a root
 // (order_penalty_packed).
@@ -14,6 +15,7 @@
 #include "checks.h"
 #include "dtypes.cuh"
 #include "relax.h"
+#include "relax_checks.h"
 #include "sparsestmax.cuh"
 
 namespace trilevelnas {
@@ -22,28 +24,24 @@ namespace {
 using at::Tensor;
 using c10::optional;
 using checks::gain_dtype;
+using checks::Kernel;
 using kernels::acc_t;
 
 // The storage types of the CUDA kernels (the lambda sees scalar_t; cuda_t<scalar_t> is its CUDA type).
 #define TRILEVELNAS_DISPATCH_CUDA(dtype, name, ...) \
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, name, __VA_ARGS__)
 
-void check_float_cuda(const char* op, const Tensor& t, const char* name) {
-  checks::floating(op, t, name, c10::DeviceType::CUDA);
-}
-
 cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
 std::tuple<Tensor, Tensor> sparsestmax_packed_cuda(const Tensor& values_in, const Tensor& offsets_in,
                                                    const optional<Tensor>& radius, double radius_scalar) {
-  const char* op = "sparsestmax_packed";
-  checks::packed(op, values_in, offsets_in, c10::DeviceType::CUDA);
+  relax_checks::sparsestmax_packed(values_in, offsets_in, radius, radius_scalar, Kernel::kCuda);
   c10::cuda::CUDAGuard guard(values_in.device());
   const Tensor values = values_in.contiguous(), offsets = offsets_in.contiguous();
   const int64_t n = values.numel(), groups = offsets.numel() - 1;
   Tensor out = at::empty_like(values);
   Tensor gain = at::empty({groups}, values.options().dtype(gain_dtype(values)));
-  const Tensor r = checks::per_group(op, radius, groups, values, "radius", gain_dtype(values));
+  const Tensor r = checks::per_group_as(radius, groups, gain_dtype(values));
   const cudaStream_t stream = current_stream();
   TRILEVELNAS_DISPATCH_CUDA(values.scalar_type(), "sparsestmax_packed_cuda", [&] {
     using A = acc_t<cuda_t<scalar_t>>;
@@ -56,14 +54,13 @@ std::tuple<Tensor, Tensor> sparsestmax_packed_cuda(const Tensor& values_in, cons
 
 std::tuple<Tensor, Tensor> sparsestmax_rows_cuda(const Tensor& x_in, const optional<Tensor>& radius,
                                                  double radius_scalar) {
-  const char* op = "sparsestmax_rows";
-  const checks::Rows shape = checks::rows(op, x_in, "x", c10::DeviceType::CUDA);
+  const checks::Rows shape = relax_checks::sparsestmax_rows(x_in, radius, radius_scalar, Kernel::kCuda);
   const int64_t rows = shape.count, k = shape.k;
   c10::cuda::CUDAGuard guard(x_in.device());
   const Tensor x = x_in.contiguous();
   Tensor out = at::empty_like(x);
   Tensor gain = at::zeros(shape.shape, x.options().dtype(gain_dtype(x)));
-  const Tensor r = checks::per_group(op, radius, rows, x, "radius", gain_dtype(x));
+  const Tensor r = checks::per_group_as(radius, rows, gain_dtype(x));
   if (k == 0 || rows == 0) return {out, gain};
   const cudaStream_t stream = current_stream();
   TRILEVELNAS_DISPATCH_CUDA(x.scalar_type(), "sparsestmax_rows_cuda", [&] {
@@ -74,23 +71,13 @@ std::tuple<Tensor, Tensor> sparsestmax_rows_cuda(const Tensor& x_in, const optio
   return {out, gain};
 }
 
-void check_backward(const char* op, const Tensor& grad, const Tensor& out, const Tensor& gain) {
-  check_float_cuda(op, out, "out");
-  checks::matches(op, grad, "grad", out, "out");
-  TORCH_CHECK(gain.scalar_type() == gain_dtype(out) && gain.device() == out.device(), op,
-              ": gain must be the forward's gain");
-}
-
 Tensor sparsestmax_packed_backward_cuda(const Tensor& grad_in, const Tensor& out_in, const Tensor& gain_in,
                                         const Tensor& offsets_in) {
-  const char* op = "sparsestmax_packed_backward";
-  check_backward(op, grad_in, out_in, gain_in);
-  checks::offsets(op, offsets_in, out_in);
+  relax_checks::sparsestmax_packed_backward(grad_in, out_in, gain_in, offsets_in, Kernel::kCuda);
   c10::cuda::CUDAGuard guard(out_in.device());
   const Tensor grad = grad_in.contiguous(), out = out_in.contiguous(), gain = gain_in.contiguous();
   const Tensor offsets = offsets_in.contiguous();
   const int64_t groups = offsets.numel() - 1, n = out.numel();
-  TORCH_CHECK(gain.numel() == groups, op, ": gain must have one entry per group");
   Tensor dx = at::empty_like(out);
   const cudaStream_t stream = current_stream();
   TRILEVELNAS_DISPATCH_CUDA(out.scalar_type(), "sparsestmax_packed_backward_cuda", [&] {
@@ -103,15 +90,12 @@ Tensor sparsestmax_packed_backward_cuda(const Tensor& grad_in, const Tensor& out
 }
 
 Tensor sparsestmax_rows_backward_cuda(const Tensor& grad_in, const Tensor& out_in, const Tensor& gain_in) {
-  const char* op = "sparsestmax_rows_backward";
-  check_backward(op, grad_in, out_in, gain_in);
-  const checks::Rows shape = checks::rows(op, out_in, "out", c10::DeviceType::CUDA);
+  const checks::Rows shape = relax_checks::sparsestmax_rows_backward(grad_in, out_in, gain_in, Kernel::kCuda);
   const int64_t k = shape.k, rows = k > 0 ? shape.count : 0;
   c10::cuda::CUDAGuard guard(out_in.device());
   const Tensor grad = grad_in.contiguous(), out = out_in.contiguous(), gain = gain_in.contiguous();
   Tensor dx = at::empty_like(out);
   if (rows == 0) return dx;
-  TORCH_CHECK(gain.numel() == rows, op, ": gain must have one entry per row");
   const cudaStream_t stream = current_stream();
   TRILEVELNAS_DISPATCH_CUDA(out.scalar_type(), "sparsestmax_rows_backward_cuda", [&] {
     using A = acc_t<cuda_t<scalar_t>>;
@@ -123,8 +107,7 @@ Tensor sparsestmax_rows_backward_cuda(const Tensor& grad_in, const Tensor& out_i
 }
 
 Tensor softmax_packed_cuda(const Tensor& values_in, const Tensor& offsets_in) {
-  const char* op = "softmax_packed";
-  checks::packed(op, values_in, offsets_in, c10::DeviceType::CUDA);
+  relax_checks::softmax_packed(values_in, offsets_in, Kernel::kCuda);
   c10::cuda::CUDAGuard guard(values_in.device());
   const Tensor values = values_in.contiguous(), offsets = offsets_in.contiguous();
   const int64_t groups = offsets.numel() - 1, n = values.numel();
@@ -138,10 +121,7 @@ Tensor softmax_packed_cuda(const Tensor& values_in, const Tensor& offsets_in) {
 }
 
 Tensor softmax_packed_backward_cuda(const Tensor& grad_in, const Tensor& out_in, const Tensor& offsets_in) {
-  const char* op = "softmax_packed_backward";
-  check_float_cuda(op, out_in, "out");
-  checks::matches(op, grad_in, "grad", out_in, "out");
-  checks::offsets(op, offsets_in, out_in);
+  relax_checks::softmax_packed_backward(grad_in, out_in, offsets_in, Kernel::kCuda);
   c10::cuda::CUDAGuard guard(out_in.device());
   const Tensor grad = grad_in.contiguous(), out = out_in.contiguous(), offsets = offsets_in.contiguous();
   const int64_t groups = offsets.numel() - 1, n = out.numel();
@@ -155,17 +135,8 @@ Tensor softmax_packed_backward_cuda(const Tensor& grad_in, const Tensor& out_in,
   return dx;
 }
 
-// Checks shared by the ordering penalty's forward and backward: q (1-D, float), offsets and parent
-// (1-D int64 on q's device, parent shaped like q).
-void check_order_penalty(const char* op, const Tensor& q, const Tensor& offsets, const Tensor& parent) {
-  checks::packed(op, q, offsets, c10::DeviceType::CUDA, "q");
-  checks::index(op, parent, q, "parent");
-  TORCH_CHECK(parent.numel() == q.numel(), op, ": parent must be shaped like q");
-}
-
 Tensor order_penalty_packed_cuda(const Tensor& q_in, const Tensor& offsets_in, const Tensor& parent_in) {
-  const char* op = "order_penalty_packed";
-  check_order_penalty(op, q_in, offsets_in, parent_in);
+  relax_checks::order_penalty_packed(q_in, offsets_in, parent_in, Kernel::kCuda);
   c10::cuda::CUDAGuard guard(q_in.device());
   const Tensor q = q_in.contiguous(), offsets = offsets_in.contiguous(), parent = parent_in.contiguous();
   const int64_t n = q.numel(), groups = offsets.numel() - 1;
@@ -181,12 +152,8 @@ Tensor order_penalty_packed_cuda(const Tensor& q_in, const Tensor& offsets_in, c
 
 Tensor order_penalty_packed_backward_cuda(const Tensor& grad_in, const Tensor& q_in, const Tensor& offsets_in,
                                           const Tensor& parent_in) {
-  const char* op = "order_penalty_packed_backward";
-  check_order_penalty(op, q_in, offsets_in, parent_in);
+  relax_checks::order_penalty_packed_backward(grad_in, q_in, offsets_in, parent_in, Kernel::kCuda);
   const int64_t groups = offsets_in.numel() - 1;
-  TORCH_CHECK(grad_in.scalar_type() == q_in.scalar_type() && grad_in.device() == q_in.device() && grad_in.dim() == 1 &&
-                  grad_in.numel() == groups,
-              op, ": grad must be a 1-D tensor with one entry per group (", groups, "), q's dtype and device");
   c10::cuda::CUDAGuard guard(q_in.device());
   const Tensor grad = grad_in.contiguous(), q = q_in.contiguous(), offsets = offsets_in.contiguous();
   const Tensor parent = parent_in.contiguous();

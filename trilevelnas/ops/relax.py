@@ -20,6 +20,10 @@ extension (schemas in ``csrc/relax.cpp``, C++ kernels only); this module registe
 kernels and autograd, and on CUDA tensors with ``gpu_backend() == "triton"`` routes to the Triton
 variants ``trilevelnas::<op>_triton``, defined here with the schema of each C++ op and sharing its
 fake kernel and autograd formula.
+Bad arguments raise ``ValueError``: from the ops' own checks (``csrc/relax_checks.h``, alike for
+every kernel; the Triton variants run them through the check ops ``<op>_check``), and as
+:class:`~trilevelnas.errors.OpArgumentError` from the few checks of this module (Python types,
+``dim``, broadcasting ``r``, ``lam``).
 The sparsestmax forward ops also return a per-group ``gain`` (1/Z when the circle constraint is
 active, else 0) which, with the output, is all the backward needs.
 """
@@ -40,65 +44,36 @@ __all__ = [  # alphabetical
     "sparsestmax", "sparsestmax_packed",
 ]
 
-_FLOAT_CPU = (torch.float32, torch.float64)
-_FLOAT_CUDA = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-
-
 def _gain_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
 # ---------------------------------------------------------------------------------------------
-# Input checks (metadata only: no host synchronisation). The C++ ops repeat them (csrc/checks.h);
-# these stay for the Triton variants, which have no C++ check op yet. Value checks (offsets
-# monotone, parent in range, r >= 0 per group) happen in the CPU kernels, which raise ValueError;
-# a per-group lam tensor on the CPU is checked in sorted_sparsestmax_packed (no kernel sees it).
+# Argument checks. The dispatcher ops check their own arguments (csrc/relax_checks.h, ValueError;
+# the Triton variants through the check ops <op>_check) and, in the CPU kernels, the values of
+# offsets, parent and a per-group radius. What is left here is what no op sees: Python types read
+# by this module, broadcasting a float-or-tensor parameter, ``dim``, and ``lam``.
 
 
-def _check_float(op: str, name: str, t) -> None:
-    if not isinstance(t, torch.Tensor):
-        raise OpArgumentError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
-    allowed = _FLOAT_CUDA if t.is_cuda else _FLOAT_CPU
-    if t.dtype not in allowed:
-        raise OpArgumentError(f"{op}: {name} has dtype {t.dtype}; supported on {t.device.type}: "
-                        + ", ".join(str(d) for d in allowed))
+def _require_tensors(op: str, **tensors) -> None:
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise OpArgumentError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
 
 
-def _check_packed(op: str, values, offsets, name: str = "values") -> None:
-    _check_float(op, name, values)
-    if values.dim() != 1:
-        raise OpArgumentError(f"{op}: {name} must be 1-D (groups packed end to end), got shape {tuple(values.shape)}")
-    if not isinstance(offsets, torch.Tensor) or offsets.dtype != torch.int64 or offsets.dim() != 1:
-        raise OpArgumentError(f"{op}: offsets must be a 1-D int64 tensor [G+1]")
-    if offsets.numel() < 1:
-        raise OpArgumentError(f"{op}: offsets must hold at least one entry (G+1 with G >= 0)")
-    if offsets.device != values.device:
-        raise OpArgumentError(f"{op}: offsets is on {offsets.device} but {name} on {values.device}")
-
-
-def _check_parent(op: str, parent, values, name: str = "values") -> None:
-    if (not isinstance(parent, torch.Tensor) or parent.dtype != torch.int64
-            or parent.shape != values.shape or parent.device != values.device):
-        raise OpArgumentError(f"{op}: parent must be an int64 tensor shaped like {name} and on its device")
-
-
-def _per_group(op: str, name: str, v, groups: int, device, nonnegative: bool):
-    """Split a float-or-tensor parameter into (tensor or None, scalar) for the dispatcher ops."""
+def _per_group(op: str, name: str, v, groups: int):
+    """Split a float-or-tensor parameter (>= 0) into (tensor expanded to ``groups`` entries, or
+    None; scalar) for the dispatcher ops, which check the tensor's device and the scalar."""
     if isinstance(v, torch.Tensor):
-        if v.numel() != groups and v.numel() != 1:
+        if groups >= 0 and v.numel() != groups and v.numel() != 1:
             raise OpArgumentError(f"{op}: {name} must be a float or hold one entry per group ({groups}), "
-                            f"got shape {tuple(v.shape)}")
-        if v.device != device:
-            raise OpArgumentError(f"{op}: {name} is on {v.device} but values on {device}")
+                                  f"got shape {tuple(v.shape)}")
         if not v.dtype.is_floating_point:
             v = v.to(torch.float64)
-        return v.detach().reshape(-1).expand(groups), 0.0
+        return v.detach().reshape(-1).expand(max(groups, 0)) if v.numel() == 1 else v.detach().reshape(-1), 0.0
     if not isinstance(v, numbers.Real) or isinstance(v, bool):
         raise OpArgumentError(f"{op}: {name} must be a float or a tensor, got {type(v).__name__}")
-    v = float(v)
-    if not math.isfinite(v) or (nonnegative and v < 0):
-        raise OpArgumentError(f"{op}: {name} must be finite{' and >= 0' if nonnegative else ''}, got {v}")
-    return None, v
+    return None, float(v)
 
 
 def _op(name: str, t: torch.Tensor):
@@ -115,8 +90,8 @@ def _op(name: str, t: torch.Tensor):
 def sparsestmax_packed(values: torch.Tensor, offsets: torch.Tensor, r) -> torch.Tensor:
     """Sparsestmax of every group ``values[offsets[g]:offsets[g+1]]`` with radius ``r`` (float or [G])."""
     op = "sparsestmax_packed"
-    _check_packed(op, values, offsets)
-    radius, radius_scalar = _per_group(op, "r", r, offsets.numel() - 1, values.device, True)
+    _require_tensors(op, values=values, offsets=offsets)
+    radius, radius_scalar = _per_group(op, "r", r, offsets.numel() - 1)
     return _op(op, values)(values, offsets, radius, radius_scalar)[0]
 
 
@@ -135,10 +110,8 @@ def order_penalty_packed(q: torch.Tensor, offsets: torch.Tensor, parent: torch.T
     in ``q``: an edge with ``q_child > q_parent`` adds +1 to the child's and -1 to the parent's
     derivative, a tie adds 0. Accumulates in float64 on CPU, float32 (float64 for float64) on GPU.
     """
-    op = "order_penalty_packed"
-    _check_packed(op, q, offsets, "q")
-    _check_parent(op, parent, q, "q")
-    return _op(op, q)(q, offsets, parent)
+    _require_tensors("order_penalty_packed", q=q)
+    return _op("order_penalty_packed", q)(q, offsets, parent)
 
 
 def sorted_sparsestmax_packed(values: torch.Tensor, offsets: torch.Tensor, parent: torch.Tensor, r,
@@ -154,17 +127,21 @@ def sorted_sparsestmax_packed(values: torch.Tensor, offsets: torch.Tensor, paren
     through both outputs.
     """
     op = "sorted_sparsestmax_packed"
-    _check_packed(op, values, offsets)
-    _check_parent(op, parent, values)
-    groups = offsets.numel() - 1
-    lam_t, lam_scalar = _per_group(op, "lam", lam, groups, values.device, True)
-    # A per-group lam is checked on the CPU in eager mode; on a GPU (or while torch.compile traces)
-    # the check would need a host synchronisation (a graph break), so it is not done there.
-    if lam_t is not None and not lam_t.is_cuda and not torch.compiler.is_compiling():
-        bad = ~(torch.isfinite(lam_t) & (lam_t >= 0))
-        if bool(bad.any()):
-            g = int(bad.nonzero()[0])
-            raise OpArgumentError(f"{op}: lam[{g}] must be finite and >= 0, got {float(lam_t[g])}")
+    _require_tensors(op, values=values, offsets=offsets)
+    lam_t, lam_scalar = _per_group(op, "lam", lam, offsets.numel() - 1)
+    # lam reaches no kernel, so it is checked here: a float always; a per-group tensor's device
+    # always, its values on the CPU in eager mode (on a GPU, or while torch.compile traces, that
+    # would need a host synchronisation, a graph break).
+    if lam_t is None and not (math.isfinite(lam_scalar) and lam_scalar >= 0):
+        raise OpArgumentError(f"{op}: lam must be finite and >= 0, got {lam_scalar}")
+    if lam_t is not None:
+        if lam_t.device != values.device:
+            raise OpArgumentError(f"{op}: lam is on {lam_t.device} but values on {values.device}")
+        if not lam_t.is_cuda and not torch.compiler.is_compiling():
+            bad = ~(torch.isfinite(lam_t) & (lam_t >= 0))
+            if bool(bad.any()):
+                g = int(bad.nonzero()[0])
+                raise OpArgumentError(f"{op}: lam[{g}] must be finite and >= 0, got {float(lam_t[g])}")
     q = sparsestmax_packed(values, offsets, r)
     penalty = order_penalty_packed(q, offsets, parent)
     return q, penalty * (lam_scalar if lam_t is None else lam_t.to(penalty.dtype))
@@ -172,17 +149,15 @@ def sorted_sparsestmax_packed(values: torch.Tensor, offsets: torch.Tensor, paren
 
 def softmax_packed(values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """Softmax of every packed group (same layout as :func:`sparsestmax_packed`)."""
-    _check_packed("softmax_packed", values, offsets)
+    _require_tensors("softmax_packed", values=values)
     return _op("softmax_packed", values)(values, offsets)
 
 
 def sparsestmax(x: torch.Tensor, r, dim: int = -1) -> torch.Tensor:
     """Sparsestmax along ``dim``; ``r`` is a float or a tensor broadcast over the other dimensions."""
     op = "sparsestmax"
-    _check_float(op, "x", x)
+    _require_tensors(op, x=x)
     nd = x.dim()
-    if nd == 0:
-        raise OpArgumentError(f"{op}: x must have at least one dimension")
     if not -nd <= dim < nd:
         raise OpArgumentError(f"{op}: dim {dim} is out of range for a {nd}-D tensor")
     last = dim in (-1, nd - 1)
@@ -195,13 +170,10 @@ def sparsestmax(x: torch.Tensor, r, dim: int = -1) -> torch.Tensor:
             ok = False
         if not ok:
             raise OpArgumentError(f"{op}: r of shape {tuple(r.shape)} does not broadcast over the groups "
-                            f"{tuple(gshape)} (x without dim {dim})")
-        if r.device != x.device:
-            raise OpArgumentError(f"{op}: r is on {r.device} but x on {x.device}")
-        radius, radius_scalar = r.detach().to(torch.float64 if x.dtype == torch.float64
-                                              else torch.float32).expand(gshape).reshape(-1), 0.0
+                                  f"{tuple(gshape)} (x without dim {dim})")
+        radius, radius_scalar = r.detach().to(_gain_dtype(x)).expand(gshape).reshape(-1), 0.0
     else:
-        radius, radius_scalar = _per_group(op, "r", r, 0, x.device, True)
+        radius, radius_scalar = _per_group(op, "r", r, 0)
     out = _op("sparsestmax_rows", xm)(xm, radius, radius_scalar)[0]
     return out if last else out.movedim(-1, dim)
 
@@ -285,7 +257,7 @@ def _register(backend: str | None) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Triton variants ``<op>_triton`` (CUDA tensors with gpu_backend() == "triton"): the schema of each
-# C++ op, the launcher of the same name in ops/triton/relax.py. The kernels module is imported on
+# C++ op, its argument checks (the check op ``<op>_check``), the launcher in ops/triton/relax.py. The kernels module is imported on
 # first use so that importing trilevelnas never compiles or interprets Triton code.
 
 _TRITON_LAUNCHERS = {
@@ -300,8 +272,13 @@ _TRITON_LAUNCHERS = {
 }
 
 
-def _triton_kernel(launcher: str):
+def _triton_kernel(name: str, launcher: str):
+    """The Triton variant's kernel: the C++ argument checks of ``name`` (its check op), then the
+    launcher."""
+    check = _library.handle(name + "_check")
+
     def kernel(*args):
+        check(*args)
         from .triton import relax as kernels
 
         return getattr(kernels, launcher)(*args)
@@ -311,6 +288,6 @@ def _triton_kernel(launcher: str):
 
 if _C is not None:
     for _name, _launcher in _TRITON_LAUNCHERS.items():
-        _library.define_variant(_name, "triton", _triton_kernel(_launcher))
+        _library.define_variant(_name, "triton", _triton_kernel(_name, _launcher))
     for _backend_name in (None, "triton"):
         _register(_backend_name)
