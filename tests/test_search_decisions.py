@@ -164,5 +164,13 @@ def test_default_search_makes_learned_decisions(tmp_path, capsys):
     dec = summary["decisions"]
     assert dec["used"] >= 10 and dec["undecided"] <= 0.1 * dec["used"], dec
     assert f"{dec['undecided']} of {dec['used']} undecided" in printed
-    assert dec["node"]["end"] > 3 * dec["threshold"]  # the path is chosen by learning, not noise
+    # The node is chosen by learning, not by the initial noise (std 1e-3): learning raised its logit
+    # far above the noise and above every node it lowered. Among the nodes it raised together
+    # (those with the conv step, docs/supernet.md) the order is a near tie that the summary
+    # may be undecided (node margins 0.0008, 0.0002 and 0.0062 with seeds 0, 1 and 2 here).
+    beta = torch.load(out / "checkpoint.pt", weights_only=True, map_location="cpu")["arch"]["beta"].reshape(-1)
+    chosen = float(beta.max())
+    assert chosen > 10 * dec["threshold"], beta
+    lowered = beta[beta < 0]
+    assert len(lowered) >= 1 and chosen - float(lowered.max()) > 10 * dec["threshold"], beta
     assert summary["validation_held_out"] is True
