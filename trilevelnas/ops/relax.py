@@ -44,6 +44,7 @@ __all__ = [  # alphabetical
     "sparsestmax", "sparsestmax_packed",
 ]
 
+
 def _gain_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
@@ -62,8 +63,9 @@ def _require_tensors(op: str, **tensors) -> None:
 
 
 def _per_group(op: str, name: str, v, groups: int):
-    """Split a float-or-tensor parameter (>= 0) into (tensor expanded to ``groups`` entries, or
-    None; scalar) for the dispatcher ops, which check the tensor's device and the scalar."""
+    """Split a float-or-tensor parameter into (tensor of ``groups`` entries, a single entry
+    expanded; or None; scalar) for the dispatcher ops, which check the tensor's device and the
+    scalar's range (``lam``, which reaches no op, is checked by its caller)."""
     if isinstance(v, torch.Tensor):
         if groups >= 0 and v.numel() != groups and v.numel() != 1:
             raise OpArgumentError(f"{op}: {name} must be a float or hold one entry per group ({groups}), "
