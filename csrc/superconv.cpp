@@ -454,12 +454,16 @@ BackwardResult superconv2d_backward_cpu(TRILEVELNAS_SUPERCONV_BACKWARD_PARAMS) {
 }
 
 // The argument checks of superconv2d as an op of their own, for the kernels written outside C++
-// (the Triton variant, trilevelnas/ops/superconv.py), so that every implementation checks alike.
+// (the Triton variant, trilevelnas/ops/superconv.py), so that every implementation checks alike;
+// plus the Triton kernels' one restriction, their dtypes (no float64).
 void superconv2d_check(TRILEVELNAS_SUPERCONV_FORWARD_PARAMS) {
   (void)negative_slope;
   (void)scale_factor;
   check_args(x, weight, bias, in_width, out_width, stride, padding, groups, activation, scale,
              accumulate);
+  const auto s = x.scalar_type();
+  TORCH_CHECK_VALUE(s == at::kFloat || s == at::kHalf || s == at::kBFloat16,
+                    "superconv2d: the Triton kernels take float32, float16 or bfloat16, got x of ", s);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -216,6 +216,19 @@ def triton_superconv2d(x, weight, bias=None, in_width=None, out_width=None, stri
         negative_slope, scale, factor, accumulate)[0]
 
 
+def test_triton_variant_checks_like_the_cpp_op_and_its_dtypes():
+    """superconv2d_triton runs superconv2d's C++ checks (the check op, before any Triton code), and
+    rejects float64, which the Triton kernels do not take, with the same kind of one-line error."""
+    x, w = torch.randn(1, 4, 5, 5), torch.randn(6, 4, 3, 3)
+    with pytest.raises(ValueError, match="^superconv2d: in_width 5 out of range"):
+        triton_superconv2d(x, w, in_width=5, out_width=6)
+    with pytest.raises(ValueError, match="^superconv2d: weight dtype"):
+        triton_superconv2d(x, w.double(), in_width=4, out_width=6)
+    with pytest.raises(ValueError, match="^superconv2d: the Triton kernels take float32, float16 or bfloat16, "
+                                         "got x of Double$"):
+        triton_superconv2d(x.double(), w.double(), in_width=4, out_width=6)
+
+
 @needs_triton
 @pytest.mark.parametrize("k,depthwise", [(1, False), (3, False), (3, True)])
 def test_triton_matches_reference(k, depthwise):

@@ -114,17 +114,11 @@ def _fake_backward(grad, x, weight, conv_out, in_width, out_width, stride, paddi
     )
 
 
-_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
 def _triton_forward(*args):
+    torch.ops.trilevelnas.superconv2d_check.default(*args)  # the C++ op's checks, and the Triton dtypes
     from .triton import superconv as kernels
 
-    torch.ops.trilevelnas.superconv2d_check.default(*args)  # the C++ op's checks
     x = args[0]
-    if x.dtype not in _TRITON_DTYPES:
-        raise OpArgumentError(f"superconv2d: the Triton kernels take float32, float16 or bfloat16, "
-                              f"got x of {x.dtype}")
     out, conv_out = kernels.forward(*args)
     if conv_out.dim() == 4:  # saved for the backward pass (else an empty tensor)
         conv_out = conv_out.contiguous(memory_format=conv_out_format(x, args[3]))
