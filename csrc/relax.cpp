@@ -157,7 +157,7 @@ Tensor sparsestmax_groups_backward(const Tensor& grad_in, const Tensor& out, con
 std::tuple<Tensor, Tensor> sparsestmax_packed_cpu(const Tensor& values_in, const Tensor& offsets_in,
                                                   const optional<Tensor>& radius, double radius_scalar) {
   const char* op = "sparsestmax_packed";
-  relax_checks::sparsestmax_packed(values_in, offsets_in, radius, radius_scalar, kKernel);
+  relax_checks::sparsestmax_packed(kKernel, values_in, offsets_in, radius, radius_scalar);
   const Tensor offsets = check_offsets(op, offsets_in, values_in);
   const int64_t groups = offsets.numel() - 1;
   const Tensor r = check_radius(op, radius, groups);
@@ -170,7 +170,7 @@ std::tuple<Tensor, Tensor> sparsestmax_packed_cpu(const Tensor& values_in, const
 
 std::tuple<Tensor, Tensor> sparsestmax_rows_cpu(const Tensor& x_in, const optional<Tensor>& radius,
                                                 double radius_scalar) {
-  const checks::Rows rows = relax_checks::sparsestmax_rows(x_in, radius, radius_scalar, kKernel);
+  const checks::Rows rows = relax_checks::sparsestmax_rows(kKernel, x_in, radius, radius_scalar);
   const Tensor r = check_radius("sparsestmax_rows", radius, rows.count);
   const Tensor x = x_in.contiguous();
   Tensor out = at::empty_like(x);
@@ -182,20 +182,20 @@ std::tuple<Tensor, Tensor> sparsestmax_rows_cpu(const Tensor& x_in, const option
 Tensor sparsestmax_packed_backward_cpu(const Tensor& grad_in, const Tensor& out_in, const Tensor& gain_in,
                                        const Tensor& offsets_in) {
   const char* op = "sparsestmax_packed_backward";
-  relax_checks::sparsestmax_packed_backward(grad_in, out_in, gain_in, offsets_in, kKernel);
+  relax_checks::sparsestmax_packed_backward(kKernel, grad_in, out_in, gain_in, offsets_in);
   const Tensor out = out_in.contiguous();
   const Tensor offsets = check_offsets(op, offsets_in, out);
   return sparsestmax_groups_backward(grad_in, out, gain_in, offsets.numel() - 1, packed_bounds(offsets));
 }
 
 Tensor sparsestmax_rows_backward_cpu(const Tensor& grad_in, const Tensor& out_in, const Tensor& gain_in) {
-  const checks::Rows rows = relax_checks::sparsestmax_rows_backward(grad_in, out_in, gain_in, kKernel);
+  const checks::Rows rows = relax_checks::sparsestmax_rows_backward(kKernel, grad_in, out_in, gain_in);
   const int64_t groups = rows.k > 0 ? rows.count : 0;
   return sparsestmax_groups_backward(grad_in, out_in.contiguous(), gain_in, groups, row_bounds(rows.k));
 }
 
 Tensor softmax_packed_cpu(const Tensor& values_in, const Tensor& offsets_in) {
-  relax_checks::softmax_packed(values_in, offsets_in, kKernel);
+  relax_checks::softmax_packed(kKernel, values_in, offsets_in);
   const Tensor values = values_in.contiguous();
   const Tensor offsets = check_offsets("softmax_packed", offsets_in, values);
   const int64_t groups = offsets.numel() - 1;
@@ -211,7 +211,7 @@ Tensor softmax_packed_cpu(const Tensor& values_in, const Tensor& offsets_in) {
 }
 
 Tensor softmax_packed_backward_cpu(const Tensor& grad_in, const Tensor& out_in, const Tensor& offsets_in) {
-  relax_checks::softmax_packed_backward(grad_in, out_in, offsets_in, kKernel);
+  relax_checks::softmax_packed_backward(kKernel, grad_in, out_in, offsets_in);
   const Tensor grad = grad_in.contiguous(), out = out_in.contiguous();
   const Tensor offsets = check_offsets("softmax_packed_backward", offsets_in, out);
   const int64_t groups = offsets.numel() - 1;
@@ -243,7 +243,7 @@ OrderInputs check_order_values(const char* op, const Tensor& q, const Tensor& of
 }
 
 Tensor order_penalty_packed_cpu(const Tensor& q_in, const Tensor& offsets_in, const Tensor& parent_in) {
-  relax_checks::order_penalty_packed(q_in, offsets_in, parent_in, kKernel);
+  relax_checks::order_penalty_packed(kKernel, q_in, offsets_in, parent_in);
   const OrderInputs in = check_order_values("order_penalty_packed", q_in, offsets_in, parent_in);
   const int64_t n = in.n, groups = in.groups;
   const Tensor &offsets = in.offsets, &parent = in.parent;
@@ -265,7 +265,7 @@ Tensor order_penalty_packed_cpu(const Tensor& q_in, const Tensor& offsets_in, co
 Tensor order_penalty_packed_backward_cpu(const Tensor& grad_in, const Tensor& q_in, const Tensor& offsets_in,
                                          const Tensor& parent_in) {
   const char* op = "order_penalty_packed_backward";
-  relax_checks::order_penalty_packed_backward(grad_in, q_in, offsets_in, parent_in, kKernel);
+  relax_checks::order_penalty_packed_backward(kKernel, grad_in, q_in, offsets_in, parent_in);
   const OrderInputs in = check_order_values(op, q_in, offsets_in, parent_in);
   const int64_t n = in.n, groups = in.groups;
   const Tensor &offsets = in.offsets, &parent = in.parent;
@@ -291,43 +291,16 @@ Tensor order_penalty_packed_backward_cpu(const Tensor& grad_in, const Tensor& q_
 }
 
 // ------------------------------------------------------------------------------------------------
-// The check ops <op>_check: the argument checks of <op> (relax_checks.h) for the Triton kernels,
-// which run on CUDA or, under TRITON_INTERPRET=1, on the CPU.
+// The check ops <op>_check: relax_checks::<op> for the Triton kernels, which run on CUDA or, under
+// TRITON_INTERPRET=1, on the CPU. TritonCheck<&f>::run takes f's arguments but the Kernel.
 
-void sparsestmax_packed_check(const Tensor& values, const Tensor& offsets, const optional<Tensor>& radius,
-                              double radius_scalar) {
-  relax_checks::sparsestmax_packed(values, offsets, radius, radius_scalar, checks::Kernel::kTriton);
-}
+template <auto F>
+struct TritonCheck;
 
-void sparsestmax_rows_check(const Tensor& x, const optional<Tensor>& radius, double radius_scalar) {
-  relax_checks::sparsestmax_rows(x, radius, radius_scalar, checks::Kernel::kTriton);
-}
-
-void sparsestmax_packed_backward_check(const Tensor& grad, const Tensor& out, const Tensor& gain,
-                                       const Tensor& offsets) {
-  relax_checks::sparsestmax_packed_backward(grad, out, gain, offsets, checks::Kernel::kTriton);
-}
-
-void sparsestmax_rows_backward_check(const Tensor& grad, const Tensor& out, const Tensor& gain) {
-  relax_checks::sparsestmax_rows_backward(grad, out, gain, checks::Kernel::kTriton);
-}
-
-void softmax_packed_check(const Tensor& values, const Tensor& offsets) {
-  relax_checks::softmax_packed(values, offsets, checks::Kernel::kTriton);
-}
-
-void softmax_packed_backward_check(const Tensor& grad, const Tensor& out, const Tensor& offsets) {
-  relax_checks::softmax_packed_backward(grad, out, offsets, checks::Kernel::kTriton);
-}
-
-void order_penalty_packed_check(const Tensor& q, const Tensor& offsets, const Tensor& parent) {
-  relax_checks::order_penalty_packed(q, offsets, parent, checks::Kernel::kTriton);
-}
-
-void order_penalty_packed_backward_check(const Tensor& grad, const Tensor& q, const Tensor& offsets,
-                                         const Tensor& parent) {
-  relax_checks::order_penalty_packed_backward(grad, q, offsets, parent, checks::Kernel::kTriton);
-}
+template <typename R, typename... Args, R (*F)(checks::Kernel, Args...)>
+struct TritonCheck<F> {
+  static void run(Args... args) { F(checks::Kernel::kTriton, args...); }
+};
 
 // Each op's name, argument list and results: the schema of the op and, with no results, of its
 // check op.
@@ -364,7 +337,7 @@ TORCH_LIBRARY_IMPL(trilevelnas, CPU, m) {
 }
 
 TORCH_LIBRARY_IMPL(trilevelnas, CompositeExplicitAutograd, m) {
-#define TRILEVELNAS_IMPL_CHECK(name) m.impl(#name "_check", &name##_check);
+#define TRILEVELNAS_IMPL_CHECK(name) m.impl(#name "_check", &TritonCheck<&relax_checks::name>::run);
   TRILEVELNAS_RELAX_OPS(TRILEVELNAS_IMPL_CHECK)
 #undef TRILEVELNAS_IMPL_CHECK
 }

@@ -1,6 +1,7 @@
 // The argument checks of each relaxation op (schemas in relax.cpp), written once: the CPU kernels
 // (relax.cpp), the CUDA glue (cuda/relax.cu) and the check ops `<op>_check` that the Triton
-// variants run (trilevelnas/ops/relax.py) all call these, with their own checks::Kernel. They read
+// variants run (trilevelnas/ops/relax.py) all call these, with their own checks::Kernel first
+// and then the op's arguments. They read
 // metadata and float arguments only. The CPU kernels then also check the values of offsets
 // (0 = o[0] <= ... <= o[G] = n), parent (-1 or an earlier index of its group) and a per-group
 // radius (finite, >= 0); the GPU kernels cannot without a host synchronisation (docs/ops.md).
@@ -38,31 +39,31 @@ inline void parent(const char* op, const Tensor& p, const Tensor& q) {
                     p.sizes());
 }
 
-inline void sparsestmax_packed(const Tensor& values, const Tensor& offsets, const std::optional<Tensor>& r,
-                               double radius_scalar, Kernel kernel) {
+inline void sparsestmax_packed(Kernel kernel, const Tensor& values, const Tensor& offsets,
+                               const std::optional<Tensor>& r, double radius_scalar) {
   const char* op = "sparsestmax_packed";
   checks::packed(op, values, offsets, kernel);
   radius(op, r, radius_scalar, offsets.numel() - 1, values);
 }
 
-inline checks::Rows sparsestmax_rows(const Tensor& x, const std::optional<Tensor>& r, double radius_scalar,
-                                     Kernel kernel) {
+inline checks::Rows sparsestmax_rows(Kernel kernel, const Tensor& x, const std::optional<Tensor>& r,
+                                     double radius_scalar) {
   const char* op = "sparsestmax_rows";
   checks::Rows rows = checks::rows(op, x, "x", kernel);
   radius(op, r, radius_scalar, rows.count, x);
   return rows;
 }
 
-inline void sparsestmax_packed_backward(const Tensor& grad, const Tensor& out, const Tensor& g,
-                                        const Tensor& offsets, Kernel kernel) {
+inline void sparsestmax_packed_backward(Kernel kernel, const Tensor& grad, const Tensor& out, const Tensor& g,
+                                        const Tensor& offsets) {
   const char* op = "sparsestmax_packed_backward";
   checks::packed(op, out, offsets, kernel, "out");
   checks::matches(op, grad, "grad", out, "out");
   gain(op, g, out, offsets.numel() - 1);
 }
 
-inline checks::Rows sparsestmax_rows_backward(const Tensor& grad, const Tensor& out, const Tensor& g,
-                                              Kernel kernel) {
+inline checks::Rows sparsestmax_rows_backward(Kernel kernel, const Tensor& grad, const Tensor& out,
+                                              const Tensor& g) {
   const char* op = "sparsestmax_rows_backward";
   checks::Rows rows = checks::rows(op, out, "out", kernel);
   checks::matches(op, grad, "grad", out, "out");
@@ -70,26 +71,31 @@ inline checks::Rows sparsestmax_rows_backward(const Tensor& grad, const Tensor& 
   return rows;
 }
 
-inline void softmax_packed(const Tensor& values, const Tensor& offsets, Kernel kernel) {
+inline void softmax_packed(Kernel kernel, const Tensor& values, const Tensor& offsets) {
   checks::packed("softmax_packed", values, offsets, kernel);
 }
 
-inline void softmax_packed_backward(const Tensor& grad, const Tensor& out, const Tensor& offsets, Kernel kernel) {
+inline void softmax_packed_backward(Kernel kernel, const Tensor& grad, const Tensor& out,
+                                    const Tensor& offsets) {
   const char* op = "softmax_packed_backward";
   checks::packed(op, out, offsets, kernel, "out");
   checks::matches(op, grad, "grad", out, "out");
 }
 
-inline void order_penalty_packed(const Tensor& q, const Tensor& offsets, const Tensor& p, Kernel kernel,
-                                 const char* op = "order_penalty_packed") {
+// q (1-D floating), offsets and parent of the ordering-penalty ops, named for `op`.
+inline void order_inputs(const char* op, Kernel kernel, const Tensor& q, const Tensor& offsets, const Tensor& p) {
   checks::packed(op, q, offsets, kernel, "q");
   parent(op, p, q);
 }
 
-inline void order_penalty_packed_backward(const Tensor& grad, const Tensor& q, const Tensor& offsets,
-                                          const Tensor& p, Kernel kernel) {
+inline void order_penalty_packed(Kernel kernel, const Tensor& q, const Tensor& offsets, const Tensor& p) {
+  order_inputs("order_penalty_packed", kernel, q, offsets, p);
+}
+
+inline void order_penalty_packed_backward(Kernel kernel, const Tensor& grad, const Tensor& q,
+                                          const Tensor& offsets, const Tensor& p) {
   const char* op = "order_penalty_packed_backward";
-  order_penalty_packed(q, offsets, p, kernel, op);
+  order_inputs(op, kernel, q, offsets, p);
   const int64_t groups = offsets.numel() - 1;
   TORCH_CHECK_VALUE(grad.scalar_type() == q.scalar_type() && grad.device() == q.device() && grad.dim() == 1 &&
                         grad.numel() == groups,

@@ -35,7 +35,7 @@ cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(
 
 std::tuple<Tensor, Tensor> sparsestmax_packed_cuda(const Tensor& values_in, const Tensor& offsets_in,
                                                    const optional<Tensor>& radius, double radius_scalar) {
-  relax_checks::sparsestmax_packed(values_in, offsets_in, radius, radius_scalar, kKernel);
+  relax_checks::sparsestmax_packed(kKernel, values_in, offsets_in, radius, radius_scalar);
   c10::cuda::CUDAGuard guard(values_in.device());
   const Tensor values = values_in.contiguous(), offsets = offsets_in.contiguous();
   const int64_t n = values.numel(), groups = offsets.numel() - 1;
@@ -54,7 +54,7 @@ std::tuple<Tensor, Tensor> sparsestmax_packed_cuda(const Tensor& values_in, cons
 
 std::tuple<Tensor, Tensor> sparsestmax_rows_cuda(const Tensor& x_in, const optional<Tensor>& radius,
                                                  double radius_scalar) {
-  const checks::Rows shape = relax_checks::sparsestmax_rows(x_in, radius, radius_scalar, kKernel);
+  const checks::Rows shape = relax_checks::sparsestmax_rows(kKernel, x_in, radius, radius_scalar);
   const int64_t rows = shape.count, k = shape.k;
   c10::cuda::CUDAGuard guard(x_in.device());
   const Tensor x = x_in.contiguous();
@@ -73,7 +73,7 @@ std::tuple<Tensor, Tensor> sparsestmax_rows_cuda(const Tensor& x_in, const optio
 
 Tensor sparsestmax_packed_backward_cuda(const Tensor& grad_in, const Tensor& out_in, const Tensor& gain_in,
                                         const Tensor& offsets_in) {
-  relax_checks::sparsestmax_packed_backward(grad_in, out_in, gain_in, offsets_in, kKernel);
+  relax_checks::sparsestmax_packed_backward(kKernel, grad_in, out_in, gain_in, offsets_in);
   c10::cuda::CUDAGuard guard(out_in.device());
   const Tensor grad = grad_in.contiguous(), out = out_in.contiguous(), gain = gain_in.contiguous();
   const Tensor offsets = offsets_in.contiguous();
@@ -90,7 +90,7 @@ Tensor sparsestmax_packed_backward_cuda(const Tensor& grad_in, const Tensor& out
 }
 
 Tensor sparsestmax_rows_backward_cuda(const Tensor& grad_in, const Tensor& out_in, const Tensor& gain_in) {
-  const checks::Rows shape = relax_checks::sparsestmax_rows_backward(grad_in, out_in, gain_in, kKernel);
+  const checks::Rows shape = relax_checks::sparsestmax_rows_backward(kKernel, grad_in, out_in, gain_in);
   const int64_t k = shape.k, rows = k > 0 ? shape.count : 0;
   c10::cuda::CUDAGuard guard(out_in.device());
   const Tensor grad = grad_in.contiguous(), out = out_in.contiguous(), gain = gain_in.contiguous();
@@ -107,7 +107,7 @@ Tensor sparsestmax_rows_backward_cuda(const Tensor& grad_in, const Tensor& out_i
 }
 
 Tensor softmax_packed_cuda(const Tensor& values_in, const Tensor& offsets_in) {
-  relax_checks::softmax_packed(values_in, offsets_in, kKernel);
+  relax_checks::softmax_packed(kKernel, values_in, offsets_in);
   c10::cuda::CUDAGuard guard(values_in.device());
   const Tensor values = values_in.contiguous(), offsets = offsets_in.contiguous();
   const int64_t groups = offsets.numel() - 1, n = values.numel();
@@ -121,7 +121,7 @@ Tensor softmax_packed_cuda(const Tensor& values_in, const Tensor& offsets_in) {
 }
 
 Tensor softmax_packed_backward_cuda(const Tensor& grad_in, const Tensor& out_in, const Tensor& offsets_in) {
-  relax_checks::softmax_packed_backward(grad_in, out_in, offsets_in, kKernel);
+  relax_checks::softmax_packed_backward(kKernel, grad_in, out_in, offsets_in);
   c10::cuda::CUDAGuard guard(out_in.device());
   const Tensor grad = grad_in.contiguous(), out = out_in.contiguous(), offsets = offsets_in.contiguous();
   const int64_t groups = offsets.numel() - 1, n = out.numel();
@@ -136,7 +136,7 @@ Tensor softmax_packed_backward_cuda(const Tensor& grad_in, const Tensor& out_in,
 }
 
 Tensor order_penalty_packed_cuda(const Tensor& q_in, const Tensor& offsets_in, const Tensor& parent_in) {
-  relax_checks::order_penalty_packed(q_in, offsets_in, parent_in, kKernel);
+  relax_checks::order_penalty_packed(kKernel, q_in, offsets_in, parent_in);
   c10::cuda::CUDAGuard guard(q_in.device());
   const Tensor q = q_in.contiguous(), offsets = offsets_in.contiguous(), parent = parent_in.contiguous();
   const int64_t n = q.numel(), groups = offsets.numel() - 1;
@@ -152,7 +152,7 @@ Tensor order_penalty_packed_cuda(const Tensor& q_in, const Tensor& offsets_in, c
 
 Tensor order_penalty_packed_backward_cuda(const Tensor& grad_in, const Tensor& q_in, const Tensor& offsets_in,
                                           const Tensor& parent_in) {
-  relax_checks::order_penalty_packed_backward(grad_in, q_in, offsets_in, parent_in, kKernel);
+  relax_checks::order_penalty_packed_backward(kKernel, grad_in, q_in, offsets_in, parent_in);
   const int64_t groups = offsets_in.numel() - 1;
   c10::cuda::CUDAGuard guard(q_in.device());
   const Tensor grad = grad_in.contiguous(), q = q_in.contiguous(), offsets = offsets_in.contiguous();
