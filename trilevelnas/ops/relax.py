@@ -70,9 +70,10 @@ def _per_group(op: str, name: str, v, groups: int):
         if groups >= 0 and v.numel() != groups and v.numel() != 1:
             raise OpArgumentError(f"{op}: {name} must be a float or hold one entry per group ({groups}), "
                                   f"got shape {tuple(v.shape)}")
+        v = v.detach().reshape(-1)
         if not v.dtype.is_floating_point:
             v = v.to(torch.float64)
-        return v.detach().reshape(-1).expand(max(groups, 0)) if v.numel() == 1 else v.detach().reshape(-1), 0.0
+        return (v.expand(groups) if v.numel() == 1 and groups >= 0 else v), 0.0
     if not isinstance(v, numbers.Real) or isinstance(v, bool):
         raise OpArgumentError(f"{op}: {name} must be a float or a tensor, got {type(v).__name__}")
     return None, float(v)
@@ -259,8 +260,9 @@ def _register(backend: str | None) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Triton variants ``<op>_triton`` (CUDA tensors with gpu_backend() == "triton"): the schema of each
-# C++ op, its argument checks (the check op ``<op>_check``), the launcher in ops/triton/relax.py. The kernels module is imported on
-# first use so that importing trilevelnas never compiles or interprets Triton code.
+# C++ op, its argument checks (the check op ``<op>_check``) and the launcher in ops/triton/relax.py.
+# The kernels module is imported on first use so that importing trilevelnas never compiles or
+# interprets Triton code.
 
 _TRITON_LAUNCHERS = {
     "sparsestmax_packed": "sparsestmax_packed_fwd",
