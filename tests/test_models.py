@@ -5,6 +5,7 @@ import torch.nn.functional as F
 
 from trilevelnas.arch import OP_NAMES, Architecture, PRESET_NAMES
 from trilevelnas.errors import UserError
+from trilevelnas.fileio import save_torch
 from trilevelnas.models import (DerivedNetwork, RRDBNet, VGG19Features, build, convert_state_dict,
                                 load_model, load_teacher, save_model)
 
@@ -365,15 +366,15 @@ def test_load_model_errors(tmp_path):
     save_model(net, path)
     payload = torch.load(path, weights_only=True)
     payload["arch"]["cells"][0][0][1] = 40  # widths no longer match the weights
-    torch.save(payload, path)
+    save_torch(payload, str(path), seal=True)  # a consistent file: its digest is made anew
     with pytest.raises(UserError, match=r"m\.pt.*body\.0\.ops\.0\..*has shape"):
         load_model(path)
     payload["arch"]["backbone"] = "Q"
-    torch.save(payload, path)
+    save_torch(payload, str(path), seal=True)
     with pytest.raises(UserError, match=r"m\.pt.*backbone"):
         load_model(path)
     payload["version"] = 99
-    torch.save(payload, path)
+    save_torch(payload, str(path), seal=True)
     with pytest.raises(UserError, match="version 99"):
         load_model(path)
     with pytest.raises(TypeError):
@@ -387,6 +388,73 @@ def test_load_model_errors(tmp_path):
     missing = tmp_path / "none.pt"
     with pytest.raises(UserError, match="none.pt.*does not exist"):
         load_model(missing)
+
+
+def test_model_file_digest_catches_a_flipped_bit_anywhere(tmp_path):
+    """F9: a model file whose tensor bytes or declared values changed after writing is refused."""
+    net = build(Architecture.preset("trilevelnas-a"))
+    path = tmp_path / "m.pt"
+    save_model(net, path, meta={"psnr": 29.0})
+    good = torch.load(path, weights_only=True)
+    assert good["version"] == 2 and len(good["sha256"]) == 64
+    assert isinstance(load_model(path), DerivedNetwork)
+    name = sorted(good["state_dict"])[3]
+    for tamper in ("weight bit", "meta value", "digest removed"):
+        payload = torch.load(path, weights_only=True)
+        if tamper == "weight bit":
+            raw = payload["state_dict"][name].view(torch.int32)
+            raw.view(-1)[0] ^= 1 << 20  # one bit of one float
+        elif tamper == "meta value":
+            payload["meta"]["psnr"] = 35.0
+        else:
+            del payload["sha256"]
+        bad = tmp_path / f"bad-{tamper.replace(' ', '-')}.pt"
+        torch.save(payload, bad)
+        with pytest.raises(UserError, match="corrupt: its content does not match its digest|carries no digest"):
+            load_model(bad)
+    # a version-1 file (before digests) still loads
+    old = {k: v for k, v in good.items() if k != "sha256"}
+    old["version"] = 1
+    torch.save(old, tmp_path / "v1.pt")
+    assert isinstance(load_model(tmp_path / "v1.pt"), DerivedNetwork)
+
+
+def test_model_file_declaring_a_huge_network_is_refused_before_allocating(tmp_path):
+    """S5: a tiny file declaring an RRDBNet of nf 4096, nb 1000 (22 GiB) or a derived network far
+    wider than its tensors is refused without building it (peak memory stays small)."""
+    import resource
+
+    small = _rrdb(nb=1)
+    for arch, pattern in (({"nf": 4096, "nb": 1000, "gc": 32, "scale": 4}, "nb=1000 blocks but holds the weights of 1"),
+                          ({"nf": 4096, "nb": 1, "gc": 32, "scale": 4}, "has shape")):
+        payload = {"format": "trilevelnas-model", "version": 2, "kind": "rrdbnet", "arch": arch,
+                   "state_dict": small.state_dict(), "meta": {}}
+        path = tmp_path / "crafted.pt"
+        save_torch(payload, str(path), seal=True)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        with pytest.raises(UserError, match=pattern):
+            load_model(path)
+        grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+        assert grown_mib < 200, grown_mib
+    derived = build(Architecture.preset("trilevelnas-a"))
+    arch = Architecture.preset("trilevelnas-a").to_dict()
+    arch["channels"] = 100000
+    payload = {"format": "trilevelnas-model", "version": 2, "kind": "derived", "arch": arch,
+               "state_dict": derived.state_dict(), "meta": {}}
+    save_torch(payload, str(tmp_path / "wide.pt"), seal=True)
+    with pytest.raises(UserError, match="has shape|missing key|unexpected key|must equal channels"):
+        load_model(tmp_path / "wide.pt")
+
+
+def test_model_file_whose_state_dict_is_not_a_dict_is_one_line(tmp_path):
+    """F8: a state_dict that is a list (or holds non-tensors) is a one-line InputFileError."""
+    net = _rrdb(nb=1)
+    for state in ([torch.zeros(1)], {"conv_first.weight": 3}):
+        payload = {"format": "trilevelnas-model", "version": 2, "kind": "rrdbnet",
+                   "arch": net.config(), "state_dict": state, "meta": {}}
+        save_torch(payload, str(tmp_path / "list.pt"), seal=True)
+        with pytest.raises(UserError, match="'state_dict' is not a dict of named tensors"):
+            load_model(tmp_path / "list.pt")
 
 
 def test_derived_exports_to_onnx_and_matches():

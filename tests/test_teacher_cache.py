@@ -1,6 +1,7 @@
 """The teacher-output cache (trilevelnas/data/teacher_cache.py): aligned crops, agreement with the
 teacher run on the fly, invalidation, resume after a kill while filling, and the search program
 running no teacher forward once the cache holds its images."""
+import json
 import os
 import subprocess
 import sys
@@ -156,8 +157,11 @@ def test_the_pipeline_trains_on_the_cached_crops(setup, capsys):
     assert "teacher cache: computing 4 of 4" in printed and "teacher cache 4/4 images" in printed
     comp.distillation_set(cfg, out, comp.training_set(cfg), net, DistContext())
     assert "all 4 teacher outputs found" in capsys.readouterr().out
-    stored = sorted(os.listdir(tmp / "runs" / ".teacher-cache"))  # the default: next to --out
-    assert stored == sorted(os.path.basename(p) for p in ds.teacher_crops.paths)
+    assert not os.path.exists(tmp / "runs" / ".teacher-cache")  # nothing beside --out
+    default = tc.default_folder()  # the private per-user folder (XDG_CACHE_HOME: see conftest)
+    assert os.stat(default).st_mode & 0o777 == 0o700
+    stored = sorted(f for f in os.listdir(default) if f.endswith(".npy"))
+    assert set(os.path.basename(p) for p in ds.teacher_crops.paths) <= set(stored)
     items = [train_set[i] for i in range(4)]
     for it in items:
         assert torch.equal(it["gt"], it["teacher"]) and it["hr"].shape == it["gt"].shape
@@ -184,7 +188,7 @@ def test_changed_weights_or_image_are_recomputed(setup):
     torch.save(state, weights)  # a changed teacher: every entry is new
     with ForwardCount() as count:
         assert cache_for(tmp / "cache", weights).fill(ds, progress=False)["computed"] == 4
-    assert count.n == 4 and len(set(os.listdir(tmp / "cache")) - before) == 4
+    assert count.n == 4 and len(set(os.listdir(tmp / "cache")) - before) == 8  # 4 entries, 4 records
     write_images(data, n=1, seed=9)  # img0.png changes: only it is recomputed
     ds = HRFolderDataset(data, SCALE, patch_size=32)
     with ForwardCount() as count:
@@ -201,15 +205,17 @@ def test_a_run_killed_while_filling_resumes_without_recomputing(setup):
         from trilevelnas.data import HRFolderDataset
         from trilevelnas.data import teacher_cache as tc
         from trilevelnas.models import load_teacher
-        saves = []
-        real_save = np.save
-        def save(f, arr, allow_pickle=False):  # the second entry: half written, then SIGKILL
-            saves.append(1)
-            if len(saves) == 2:
-                f.write(b"\\x93NUMPY" + bytes(100)); f.flush()
-                os.kill(os.getpid(), signal.SIGKILL)
-            real_save(f, arr, allow_pickle=allow_pickle)
-        tc.np.save = save
+        calls = []
+        real_write = tc.atomic_write
+        def write(path, fn):  # entry 1, its record, then entry 2: half written, then SIGKILL
+            calls.append(path)
+            if len(calls) == 3:
+                def torn(f):
+                    f.write(b"\\x93NUMPY" + bytes(100)); f.flush()
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return real_write(path, torn)
+            return real_write(path, fn)
+        tc.atomic_write = write
         ds = HRFolderDataset({data!r}, {SCALE}, patch_size=32)
         cache = tc.TeacherCache({str(tmp / "cache")!r}, load_teacher({weights!r}), {weights!r}, {SCALE})
         cache.fill(ds, progress=False)
@@ -217,7 +223,7 @@ def test_a_run_killed_while_filling_resumes_without_recomputing(setup):
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr
     names = os.listdir(tmp / "cache")
-    assert len([f for f in names if not f.startswith(".tmp-")]) == 1  # the finished entry
+    assert len([f for f in names if not f.startswith(".tmp-")]) == 2  # the finished entry and its record
     assert len([f for f in names if f.startswith(".tmp-")]) == 1  # the torn one, under a temporary name
     ds = HRFolderDataset(data, SCALE, patch_size=32)
     cache = cache_for(tmp / "cache", weights)
@@ -241,9 +247,93 @@ def test_a_second_search_runs_no_teacher_forward(setup, capsys):
         return count.n
 
     assert run("a") == 4  # one teacher pass per training image, none per batch
-    assert len(os.listdir(tmp / "runs" / ".teacher-cache")) == 4
+    assert len([f for f in os.listdir(tc.default_folder()) if f.endswith(".npy")]) >= 4
     assert run("b") == 0
     assert run("c", "--teacher-cache", "off") == 6  # the teacher on every batch: 2 pretrain + 2 x 2 search
+
+
+def _one_entry(folder, weights, data):
+    """A filled cache of ``data``'s images in ``folder``; returns (cache, data set, first entry path)."""
+    ds = HRFolderDataset(data, SCALE, patch_size=32)
+    cache = cache_for(folder, weights)
+    cache.fill(ds, progress=False)
+    return cache, ds, cache.entries(ds)[0][0]
+
+
+def test_planted_or_changed_entries_are_never_used(setup):
+    """S4: an array planted under an entry's (predictable) key, with no record or with a forged
+    one, and an entry changed after it was written, are recomputed when filling and refused when
+    reading; the outputs then equal a fresh teacher pass."""
+    tmp, data, weights = setup
+    folder = tmp / "cache"
+    cache, ds, entry = _one_entry(folder, weights, data)
+    truth = np.load(entry).copy()
+    record = json.loads(open(entry[:-4] + ".json").read())
+    assert record["sha256"] == tc.hashlib.sha256(open(entry, "rb").read()).hexdigest()
+    planted = np.full_like(truth, 65535)
+    for case in ("no record", "forged record", "bit flip"):
+        if case == "bit flip":
+            raw = bytearray(open(entry, "rb").read())
+            raw[-7] ^= 0x10
+            open(entry, "wb").write(bytes(raw))
+        else:
+            np.save(entry, planted)
+            if case == "no record":
+                os.unlink(entry[:-4] + ".json")
+            else:  # a record that matches the key but not the planted bytes
+                (tmp / "cache" / os.path.basename(entry[:-4] + ".json")).write_text(json.dumps(record))
+        with pytest.raises(UserError, match=r"teacher cache entry .* (record|digest)"):
+            cache.outputs(ds)
+        with ForwardCount() as count:
+            assert cache_for(folder, weights).fill(ds, progress=False)["computed"] == 1, case
+        assert count.n == 1
+        assert np.array_equal(np.load(entry), truth), case
+
+
+def test_links_in_the_cache_are_not_followed(setup):
+    """S4: a symlinked cache folder is refused; a link planted at an entry's name is not read
+    (the entry is recomputed in its place) and what it pointed to is left as it was."""
+    tmp, data, weights = setup
+    real = tmp / "real"
+    real.mkdir()
+    os.symlink(real, tmp / "linked")
+    ds = HRFolderDataset(data, SCALE, patch_size=32)
+    with pytest.raises(UserError, match="symbolic link"):
+        cache_for(tmp / "linked", weights).fill(ds, progress=False)
+    cache, ds, entry = _one_entry(tmp / "cache", weights, data)
+    decoy = tmp / "decoy.npy"
+    np.save(decoy, np.zeros((48, 64, 3), np.uint16))
+    before = decoy.read_bytes()
+    os.unlink(entry)
+    os.symlink(decoy, entry)
+    with pytest.raises(UserError, match="link is in its place"):
+        cache.outputs(ds)
+    assert cache_for(tmp / "cache", weights).fill(ds, progress=False)["computed"] == 1
+    assert not os.path.islink(entry) and decoy.read_bytes() == before
+
+
+def test_the_default_cache_is_private_to_the_user(setup, monkeypatch, capsys):
+    """S4: with no --teacher-cache the cache is ~/.cache/trilevelnas/teacher (XDG_CACHE_HOME),
+    created 0700; a default folder writable by others or owned by someone else is refused with
+    one line; nothing is written beside --out, even when --out sits in the shared temp folder."""
+    tmp, data, weights = setup
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp / "xdg"))
+    argv = TINY + ["--data", data, "--teacher", weights, "--out", str(tmp / "runs" / "a")]
+    assert run_main("search", search.main, argv) == 0, capsys.readouterr().err
+    folder = tmp / "xdg" / "trilevelnas" / "teacher"
+    assert tc.default_folder() == str(folder) and os.stat(folder).st_mode & 0o777 == 0o700
+    assert len(list(folder.glob("*.npy"))) == 4 and not (tmp / "runs" / ".teacher-cache").exists()
+    os.chmod(folder, 0o777)
+    argv[-1] = str(tmp / "runs" / "b")
+    assert run_main("search", search.main, argv) == 2
+    err = capsys.readouterr().err
+    assert "writable by others" in err and len(err.strip().splitlines()) == 1, err
+    os.chmod(folder, 0o700)
+    if os.geteuid() == 0:  # root can hand the folder to another user
+        os.chown(folder, 12345, -1)
+        argv[-1] = str(tmp / "runs" / "c")
+        assert run_main("search", search.main, argv) == 2
+        assert "belongs to uid 12345" in capsys.readouterr().err
 
 
 def test_an_unwritable_cache_folder_is_one_line_naming_it(setup, capsys):

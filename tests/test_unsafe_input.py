@@ -140,6 +140,68 @@ def test_decompression_bomb_is_named_with_its_declared_size(tmp_path, tiny_model
     one_line_error(err, "bomb.png", "100000 x 100000")
 
 
+@pytest.mark.parametrize("program", ["search", "train"])
+def test_out_holding_a_users_files_is_never_written_into(tmp_path, capsys, program):
+    """F2: an --out with the user's own files (and no run of ours) is refused with one line and
+    left byte-identical; --overwrite lets the run in; a run folder of ours is reused as before."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    files = {"config.json": "my config", "log.csv": "my,log", "model.pt": "my model",
+             "summary.json": "{}", "notes.txt": "keep"}
+    for name, text in files.items():
+        (out / name).write_text(text)
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps(Architecture("A", [0], [CELL], channels=8, scale=4).to_dict()))
+    argv = TINY + ["--out", out] if program == "search" else \
+        ["--preset", "smoke", "--no-progress", "--arch", arch, "--set", "train.steps=2", "--out", out]
+    module = search if program == "search" else train
+    code, _, err = run(module, argv, capsys)
+    assert code == 2
+    one_line_error(err, str(out), "--overwrite")
+    assert sorted(os.listdir(out)) == sorted(files)
+    assert {n: (out / n).read_text() for n in files} == files
+    code, _, err = run(module, argv + ["--overwrite"], capsys)
+    assert code == 0, err
+    assert (out / ".trilevelnas-run").is_file() and (out / "notes.txt").read_text() == "keep"
+    # an empty folder, and a folder holding a finished run of ours, need no --overwrite
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run(module, [a if a != out else empty for a in argv], capsys)[0] == 0
+    os.unlink(out / "checkpoint.pt")  # a finished run's folder: the marker says it is ours
+    assert run(module, argv, capsys)[0] == 0
+
+
+def test_hard_link_planted_at_the_lock_is_refused_and_its_target_untouched(tmp_path, capsys):
+    """S3: a hard link at --out/.lock to a victim file: the run refuses with one line naming it,
+    and the victim keeps its bytes (the lock is never truncated or written before the check)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious data\n")
+    os.link(victim, out / ".lock")
+    code, _, err = run(search, TINY + ["--out", out], capsys)
+    assert code == 2
+    one_line_error(err, ".lock", "hard link")
+    assert victim.read_text() == "precious data\n"
+    # a symbolic link there is removed, not followed
+    os.unlink(out / ".lock")
+    os.symlink(victim, out / ".lock")
+    assert run(search, TINY + ["--out", out], capsys)[0] == 0
+    assert victim.read_text() == "precious data\n" and not (out / ".lock").is_symlink()
+
+
+def test_stale_temporary_files_are_removed_at_start(tmp_path, capsys):
+    """Interrupted atomic writes leave .tmp-*-checkpoint.pt behind; the next run in the folder
+    (holding its lock) removes them, and leaves other files alone."""
+    out = tmp_path / "run"
+    assert run(search, TINY + ["--set", "run.checkpoint_every=1", "--out", out], capsys)[0] == 0
+    (out / ".tmp-abc123-checkpoint.pt").write_bytes(b"torn")
+    (out / ".tmp-x-log.csv").write_bytes(b"torn")
+    os.unlink(out / "checkpoint.pt")
+    assert run(search, TINY + ["--out", out], capsys)[0] == 0
+    assert not [n for n in os.listdir(out) if n.startswith(".tmp-")]
+
+
 def test_second_run_into_the_same_out_is_refused(tmp_path):
     out = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c",
@@ -171,7 +233,11 @@ def test_outputs_replace_symlinks_instead_of_writing_through_them(tmp_path):
         (outside / name).write_text("keep me")
         os.symlink(outside / name, out / name)
     os.unlink(out / "checkpoint.pt")  # a checkpoint would mean "resume"; test it separately below
-    assert run_main("trilevelnas.search", search.main, TINY + ["--out", str(out)]) == 0
+    # a folder of files that are not ours is refused ...
+    assert run_main("trilevelnas.search", search.main, TINY + ["--out", str(out)]) == 2
+    assert sorted(os.listdir(out)) == sorted(n for n in names if n != "checkpoint.pt")
+    # ... and with --overwrite the links there are replaced, never written through
+    assert run_main("trilevelnas.search", search.main, TINY + ["--out", str(out), "--overwrite"]) == 0
     for name in names:
         assert (outside / name).read_text() == "keep me", name
     for name in ["log.csv", "config.json", "summary.json", "summary.txt", "arch.json", "checkpoint.pt"]:

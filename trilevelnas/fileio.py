@@ -12,8 +12,10 @@ float, bool, None, and lists, tuples and dicts of them), never pickled code.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
+import stat
 import tempfile
 from contextlib import contextmanager
 from typing import Any, BinaryIO, Callable
@@ -23,7 +25,8 @@ import torch
 from .errors import InputFileError
 
 __all__ = ["os_error", "atomic_write", "write_json", "write_text", "save_torch", "load_torch",
-           "check_plain", "append_text", "replacing", "check_writable_dir", "check_writable_file", "RunLock"]
+           "check_plain", "content_digest", "check_seal", "DIGEST_KEY", "append_text", "replacing", "check_writable_dir",
+           "check_writable_file", "RunLock", "RUN_MARKER", "check_out_dir", "mark_out_dir", "remove_stale_temps"]
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -145,10 +148,64 @@ def check_plain(value: Any, where: str) -> None:
     raise TypeError(f"{where} is a {type(value).__name__}; our torch files hold only plain values")
 
 
-def save_torch(obj: Any, path: str, where: str = "file") -> None:
-    """``torch.save(obj)`` atomically after checking that ``obj`` is plain (:func:`check_plain`)."""
+#: The key under which a sealed torch file (:func:`save_torch` with ``seal=True``) keeps its digest.
+DIGEST_KEY = "sha256"
+
+
+def _digest_update(h, value: Any) -> None:
+    """Feed ``value`` (a plain value, :func:`check_plain`) into the hash ``h``, type-tagged and
+    length-prefixed so that different structures never feed the same bytes."""
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}{t.numel() * t.element_size()}:".encode())
+        if t.numel():
+            h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    elif isinstance(value, dict):
+        h.update(f"D{len(value)}:".encode())
+        for k in sorted(value, key=lambda k: (type(k).__name__, str(k))):
+            _digest_update(h, k)
+            _digest_update(h, value[k])
+    elif isinstance(value, (list, tuple)):
+        h.update(f"{'L' if isinstance(value, list) else 'U'}{len(value)}:".encode())
+        for v in value:
+            _digest_update(h, v)
+    else:  # None, bool, int, float, str
+        text = repr(value).encode()
+        h.update(f"{type(value).__name__}{len(text)}:".encode() + text)
+
+
+def content_digest(obj: Any) -> str:
+    """The hex SHA-256 of a plain structure: every key, value, tensor dtype, shape and byte.
+
+    Equal structures give equal digests whatever the dict order; a flipped bit in any tensor or a
+    changed value gives another."""
+    h = hashlib.sha256()
+    _digest_update(h, obj)
+    return h.hexdigest()
+
+
+def save_torch(obj: Any, path: str, where: str = "file", seal: bool = False) -> None:
+    """``torch.save(obj)`` atomically after checking that ``obj`` is plain (:func:`check_plain`).
+
+    ``seal``: ``obj`` is a dict, written with :data:`DIGEST_KEY` added (its :func:`content_digest`)
+    so that :func:`load_torch` with ``sealed=True`` detects any change to its tensors or values."""
     check_plain(obj, where)
+    if seal:
+        obj = {k: v for k, v in obj.items() if k != DIGEST_KEY}
+        obj[DIGEST_KEY] = content_digest(obj)
     atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def check_seal(obj: Any, path: str, what: str) -> None:
+    """InputFileError unless the dict ``obj`` (read from ``path``) holds the digest of its own
+    content under :data:`DIGEST_KEY` (see :func:`save_torch`)."""
+    if not isinstance(obj, dict) or not isinstance(obj.get(DIGEST_KEY), str):
+        raise InputFileError(f"{what} {path!r} carries no digest of its content; it was not written by "
+                             "this trilevelnas")
+    found = content_digest({k: v for k, v in obj.items() if k != DIGEST_KEY})
+    if found != obj[DIGEST_KEY]:
+        raise InputFileError(f"{what} {path!r} is corrupt: its content does not match its digest "
+                             f"(stored {obj[DIGEST_KEY][:12]}..., found {found[:12]}...)")
 
 
 def load_torch(path: str, what: str) -> Any:
@@ -207,6 +264,9 @@ class RunLock:
     """An exclusive ``flock`` on ``<folder>/.lock`` held for the life of the process (or until :meth:`release`).
 
     A second run into the same folder gets a InputFileError naming the folder and the holder's pid.
+    The lock file is opened without following a symbolic link and without truncating; it is used
+    only if it is a regular file of ours with no other name (a hard link planted at ``.lock``
+    would make the pid overwrite the file it points to), otherwise a InputFileError names it.
     """
 
     def __init__(self, folder: str, what: str = "--out"):
@@ -217,9 +277,19 @@ class RunLock:
             os.makedirs(folder, exist_ok=True)
             if os.path.islink(self.path):
                 os.unlink(self.path)
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC
+                              | getattr(os, "O_NOFOLLOW", 0), 0o644)
         except OSError as exc:
             raise os_error(exc, folder) from None
+        st = os.fstat(self.fd)
+        why = ("it is not a regular file" if not stat.S_ISREG(st.st_mode) else
+               f"it has {st.st_nlink} names (a hard link to another file)" if st.st_nlink != 1 else
+               f"it belongs to uid {st.st_uid}" if st.st_uid != os.geteuid() else None)
+        if why:
+            os.close(self.fd)
+            self.fd = None
+            raise InputFileError(f"{what} {folder}: {self.path} is not a lock file of ours ({why}); "
+                                 "remove it or choose another " + what)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -242,3 +312,53 @@ class RunLock:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
+
+
+#: The file that marks a folder as a trilevelnas run's output folder (written when a run claims it).
+RUN_MARKER = ".trilevelnas-run"
+#: Names a folder may hold and still count as empty: what a run writes before its marker.
+_BEFORE_MARKER = {".lock"}
+
+
+def check_out_dir(folder: str, overwrite: bool = False, what: str = "--out") -> None:
+    """Refuse to write into someone else's files: InputFileError unless ``folder`` is missing,
+    empty (but for a lock), a run folder of ours (:data:`RUN_MARKER`, or a ``checkpoint.pt``, which
+    loading checks further), or ``overwrite`` (``--overwrite``) lets the run replace files there.
+    Nothing is written; :func:`mark_out_dir` marks the folder once its lock is held."""
+    try:
+        entries = sorted(os.listdir(folder))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise os_error(exc, folder, "read") from None
+    foreign = [e for e in entries if e not in _BEFORE_MARKER]
+    if foreign and RUN_MARKER not in entries and "checkpoint.pt" not in entries and not overwrite:
+        raise InputFileError(f"{what} {folder} is not empty ({len(foreign)} entries, e.g. {foreign[0]!r}) "
+                             f"and holds no trilevelnas run; choose a new or empty folder, or pass "
+                             f"--overwrite to let this run replace files there")
+
+
+def mark_out_dir(folder: str, program: str) -> None:
+    """Write :data:`RUN_MARKER` into ``folder`` unless it is there (after :func:`check_out_dir`)."""
+    if not os.path.lexists(os.path.join(folder, RUN_MARKER)):
+        write_json({"program": program}, os.path.join(folder, RUN_MARKER))
+
+
+def remove_stale_temps(folder: str) -> list[str]:
+    """Remove the temporary files that writes interrupted by a kill left in ``folder`` (regular
+    files named ``.tmp-*``, see :func:`replacing`); call it only while holding the folder's lock.
+    Returns the names removed."""
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(folder, name)
+        if name.startswith(".tmp-") and stat.S_ISREG(os.lstat(path).st_mode):
+            try:
+                os.unlink(path)
+                removed.append(name)
+            except OSError:
+                pass
+    return sorted(removed)

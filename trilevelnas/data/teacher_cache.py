@@ -18,6 +18,16 @@ is memory-mapped, so a crop reads only its rows — a PNG must be decoded whole 
 float16 would be coarser where it matters: its step is 2^-11 = 4.9e-4 for values in [0.5, 1).
 It costs 6 bytes per HR pixel (DIV2K's 800 training images: about 14 GB).
 
+**Trust.** Next to each entry ``<key>.npy`` a record ``<key>.json`` holds what the key was made
+of (the teacher's and the image's digests, the scale, the LR recipe, the precision) and the
+SHA-256 of the entry file's bytes. An entry is used only if its record matches what this run
+would have written and its bytes match the record's digest: an array planted under a predictable
+key, a truncated or bit-flipped entry, or one of another teacher is recomputed (when filling) or
+refused (when reading). Entries and records are opened without following links, and the folder
+itself must not be a link. The default folder (:func:`default_folder`) is private to the user
+(mode 0700, owned by them, checked on every run); a folder named explicitly (``--teacher-cache``)
+may be shared, and then whoever can write there is trusted with the digests.
+
 **Safety.** Each entry is written atomically (:func:`trilevelnas.fileio.atomic_write`) as soon as
 its image is done: a run killed while filling keeps the finished entries, never leaves a
 half-written one under an entry's name, and the next run computes only the rest. An entry of
@@ -35,6 +45,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import sys
 import time
 
@@ -45,10 +56,10 @@ from torch import nn
 from ..errors import UserError
 from ..fileio import atomic_write, check_writable_dir, os_error
 
-__all__ = ["FORMAT", "TILE", "AUTOCAST_ENV", "AUTOCAST_MEAN_BOUND", "AUTOCAST_MAX_BOUND",
+__all__ = ["FORMAT", "TILE", "default_folder", "check_private_folder", "AUTOCAST_ENV", "AUTOCAST_MEAN_BOUND", "AUTOCAST_MAX_BOUND",
            "sha256_file", "sha256_array", "autocast_request", "TeacherCache", "CachedOutputs", "attach"]
 
-FORMAT = 1
+FORMAT = 2
 #: LR tile side of the teacher pass (images up to this size a side run whole).
 TILE = 512
 AUTOCAST_ENV = "TRILEVELNAS_TEACHER_AUTOCAST"
@@ -79,6 +90,35 @@ def sha256_array(arr: np.ndarray) -> str:
     digest = hashlib.sha256(f"{arr.dtype.str}{arr.shape}".encode())
     digest.update(memoryview(arr).cast("B"))
     return digest.hexdigest()
+
+
+def default_folder() -> str:
+    """The per-user default cache folder: ``$XDG_CACHE_HOME/trilevelnas/teacher``, with
+    ``XDG_CACHE_HOME`` defaulting to ``~/.cache`` (the convention of pip and torch hub)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "trilevelnas", "teacher")
+
+
+def check_private_folder(folder: str) -> None:
+    """Create ``folder`` with mode 0700 if missing; UserError unless it is then a real folder (not a
+    link), owned by this user and writable by no one else."""
+    try:
+        os.makedirs(os.path.dirname(folder), exist_ok=True)
+        os.mkdir(folder, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise os_error(exc, folder) from None
+    st = os.lstat(folder)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise UserError(f"teacher cache folder {folder} is a link or not a folder; remove it (it is "
+                        "recreated as a private folder)")
+    if st.st_uid != os.geteuid():
+        raise UserError(f"teacher cache folder {folder} belongs to uid {st.st_uid}, not to you; remove it "
+                        "or name another with --teacher-cache")
+    if st.st_mode & 0o022:
+        raise UserError(f"teacher cache folder {folder} is writable by others (mode "
+                        f"{stat.S_IMODE(st.st_mode):o}); chmod 700 it, or name another with --teacher-cache")
 
 
 def autocast_request(device: torch.device) -> tuple[str, torch.dtype | None]:
@@ -150,33 +190,43 @@ class TeacherCache:
         self._guarded = dtype is None
         self._entries: dict[int, tuple[object, list[tuple[str, tuple[int, int]]]]] = {}
 
-    def key(self, origin: dict) -> str:
-        """The entry key of an image described by ``origin`` (a data set's ``lr_origin(i)``)."""
+    def key_fields(self, origin: dict) -> dict:
+        """What the entry of an image described by ``origin`` (a data set's ``lr_origin(i)``) is
+        made from: the format, the teacher's and the image's digests, scale, LR recipe, precision."""
         if "file" in origin:
             image = "file:" + sha256_file(origin["file"])
         else:
             image = "array:" + sha256_array(origin["array"])
-        text = json.dumps({"format": FORMAT, "teacher": self.teacher_sha256, "image": image,
-                           "scale": self.scale, "lr": origin["method"], "precision": self.precision},
-                          sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:40]
+        return {"format": FORMAT, "teacher": self.teacher_sha256, "image": image,
+                "scale": self.scale, "lr": origin["method"], "precision": self.precision}
+
+    def key(self, origin: dict) -> str:
+        """The entry key of an image described by ``origin`` (a data set's ``lr_origin(i)``)."""
+        return _key(self.key_fields(origin))
 
     def entry_path(self, key: str) -> str:
         """The file of entry ``key``."""
         return os.path.join(self.folder, key + ".npy")
 
-    def entries(self, dataset) -> list[tuple[str, tuple[int, int]]]:
-        """``(entry file, HR (height, width))`` of every image of ``dataset``, whether or not the
-        file exists yet (the images are hashed once per data set and cache object)."""
+    def entries(self, dataset) -> list[tuple[str, tuple[int, int], dict]]:
+        """``(entry file, HR (height, width), key fields)`` of every image of ``dataset``, whether
+        or not the file exists yet (the images are hashed once per data set and cache object)."""
         memo = self._entries.get(id(dataset))
         if memo is None or memo[0] is not dataset:
             found = []
             for i in range(_num_images(dataset)):
                 origin = dataset.lr_origin(i)
                 h, w = origin["lr_size"]
-                found.append((self.entry_path(self.key(origin)), (h * self.scale, w * self.scale)))
+                fields = self.key_fields(origin)
+                found.append((self.entry_path(_key(fields)), (h * self.scale, w * self.scale), fields))
             memo = self._entries[id(dataset)] = (dataset, found)
         return memo[1]
+
+    def _check_folder(self) -> None:
+        """UserError if the cache folder is a link (a link is never followed into)."""
+        if os.path.islink(self.folder):
+            raise UserError(f"teacher cache folder {self.folder} is a symbolic link; name the real "
+                            "folder with --teacher-cache")
 
     @torch.no_grad()
     def compute(self, lr: np.ndarray) -> np.ndarray:
@@ -215,19 +265,14 @@ class TeacherCache:
         naming it.
         """
         check_writable_dir(self.folder, "teacher cache folder")
+        self._check_folder()
         try:
             os.makedirs(self.folder, exist_ok=True)
         except OSError as exc:
             raise os_error(exc, self.folder) from None
         entries = self.entries(dataset)
         mine = [i for i in range(len(entries)) if i % world == rank]
-        todo = []
-        for i in mine:
-            path, size = entries[i]
-            if os.path.exists(path):
-                _check_entry(path, size)
-            else:
-                todo.append(i)
+        todo = [i for i in mine if _entry_problem(*entries[i]) is not None]
         bar = _Progress(len(mine), len(mine) - len(todo), self.folder, progress)
         try:
             for i in todo:
@@ -236,20 +281,22 @@ class TeacherCache:
                 if out.shape != (*entries[i][1], 3):
                     raise UserError(f"the teacher made a {out.shape[0]}x{out.shape[1]} output of "
                                     f"{dataset.names[i]} where {entries[i][1]} was expected")
-                atomic_write(entries[i][0], lambda f, a=out: np.save(f, a, allow_pickle=False))
+                _write_entry(entries[i][0], out, entries[i][2])
                 bar.step()
         finally:
             bar.close()
         return {"images": len(mine), "computed": len(todo), "cached": len(mine) - len(todo)}
 
     def outputs(self, dataset) -> "CachedOutputs":
-        """The entries of all of ``dataset``'s images, checked; a missing one is a UserError."""
+        """The entries of all of ``dataset``'s images, checked (record, digest, shape, type); a
+        missing or failing one is a UserError naming it."""
+        self._check_folder()
         entries = self.entries(dataset)
-        for path, size in entries:
-            if not os.path.exists(path):
-                raise UserError(f"teacher cache entry {path} is missing (was the cache filled?)")
-            _check_entry(path, size)
-        return CachedOutputs([path for path, _ in entries], self.scale)
+        for entry in entries:
+            problem = _entry_problem(*entry)
+            if problem is not None:
+                raise UserError(f"teacher cache entry {entry[0]} {problem}; run again to recompute it")
+        return CachedOutputs([entry[0] for entry in entries], self.scale)
 
 
 class CachedOutputs:
@@ -299,9 +346,62 @@ def _open(path: str) -> np.ndarray:
         raise UserError(f"teacher cache entry {path} cannot be read ({exc}); delete it to recompute") from None
 
 
-def _check_entry(path: str, size: tuple[int, int]) -> None:
-    """UserError unless ``path`` is a uint16 ``H x W x 3`` array of the HR ``size``."""
+def _key(fields: dict) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:40]
+
+
+def _record_path(entry: str) -> str:
+    return entry[:-len(".npy")] + ".json"
+
+
+def _read_nofollow(path: str) -> bytes | None:
+    """The bytes of the regular file ``path``, None if it is missing, a link or not a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with os.fdopen(fd, "rb") as f:
+            fd = -1
+            return f.read()
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _write_entry(path: str, out: np.ndarray, fields: dict) -> None:
+    """Write the entry and then its record (the fields and the digest of the entry's bytes)."""
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, out, allow_pickle=False)
+    data = buf.getvalue()
+    atomic_write(path, lambda f: f.write(data))
+    record = dict(fields, shape=list(out.shape), sha256=hashlib.sha256(data).hexdigest())
+    atomic_write(_record_path(path), lambda f: f.write(json.dumps(record, sort_keys=True).encode()))
+
+
+def _entry_problem(path: str, size: tuple[int, int], fields: dict) -> str | None:
+    """Why the entry at ``path`` cannot be used (missing, no or another record, digest, shape,
+    type), or None when it is the uint16 ``H x W x 3`` output of the HR ``size`` its record and
+    digest vouch for."""
+    raw = _read_nofollow(_record_path(path))
+    if raw is None:
+        return "is missing or has no record (or a link is in its place)"
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return "has an unreadable record"
+    if not isinstance(record, dict) or {k: record.get(k) for k in fields} != fields:
+        return "has a record of another teacher, image or recipe"
+    data = _read_nofollow(path)
+    if data is None:
+        return "is missing (or a link is in its place)"
+    if hashlib.sha256(data).hexdigest() != record.get("sha256"):
+        return "does not match the digest in its record (changed or corrupt)"
     arr = _open(path)
     if arr.dtype != np.uint16 or arr.shape != (*size, 3):
-        raise UserError(f"teacher cache entry {path} holds {arr.dtype} {arr.shape}, not uint16 "
-                        f"{(*size, 3)}; delete it to recompute")
+        return f"holds {arr.dtype} {arr.shape}, not uint16 {(*size, 3)}"
+    return None

@@ -2,12 +2,19 @@
 
 A model file is a plain ``torch.save`` dict readable with ``weights_only=True`` (no pickled code)::
 
-    {"format": "trilevelnas-model", "version": 1,
-     "kind": "derived" | "rrdbnet",
+    {"format": "trilevelnas-model", "version": 2,
+     "kind": "derived" | "rrdbnet" | "srvgg",
      "arch": Architecture.to_dict()          # kind "derived"
-           | {"nf", "nb", "gc", "scale"},    # kind "rrdbnet"
+           | {"nf", "nb", "gc", "scale"[, "unshuffle"]}   # kind "rrdbnet"
+           | SRVGGNetCompact.config(),       # kind "srvgg"
      "state_dict": {name: tensor},
-     "meta": {...}}                          # optional, JSON-like (e.g. training epoch, PSNR)
+     "meta": {...},                          # optional, JSON-like (e.g. training epoch, PSNR)
+     "sha256": ...}                          # content_digest of everything else (version 2)
+
+Loading checks the digest (a bit flipped anywhere is an error; version 1 files, which carry none,
+still load), then builds the declared architecture on the ``meta`` device — no memory — and
+compares its tensors' names and shapes with those in the file before the real network is built,
+so a small file that declares a huge network is refused without allocating it.
 
 :func:`load_model` also accepts a raw RRDBNet/ESRGAN weight file in any key style and wrapper
 (it is loaded as by :func:`trilevelnas.models.load_teacher`, but trainable), so ESRGAN itself can be
@@ -23,12 +30,16 @@ from torch import nn
 
 from ..arch import Architecture, ArchitectureError
 from ..errors import InputFileError, UserError
-from ..fileio import check_plain, save_torch
+from ..fileio import check_plain, check_seal, save_torch
 from .derived import DerivedNetwork, build
 from .rrdbnet import RRDBNet, read_checkpoint, rrdbnet_from_state_dict, unwrap_checkpoint
+from .srvgg import SRVGGNetCompact
+from .weights import load_network, network_from_state_dict, sniff_format
 
 FORMAT = "trilevelnas-model"
-VERSION = 1
+VERSION = 2
+#: Model-file versions this trilevelnas reads (version 1: before the content digest).
+READS = (1, 2)
 
 
 def save_model(model: nn.Module, path: str | Path, meta: dict[str, Any] | None = None) -> None:
@@ -42,12 +53,14 @@ def save_model(model: nn.Module, path: str | Path, meta: dict[str, Any] | None =
         kind, arch = "derived", model.arch.to_dict()
     elif isinstance(model, RRDBNet):
         kind, arch = "rrdbnet", model.config()
+    elif isinstance(model, SRVGGNetCompact):
+        kind, arch = "srvgg", model.config()
     else:
         raise TypeError(f"save_model takes a DerivedNetwork or RRDBNet, got {type(model).__name__}")
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     payload = {"format": FORMAT, "version": VERSION, "kind": kind, "arch": arch,
                "state_dict": state, "meta": dict(meta or {})}
-    save_torch(payload, str(path), "model file")
+    save_torch(payload, str(path), "model file", seal=True)
 
 
 def read_model_file(path: str | Path) -> dict[str, Any]:
@@ -58,17 +71,25 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
 def _checked(obj: Any, source: str) -> dict[str, Any]:
     if not (isinstance(obj, dict) and obj.get("format") == FORMAT):
         raise InputFileError(f"{source} is not a trilevelnas model file")
-    if obj.get("version") != VERSION:
+    if obj.get("version") not in READS:
         raise InputFileError(f"{source}: model file version {obj.get('version')!r} is not supported "
-                        f"(this trilevelnas reads version {VERSION})")
+                        f"(this trilevelnas reads versions {', '.join(map(str, READS))})")
+    if obj["version"] >= 2:
+        check_seal(obj, source.strip("'"), "model file")
     for key in ("kind", "arch", "state_dict"):
         if key not in obj:
             raise InputFileError(f"{source}: model file lacks its {key!r} entry")
+    state = obj["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise InputFileError(f"{source}: the model file's 'state_dict' is not a dict of named tensors "
+                             f"(it is a {type(state).__name__})")
     return obj
 
 
-def _load_strict(model: nn.Module, state: dict, source: str) -> None:
-    target = model.state_dict()
+def _check_tensors(target: dict, state: dict, source: str) -> None:
+    """InputFileError naming the first key of ``state`` that ``target`` (a state dict, maybe of
+    meta tensors) lacks or shapes otherwise, or the first key ``state`` misses."""
     for k, v in state.items():
         if k not in target:
             raise InputFileError(f"{source}: unexpected key {k!r} for its architecture")
@@ -80,7 +101,18 @@ def _load_strict(model: nn.Module, state: dict, source: str) -> None:
     if missing:
         raise InputFileError(f"{source}: missing key {missing[0]!r}"
                         + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+
+
+def _build_checked(make, state: dict, source: str) -> nn.Module:
+    """``make()`` loaded strictly with ``state``, once ``make()`` built on the meta device (no
+    memory) has shown that it holds exactly ``state``'s names and shapes."""
+    with torch.device("meta"):
+        skeleton = make()
+    _check_tensors(skeleton.state_dict(), state, source)
+    del skeleton
+    model = make()
     model.load_state_dict(state, strict=True)
+    return model
 
 
 def load_model(path: str | Path) -> nn.Module:
@@ -90,29 +122,57 @@ def load_model(path: str | Path) -> nn.Module:
     architecture or a tensor that does not fit) are :class:`~trilevelnas.errors.InputFileError` naming the file.
     """
     source = repr(str(path))
+    if sniff_format(path) != "torch":  # ncnn .param/.bin or .safetensors weights
+        return load_network(path).train(False)
     obj = read_checkpoint(path)
     if not (isinstance(obj, dict) and "format" in obj):
         try:
-            return rrdbnet_from_state_dict(unwrap_checkpoint(obj, source), source).eval()
+            return network_from_state_dict(unwrap_checkpoint(obj, source), source).eval()
         except UserError as exc:
             detail = str(exc)[len(source) + 2:] if str(exc).startswith(source) else str(exc)
             raise InputFileError(f"{source} is neither a trilevelnas model file (save_model) nor "
-                            f"RRDBNet/ESRGAN weights: {detail}") from None
+                            f"RRDBNet/ESRGAN/SRVGGNetCompact weights: {detail}") from None
     obj = _checked(obj, source)
-    kind, arch = obj["kind"], obj["arch"]
+    kind, arch, state = obj["kind"], obj["arch"], obj["state_dict"]
     if kind == "derived":
         try:
-            model: nn.Module = build(Architecture.from_dict(arch))
+            declared = Architecture.from_dict(arch)
         except ArchitectureError as exc:
             raise ArchitectureError(f"{source}: {exc}") from None
-    elif kind == "rrdbnet":
-        if not isinstance(arch, dict) or set(arch) != {"nf", "nb", "gc", "scale"}:
-            raise InputFileError(f"{source}: RRDBNet config must have nf, nb, gc, scale; got {arch!r}")
-        model = RRDBNet(**arch)
-    else:
-        raise InputFileError(f"{source}: unknown model kind {kind!r} (known: 'derived', 'rrdbnet')")
-    _load_strict(model, obj["state_dict"], source)
-    return model.eval()
+        return _build_checked(lambda: build(declared), state, source).eval()
+    if kind == "rrdbnet":
+        import inspect
+
+        known = set(inspect.signature(RRDBNet).parameters)
+        if not isinstance(arch, dict) or not {"nf", "nb", "gc", "scale"} <= set(arch) <= known:
+            raise InputFileError(f"{source}: RRDBNet config must have nf, nb, gc, scale"
+                                 f" (and optionally {', '.join(sorted(known - {'nf', 'nb', 'gc', 'scale'}))});"
+                                 f" got {arch!r}"[:300])
+        blocks = len({k.split(".")[1] for k in state if k.startswith("body.") and k.count(".") > 1})
+        if arch["nb"] != blocks:  # before building, even on meta: nb sets the module count
+            raise InputFileError(f"{source}: declares an RRDBNet of nb={arch['nb']!r} blocks but holds "
+                                 f"the weights of {blocks}")
+        return _build_checked(lambda: RRDBNet(**arch), state, source).eval()
+    if kind == "srvgg":
+        return _build_checked(lambda: _srvgg(arch, state, source), state, source).eval()
+    raise InputFileError(f"{source}: unknown model kind {kind!r} (known: 'derived', 'rrdbnet', 'srvgg')")
+
+
+def _srvgg(arch: Any, state: dict, source: str) -> SRVGGNetCompact:
+    """The SRVGGNetCompact of a model file's ``arch`` (its ``config()``), checked against the
+    number of convolutions ``state`` holds before anything is built."""
+    known = {"nf", "n_conv", "upscale", "act", "scale", "channels"}
+    if not isinstance(arch, dict) or set(arch) != known:
+        raise InputFileError(f"{source}: SRVGGNetCompact config must have {', '.join(sorted(known))}; "
+                             f"got {arch!r}"[:300])
+    convs = sum(1 for k, v in state.items() if k.startswith("body.") and k.endswith(".weight") and v.dim() == 4)
+    if arch["n_conv"] != convs - 2:
+        raise InputFileError(f"{source}: declares an SRVGGNetCompact of n_conv={arch['n_conv']!r} but "
+                             f"holds {convs} convolutions (n_conv + 2)")
+    try:
+        return SRVGGNetCompact(**arch)
+    except UserError as exc:
+        raise InputFileError(f"{source}: {exc}") from None
 
 
 def model_architecture(model: nn.Module) -> Architecture | None:

@@ -147,19 +147,20 @@ def load_teacher(cfg: Config, device: torch.device) -> nn.Module | None:
 
 
 TEACHER_CACHE_OFF = "off"
-TEACHER_CACHE_DEFAULT = ".teacher-cache"
 
 
 def teacher_cache_folder(cfg: Config, out_dir: str) -> str | None:
-    """The run's teacher-output cache folder: ``loss.teacher_cache``; when that is null,
-    ``.teacher-cache`` in the folder holding ``--out`` (shared by the runs there: entries are keyed
-    by content, see :mod:`trilevelnas.data.teacher_cache`); None without a teacher or when it is
-    ``"off"`` (the teacher then runs on every batch)."""
+    """The run's teacher-output cache folder: ``loss.teacher_cache``; when that is null, the
+    private per-user folder :func:`~trilevelnas.data.teacher_cache.default_folder` (shared by all
+    the user's runs: entries are keyed by content, see :mod:`trilevelnas.data.teacher_cache`);
+    None without a teacher or when it is ``"off"`` (the teacher then runs on every batch)."""
     folder = cfg.loss.teacher_cache
     if cfg.loss.teacher is None or folder == TEACHER_CACHE_OFF:
         return None
     if folder is None:
-        folder = os.path.join(os.path.dirname(os.path.abspath(out_dir)), TEACHER_CACHE_DEFAULT)
+        from ..data.teacher_cache import default_folder
+
+        folder = default_folder()
     return folder
 
 
@@ -195,6 +196,8 @@ def distillation_set(cfg: Config, out_dir: str, train_set, teacher: nn.Module | 
     from ..data import teacher_cache as tc
     from .distributed import barrier
 
+    if cfg.loss.teacher_cache is None:
+        tc.check_private_folder(folder)
     precision, dtype = tc.autocast_request(next(teacher.parameters()).device)
     cache = tc.TeacherCache(folder, teacher, cfg.loss.teacher, cfg.data.scale, precision=precision,
                             dtype=dtype)

@@ -8,7 +8,7 @@ from typing import Callable
 
 from ..cli import DEBUG_FLAG, DEBUG_HELP
 from ..errors import ConfigError, InputFileError
-from ..fileio import RunLock, check_writable_dir, write_json, write_text
+from ..fileio import RunLock, check_writable_dir, check_out_dir, mark_out_dir, remove_stale_temps, write_json, write_text
 from ..memory import check_training_memory
 from . import checkpoint as ckpt
 from .config import check_paths
@@ -32,9 +32,13 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", help="ESRGAN RRDBNet weights to distil from (default: supervise with the HR images)")
     parser.add_argument("--teacher-cache", metavar="DIR",
                         help="folder of the teacher's stored outputs, computed once per training image "
-                             "(default: .teacher-cache next to --out; 'off': run the teacher on every batch)")
+                             "(default: the private per-user ~/.cache/trilevelnas/teacher; 'off': run the teacher on "
+                             "every batch)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.pt")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an --out that holds other files and no trilevelnas run "
+                             "(those files may be replaced); without it such a folder is refused")
     parser.add_argument("--seed", type=int, help="random seed (config run.seed)")
     parser.add_argument("--skip-bad-images", action="store_true", help="leave out unreadable images instead of stopping")
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N (config run.device)")
@@ -86,14 +90,22 @@ def run_program(program: str, args: argparse.Namespace, make_run: MakeRun, arch=
     (an Architecture) and ``--init`` (a path).
 
     Everything the user gave is checked before any output is written: the configuration, the
-    device, the paths, that ``--out`` is a writable folder no other run holds (a lock), and on
-    ``--resume`` that the checkpoint is ours and its configuration is not contradicted.
+    device, the paths, that ``--out`` is a writable folder of ours (empty, or a run's: else
+    ``--overwrite`` is needed) that no other run holds (a lock), and on ``--resume`` that the
+    checkpoint is ours and its configuration is not contradicted. Temporary files that an
+    interrupted write left in ``--out`` are removed once the lock is held.
     """
     out = args.out
     check_writable_dir(out, "--out")
     rank = int(os.environ.get("RANK", "0") or 0)
-    lock = RunLock(out) if rank == 0 else None
+    lock = None
+    if rank == 0:
+        check_out_dir(out, overwrite=getattr(args, "overwrite", False))
+        lock = RunLock(out)
     try:
+        if lock is not None:
+            mark_out_dir(out, program)
+            remove_stale_temps(out)
         return _run_locked(program, args, make_run, arch, init)
     finally:
         if lock is not None:
