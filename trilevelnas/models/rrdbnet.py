@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Mapping
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
@@ -69,42 +70,85 @@ class RRDB(nn.Module):
 
 
 class RRDBNet(nn.Module):
-    """ESRGAN's generator: ``nb`` RRDBs of width ``nf`` and growth ``gc``, ``scale`` = 2, 4, 8 ...
+    """ESRGAN's generator: ``nb`` RRDBs of width ``nf`` and growth ``gc``, ``scale`` = 1, 2, 4, 8 ...
 
-    Upsampling is ``log2(scale)`` nearest x2 steps, each a 3x3 conv + LeakyReLU(0.2).
+    Upsampling is ``log2(scale * unshuffle)`` nearest x2 steps, each a 3x3 conv + LeakyReLU(0.2).
     ``RRDBNet()`` is ESRGAN's x4 teacher (nf 64, nb 23, gc 32: 16.70M parameters).
+
+    ``unshuffle`` = 2 or 4 is Real-ESRGAN's x2 / x1 variant (``RealESRGAN_x2plus``): the input is
+    pixel-unshuffled first, so ``conv_first`` takes ``3 * unshuffle**2`` channels and the network
+    upsamples by ``scale * unshuffle``. Inputs whose sides are not multiples of ``unshuffle`` are
+    reflect-padded on the right/bottom and the output cropped back (what Real-ESRGAN's inference
+    does), so any size works.
     """
 
-    def __init__(self, nf: int = 64, nb: int = 23, gc: int = 32, scale: int = 4):
+    def __init__(self, nf: int = 64, nb: int = 23, gc: int = 32, scale: int = 4, unshuffle: int = 1):
         super().__init__()
         for name, value in (("nf", nf), ("gc", gc)):
             if not isinstance(value, int) or value < 1:
                 raise UserError(f"RRDBNet {name} must be a positive integer, got {value!r}")
         if not isinstance(nb, int) or nb < 0:
             raise UserError(f"RRDBNet nb must be a non-negative integer, got {nb!r}")
-        if not isinstance(scale, int) or scale < 2 or scale & (scale - 1):
-            raise UserError(f"RRDBNet scale must be a power of two >= 2, got {scale!r}")
-        self.nf, self.nb, self.gc, self.scale = nf, nb, gc, scale
-        self.conv_first = nn.Conv2d(3, nf, 3, padding=1)
+        if unshuffle not in (1, 2, 4):
+            raise UserError(f"RRDBNet unshuffle must be 1, 2 or 4, got {unshuffle!r}")
+        if (not isinstance(scale, int) or scale < 1 or scale & (scale - 1)
+                or scale * unshuffle < 2):
+            raise UserError(f"RRDBNet scale must be a power of two >= {2 // unshuffle or 1}"
+                            f"{f' with unshuffle {unshuffle}' if unshuffle > 1 else ''}, got {scale!r}")
+        self.nf, self.nb, self.gc, self.scale, self.unshuffle = nf, nb, gc, scale, unshuffle
+        self.conv_first = nn.Conv2d(3 * unshuffle ** 2, nf, 3, padding=1)
+        if unshuffle > 1:
+            self.pixel_unshuffle = nn.PixelUnshuffle(unshuffle)
         self.body = nn.Sequential(*[RRDB(nf, gc) for _ in range(nb)])
         self.conv_body = nn.Conv2d(nf, nf, 3, padding=1)
-        self.n_up = scale.bit_length() - 1
+        self.n_up = (scale * unshuffle).bit_length() - 1
         for u in range(1, self.n_up + 1):
             setattr(self, f"conv_up{u}", nn.Conv2d(nf, nf, 3, padding=1))
         self.conv_hr = nn.Conv2d(nf, nf, 3, padding=1)
         self.conv_last = nn.Conv2d(nf, 3, 3, padding=1)
 
     def config(self) -> dict[str, int]:
-        """The constructor arguments, ``{"nf", "nb", "gc", "scale"}``."""
-        return {"nf": self.nf, "nb": self.nb, "gc": self.gc, "scale": self.scale}
+        """The constructor arguments, ``{"nf", "nb", "gc", "scale"}`` (and ``"unshuffle"`` when not 1)."""
+        config = {"nf": self.nf, "nb": self.nb, "gc": self.gc, "scale": self.scale}
+        if self.unshuffle > 1:
+            config["unshuffle"] = self.unshuffle
+        return config
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.unshuffle > 1:
+            size = x.shape[-2:]
+            out = self._forward(self.pixel_unshuffle(_pad_to_multiple(x, self.unshuffle)))
+            return _crop_to(out, size, self.scale)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         feat = self.conv_first(x)
         feat = feat + self.conv_body(self.body(feat))
         for u in range(1, self.n_up + 1):
             up = getattr(self, f"conv_up{u}")
             feat = F.leaky_relu(up(F.interpolate(feat, scale_factor=2.0, mode="nearest")), 0.2)
         return self.conv_last(F.leaky_relu(self.conv_hr(feat), 0.2))
+
+
+def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """``x`` reflect-padded on the right and bottom to sides that are multiples of ``multiple``
+    (replicate-padded where a side is too short to reflect)."""
+    ph, pw = -x.shape[-2] % multiple, -x.shape[-1] % multiple
+    if not (ph or pw):
+        return x
+    mode = "reflect" if x.shape[-2] > ph and x.shape[-1] > pw else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+def _crop_to(out: torch.Tensor, size, scale: int) -> torch.Tensor:
+    """The top-left ``size * scale`` window of ``out``."""
+    return out[..., :size[0] * scale, :size[1] * scale]
+
+
+# Opaque to torch.fx: the padding depends on the input size, which a symbolic trace cannot know
+# (trilevelnas.inference.receptive_radius treats them as pointwise).
+torch.fx.wrap("_pad_to_multiple")
+torch.fx.wrap("_crop_to")
 
 
 # ------------------------------------------------------------------------------ key styles
@@ -269,21 +313,25 @@ def rrdbnet_from_state_dict(state: Mapping[str, torch.Tensor], source: str = "we
         raise UserError(f"{source}: {style}-style weights lack the first conv "
                         f"({convert_state_dict({'conv_first.weight': None}, style).popitem()[0]!r})")
     first = mapped["conv_first.weight"][1]
-    if first.dim() != 4 or first.shape[1] != 3:
+    unshuffle = {3: 1, 12: 2, 48: 4}.get(first.shape[1]) if first.dim() == 4 else None
+    if unshuffle is None:
         raise UserError(f"{source}: key {mapped['conv_first.weight'][0]!r} has shape {tuple(first.shape)}; "
-                        f"expected [nf, 3, 3, 3] (a 3-channel RRDBNet)")
+                        f"expected [nf, 3, 3, 3] (a 3-channel RRDBNet), or 12 / 48 input channels "
+                        f"(Real-ESRGAN's x2 / x1 with pixel-unshuffle)")
     nf = first.shape[0]
     nb = len({k.split(".")[1] for k in mapped if k.startswith("body.")})
     gc = mapped["body.0.rdb1.conv1.weight"][1].shape[0] if "body.0.rdb1.conv1.weight" in mapped else 32
     n_up = sum(1 for k in mapped if re.fullmatch(r"conv_up\d+\.weight", k))
-    if n_up < 1:
-        raise UserError(f"{source}: no upsampling conv found; not an RRDBNet SR generator")
-    model = RRDBNet(nf=nf, nb=nb, gc=gc, scale=2 ** n_up)
+    if 2 ** n_up < max(unshuffle, 2):
+        raise UserError(f"{source}: {n_up} upsampling conv(s) after a x{unshuffle} pixel-unshuffle; "
+                        f"not an RRDBNet SR generator")
+    scale = 2 ** n_up // unshuffle
+    model = RRDBNet(nf=nf, nb=nb, gc=gc, scale=scale, unshuffle=unshuffle)
     target = model.state_dict()
     for k, (orig, tensor) in mapped.items():
         if k not in target:
             raise UserError(f"{source}: unexpected key {orig!r} for an RRDBNet(nf={nf}, nb={nb}, "
-                            f"gc={gc}, scale={2 ** n_up})")
+                            f"gc={gc}, scale={scale})")
         if tuple(tensor.shape) != tuple(target[k].shape):
             raise UserError(f"{source}: key {orig!r} has shape {tuple(tensor.shape)}, expected "
                             f"{tuple(target[k].shape)} for an RRDBNet(nf={nf}, nb={nb}, gc={gc})")
@@ -296,20 +344,18 @@ def rrdbnet_from_state_dict(state: Mapping[str, torch.Tensor], source: str = "we
     return model
 
 
-def load_teacher(path: str | Path, key: str | None = None) -> RRDBNet:
-    """Load an ESRGAN/RRDBNet weight file in any key style and wrapper (see module docstring).
+def load_teacher(path: str | Path, key: str | None = None) -> nn.Module:
+    """Load a teacher weight file: ESRGAN/RRDBNet in any key style and wrapper (see module
+    docstring), Real-ESRGAN's SRVGGNetCompact, as ``.pth``, ``.safetensors`` or ncnn ``.param`` +
+    ``.bin`` (:func:`trilevelnas.models.weights.load_network`).
 
-    Returns the network frozen (``requires_grad=False``) in eval mode, its nb/nf/gc/scale inferred
-    from the weights. ``key`` forces a wrapper entry (e.g. ``"params"`` instead of ``"params_ema"``).
+    Returns the network frozen (``requires_grad=False``) in eval mode, its architecture and scale
+    inferred from the weights. ``key`` forces a wrapper entry (e.g. ``"params"`` instead of
+    ``"params_ema"``).
     """
-    source = repr(str(path))
-    state = unwrap_checkpoint(read_checkpoint(path), source, key)
-    try:
-        model = rrdbnet_from_state_dict(state, source)
-    except UserError as exc:
-        message = str(exc)
-        raise UserError(message if message.startswith(source) else f"{source}: {message}") from None
-    return model.eval().requires_grad_(False)
+    from .weights import load_network
+
+    return load_network(path, key).eval().requires_grad_(False)
 
 
 __all__ = ["RRDBNet", "RRDB", "ResidualDenseBlock", "load_teacher", "convert_state_dict",
