@@ -336,6 +336,24 @@ def test_unshuffle_rrdbnet_pth_loads_and_pads_like_real_esrgan(tmp_path, scale, 
     assert load_model(tmp_path / "m.pt").config() == net.config()
 
 
+@pytest.mark.parametrize("scale,unshuffle", [(2, 2), (1, 4)])
+def test_unshuffle_rrdbnet_tiles_without_seams(scale, unshuffle):
+    from trilevelnas.inference import receptive_radius, upscale_tensor
+
+    torch.manual_seed(0)
+    net = RRDBNet(nf=8, nb=0, gc=4, scale=scale, unshuffle=unshuffle).eval()
+    for p in net.parameters():
+        p.data.mul_(2)
+    pad = receptive_radius(net)
+    assert pad % unshuffle == 0
+    x = torch.rand(1, 3, 61, 50)
+    with torch.no_grad():
+        whole = net(x)
+    assert (upscale_tensor(net, x, tile=16, tile_pad=pad) - whole).abs().max() < 1e-4
+    # a tile off the unshuffle grid computes another alignment: it shows
+    assert (upscale_tensor(net, x, tile=15, tile_pad=pad) - whole).abs().max() > 1e-2
+
+
 # ------------------------------------------------------------------------------- safetensors
 def write_safetensors(state, path):
     """The safetensors layout, written here: u64 header size, JSON header, raw tensors."""

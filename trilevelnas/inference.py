@@ -89,7 +89,9 @@ def receptive_radius(model: nn.Module) -> int:
     Traces the model with ``torch.fx`` and adds, along every path, ``(k - 1) / 2 * dilation / s``
     for each ``nn.Conv2d`` running at ``s`` times the LR resolution, plus ``1 / s`` for each
     upsampling step from resolution ``s`` (nearest-neighbour index rounding; one more
-    ``new_scale``-pixel for other interpolation modes); the result is rounded up. Raises
+    ``new_scale``-pixel for other interpolation modes); the result is rounded up. A pixel
+    unshuffle by ``r`` (Real-ESRGAN x2 / x1) adds ``(r - 1) / s`` and rounds the result up to a
+    multiple of ``r``: tiles then start on its grid when ``tile`` is a multiple of ``r`` too. Raises
     :class:`UserError` for what it cannot bound (strided convs, unknown layers, untraceable code).
     """
     import torch.fx as fx
@@ -102,6 +104,7 @@ def receptive_radius(model: nn.Module) -> int:
                         "give --tile-pad explicitly") from None
     modules = dict(model.named_modules())
     info: dict = {}
+    align = 1  # a pixel unshuffle by r: tiles must start on its r-pixel grid, so the pad is a multiple of r
     for node in graph.nodes:
         inputs = [info[a] for a in node.all_input_nodes if a in info]
         radius = max((r for r, _ in inputs), default=0.0)
@@ -119,6 +122,10 @@ def receptive_radius(model: nn.Module) -> int:
                 radius += max((kh - 1) // 2 * dh, (kw - 1) // 2 * dw) / scale
             elif isinstance(mod, nn.PixelShuffle):
                 radius, scale = radius + 1.0 / scale, scale * mod.upscale_factor
+            elif isinstance(mod, nn.PixelUnshuffle):  # an output pixel sees its whole r x r block
+                factor = mod.downscale_factor
+                radius, scale = radius + (factor - 1) / scale, scale / factor
+                align = math.lcm(align, factor)
             elif isinstance(mod, nn.Upsample):
                 factor = float(mod.scale_factor)
                 extra = 0.0 if mod.mode == "nearest" else 1.0 / (scale * factor)
@@ -144,7 +151,8 @@ def receptive_radius(model: nn.Module) -> int:
                             "give --tile-pad explicitly")
         info[node] = (radius, scale)
     outputs = [info[a] for n in graph.nodes if n.op == "output" for a in n.all_input_nodes if a in info]
-    return int(math.ceil(max((r for r, _ in outputs), default=0.0) - 1e-9))
+    radius = int(math.ceil(max((r for r, _ in outputs), default=0.0) - 1e-9))
+    return -(-radius // align) * align
 
 
 def _run(model: nn.Module, x: torch.Tensor, dtype: torch.dtype | None, state: dict) -> torch.Tensor:
