@@ -216,9 +216,11 @@ class Architecture:
 
     @classmethod
     def from_json(cls, path: str | Path) -> "Architecture":
-        """Read an architecture JSON file; every failure (missing, a folder, unreadable, not JSON,
-        not an architecture) is an :class:`ArchitectureError` naming the file and the cause."""
+        """Read an architecture JSON file; every failure (missing, a folder, unreadable, not JSON or
+        nested deeper than 64 levels, not an architecture) is an :class:`ArchitectureError` naming
+        the file and the cause."""
         from .fileio import os_error
+        from .settings import parse_json
 
         path = Path(path)
         try:
@@ -228,7 +230,7 @@ class Architecture:
         except UnicodeDecodeError:
             raise ArchitectureError(f"architecture file {str(path)!r} is not a text (JSON) file") from None
         try:
-            data = json.loads(text)
+            data = parse_json(text)  # bounded nesting; an over-long integer is refused by its field
         except json.JSONDecodeError as exc:
             raise ArchitectureError(f"architecture file {str(path)!r} is not valid JSON: {exc}") from None
         try:

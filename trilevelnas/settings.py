@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Iterator, Mapping
 
 from .errors import ConfigError
 
 _INT_LIMIT = 2 ** 63  # ints are seeds, step counts and sizes: they must fit torch's int64
+MAX_JSON_DEPTH = 64
+"""The deepest nesting of lists and objects :func:`parse_json` reads (a config nests 3 deep)."""
+MAX_INT_DIGITS = 100
+"""Longer integer literals are not converted: no setting is that large (:class:`HugeInteger`)."""
+_SHOW_LIMIT = 80  # messages show at most this many characters of a value
 _NULL_WORDS = ("none", "null")
 _TRUE_WORDS = ("true", "1", "yes")
 _FALSE_WORDS = ("false", "0", "no")
@@ -147,12 +153,80 @@ def declared_rules(cls: type) -> Iterator[tuple[str, Rule]]:
         yield f.name, rule
 
 
+# ---------------------------------------------------------------------------------- JSON input
+class JSONTooDeep(json.JSONDecodeError):
+    """JSON whose lists and objects nest deeper than :data:`MAX_JSON_DEPTH` (a JSONDecodeError, so
+    every reader that reports malformed JSON reports this too, on one line)."""
+
+
+class HugeInteger:
+    """An integer literal of more than :data:`MAX_INT_DIGITS` digits, left unconverted.
+
+    Python refuses to convert more than 4300 digits (a ValueError) and converts fewer in quadratic
+    time; none is a valid setting (ints must fit in 64 bits), so :func:`parse_json` keeps only the
+    sign and the digit count, and every rule refuses it as too large, naming the key.
+    """
+
+    __slots__ = ("digits", "negative")
+
+    def __init__(self, literal: str):
+        self.negative = literal.startswith("-")
+        self.digits = len(literal) - self.negative
+
+    def __repr__(self) -> str:
+        return f"<a {self.digits}-digit {'negative ' if self.negative else ''}integer>"
+
+
+_JSON_NESTING = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)  # strings (skipped) and brackets
+
+
+def _parse_int(literal: str) -> int | HugeInteger:
+    return HugeInteger(literal) if len(literal.lstrip("-")) > MAX_INT_DIGITS else int(literal)
+
+
+def parse_json(text: str) -> Any:
+    """``json.loads(text)`` within the bounds every JSON input of the programs keeps to.
+
+    Lists and objects may nest at most :data:`MAX_JSON_DEPTH` levels: deeper text raises
+    :class:`JSONTooDeep` (a ``json.JSONDecodeError`` giving the position) before it is parsed,
+    instead of a RecursionError. An integer literal longer than :data:`MAX_INT_DIGITS` digits
+    becomes a :class:`HugeInteger` instead of a ValueError. Otherwise as ``json.loads``: malformed
+    text raises ``json.JSONDecodeError``.
+    """
+    depth = 0
+    for token in _JSON_NESTING.finditer(text):
+        bracket = token.group()
+        if bracket in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise JSONTooDeep(f"lists and objects nested deeper than {MAX_JSON_DEPTH} levels",
+                                  text, token.start())
+        elif bracket in "]}":
+            depth -= 1
+    return json.loads(text, parse_int=_parse_int)
+
+
+def _huge_integer_text(value: Any) -> bool:
+    """Whether ``value`` is command-line text holding an integer longer than :data:`MAX_INT_DIGITS`."""
+    if not isinstance(value, str):
+        return False
+    s = value.strip().lstrip("+-")
+    return len(s) > MAX_INT_DIGITS and s.isdigit()
+
+
+_TOO_LARGE = "is too large (integers must fit in 64 bits)"
+
+
 # ------------------------------------------------------------------------------- the checker
 def show_value(value: Any) -> str:
-    """``value`` as the messages print it: repr, with tuples shown as lists."""
+    """``value`` as the messages print it: repr, with tuples shown as lists, cut to about
+    :data:`_SHOW_LIMIT` characters (the length is given) so that a message stays readable."""
     if isinstance(value, tuple):
         value = list(value)
-    return repr(value)
+    text = repr(value)
+    if len(text) > _SHOW_LIMIT:
+        text = f"{text[:_SHOW_LIMIT - 20]}...{text[-8:]} ({len(text)} characters)"
+    return text
 
 
 def _num(x: float) -> str:
@@ -234,6 +308,8 @@ def check_value(value: Any, rule: Rule, where: str, section: Any = None) -> None
         if rule.nullable:
             return
         raise ConfigError(f"{where}: may not be null")
+    if isinstance(value, HugeInteger):
+        raise _fail(where, value, _TOO_LARGE)
     if not _typed(value, rule):
         raise _fail(where, value, f"expected {_type_name(rule)}")
     if rule.kind == "mapping":
@@ -274,7 +350,9 @@ def _as_list(value: Any, rule: Rule, where: str) -> list:
     if isinstance(value, str):
         s = value.strip()
         try:
-            parsed = json.loads(s)
+            parsed = parse_json(s)
+        except JSONTooDeep as exc:
+            raise _fail(where, value, f"{exc.msg}") from None
         except json.JSONDecodeError:
             if s.startswith("[") and s.endswith("]"):  # e.g. [nan, 0.9]: bare words, read per entry
                 inner = s[1:-1].strip()
@@ -297,6 +375,8 @@ def coerce_value(value: Any, rule: Rule, where: str) -> Any:
             raise ConfigError(f"{where}: may not be null")
         return None
     k = rule.kind
+    if isinstance(value, HugeInteger) or (k == "int" and _huge_integer_text(value)):
+        raise _fail(where, value, _TOO_LARGE)
     if k == "bool":
         if isinstance(value, bool):
             return value

@@ -23,10 +23,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
+from ..devices import available_cores
 from ..errors import ConfigError, InputFileError
 from ..fileio import os_error
 from ..settings import (Rule, boolean, check_value, choice, coerce_value, declared_rules, integer, list_of,
-                        number, pair, path, setting, show_value, text)
+                        number, pair, parse_json, path, setting, show_value, text)
 from ..supernet.config import FLAT_RELAXATIONS, SupernetConfig
 from ..supernet.config import check_combinations as check_supernet_combinations
 
@@ -44,6 +45,14 @@ def _device_name(value: str) -> str | None:
     if value in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", value):
         return None
     return "expected auto, cpu, cuda or cuda:N"
+
+
+def _thread_count(value: int) -> str | None:
+    """More threads than cores only slows a run, and libgomp crashes on tens of thousands."""
+    cores = available_cores()
+    if value > cores:
+        return f"must be at most {cores}, the CPU cores this process may use (0: all of them)"
+    return None
 
 
 _BETA = number(ge=0, lt=1)
@@ -176,8 +185,9 @@ class RunConfig:
     log_every: int = setting(10, integer(ge=1))
     # steps of the training phases; 0: validate at phase ends only
     val_every: int = setting(0, integer(ge=0, note="0: at phase ends only"))
-    # torch intra-op threads on CPU; 0: all cores available to the process
-    threads: int = setting(0, integer(ge=0, note="0: all cores available to the process"))
+    # torch intra-op threads on CPU; 0: all cores available to the process; at most that many
+    threads: int = setting(0, Rule("int", low=0, check=_thread_count,
+                                   note="0: all cores available to the process"))
     # search program: train the derived network (writes model.pt)
     train_after_search: bool = setting(True, boolean())
 
@@ -276,14 +286,18 @@ def parse_set(items: list[str] | None) -> dict:
 
 
 def load_json(path: str, what: str) -> dict:
-    """A JSON object from ``path``; a missing, unreadable or malformed file raises InputFileError naming it."""
+    """A JSON object from ``path``; a missing, unreadable or malformed file raises InputFileError naming it.
+
+    Read with :func:`~trilevelnas.settings.parse_json`: nesting deeper than 64 levels is malformed,
+    and an over-long integer is refused by its field's rule, naming the key.
+    """
     if os.path.isdir(path):
         raise InputFileError(f"{what} {path!r} is a folder, not a file")
     if not os.path.lexists(path):
         raise InputFileError(f"{what} {path!r} does not exist")
     try:
         with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+            data = parse_json(f.read())
     except OSError as exc:
         raise os_error(exc, f"{what} {path!r}", "read") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
