@@ -180,7 +180,7 @@ def test_upscale_single_file_tiled_equals_untiled(models, tmp_path, capsys):
     code, _, err = run(upscale, ["-i", tmp_path / "x.jpg", "-o", tmp_path / "whole.png", "--model", models["a4"]], capsys)
     assert code == 0, err
     code, _, err = run(upscale, ["-i", tmp_path / "x.jpg", "-o", tmp_path / "o", "--model", models["a4"],
-                                 "--tile", "8", "--tile-pad", str(RADIUS_A), "--suffix", "_sr", "--no-progress"], capsys)
+                                 "--tile", "16", "--tile-pad", str(RADIUS_A), "--suffix", "_sr", "--no-progress"], capsys)
     assert code == 0, err
     whole, tiled = read_image(tmp_path / "whole.png").rgb, read_image(tmp_path / "o" / "x_sr.jpg").rgb
     assert whole.shape == (120, 104, 3) and tiled.shape == whole.shape

@@ -22,7 +22,8 @@ from .fileio import check_writable_dir, check_writable_file, write_text
 from .data.datasets import build_dataset
 from .data.imresize import imresize
 from .data.io import tensor_to_image, write_image
-from .inference import ArgumentParser, load_model_file, choose_device, model_scale, receptive_radius, upscale_tensor
+from .inference import (ArgumentParser, check_tile, choose_device, load_model_file, model_scale, receptive_radius,
+                        upscale_tensor)
 from .metrics import psnr, ssim
 
 __all__ = ["main", "evaluate_model"]
@@ -38,7 +39,8 @@ def _parser() -> ArgumentParser:
     p.add_argument("--crop-border", type=int, default=None, help="pixels cropped per side (default: the scale)")
     p.add_argument("--json", help="write the results to this JSON file")
     p.add_argument("--save-dir", help="write the SR images to this folder")
-    p.add_argument("--tile", type=int, default=0, help="LR tile size for large images, 0 = whole image")
+    p.add_argument("--tile", type=int, default=0,
+                   help="LR tile size for large images: 0 = whole image, else >= 16 and >= the tile pad")
     p.add_argument("--tile-pad", type=int, default=None,
                    help="LR context pixels around each tile (default: the receptive-field radius)")
     p.add_argument("--skip-bad-images", action="store_true",
@@ -98,6 +100,7 @@ def main(argv=None) -> int:
     tile_pad = args.tile_pad
     if args.tile and tile_pad is None:
         tile_pad = receptive_radius(model)
+    check_tile(args.tile, tile_pad)
     dataset = build_dataset(args.data, args.gt, args.lq, scale=scale, filename_tmpl=args.filename_tmpl,
                             split="val", skip_bad_images=args.skip_bad_images)
     result = evaluate_model(model, dataset, scale=scale, crop_border=args.crop_border, device=device,

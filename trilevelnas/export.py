@@ -2,13 +2,17 @@
 
     python -m trilevelnas.export --model MODEL --format onnx|torchscript -o FILE [--opset 17]
 
-ONNX uses the TorchScript-based exporter (opset >= 17) with input ``lq`` and output ``sr``, whose
-axes 0, 2, 3 are dynamic. TorchScript is a trace (the networks have no data-dependent control
-flow). Unless ``--no-check``, the exported file is run on a random input of another size than the
-tracing example (onnxruntime for ONNX) and compared with the eager model.
+ONNX uses the TorchScript-based exporter (opset 17 up to the newest torch's exporter writes, 23
+for torch 2.13) with input ``lq`` and output ``sr``, whose axes 0, 2, 3 are dynamic; it needs the
+``onnx`` package (and ``onnxruntime`` for the check): ``pip install 'trilevelnas[onnx]'``.
+TorchScript is a trace (the networks have no data-dependent control flow). Unless ``--no-check``,
+the exported file is run on a random input of another size than the tracing example (onnxruntime
+for ONNX) and compared with the eager model. The tracing example (``--size``, default 32) must fit
+in memory (:func:`export_memory`); since the axes are dynamic, a small one is enough.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import warnings
@@ -20,7 +24,88 @@ from .errors import UserError
 from .fileio import check_writable_file, replacing
 from .inference import ArgumentParser, load_model_file
 
-__all__ = ["main", "export_onnx", "export_torchscript", "check_export"]
+__all__ = ["main", "export_onnx", "export_torchscript", "check_export", "export_memory", "MIN_OPSET",
+           "max_opset"]
+
+MIN_OPSET = 17
+ONNX_EXTRA = "pip install 'trilevelnas[onnx]' (or: pip install onnx onnxruntime)"
+
+
+def max_opset() -> int:
+    """The newest ONNX opset the installed torch's TorchScript-based exporter writes (23 for torch
+    2.13; 20, its documented maximum, where torch does not say)."""
+    try:
+        from torch.onnx._constants import ONNX_MAX_OPSET
+    except ImportError:
+        return 20
+    return int(ONNX_MAX_OPSET)
+
+
+def _require(module: str, needed_for: str) -> None:
+    """UserError naming the extra to install unless ``module`` can be imported."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise UserError(f"{needed_for} needs the {module} package, which is not installed: "
+                        f"{ONNX_EXTRA}") from None
+
+
+def _check_opset(opset: int) -> None:
+    top = max_opset()
+    if not MIN_OPSET <= opset <= top:
+        raise UserError(f"--opset {opset}: must lie in [{MIN_OPSET}, {top}] (the opsets the installed "
+                        f"torch {torch.__version__} exports with dynamic axes)")
+
+
+@torch.no_grad()
+def export_memory(model, size: int, probe: int = 16) -> int:
+    """Bytes, at most, that exporting ``model`` with a ``1x3xsize x size`` tracing example holds.
+
+    Three copies of the weights (the model, the traced graph, the written file) plus every tensor
+    one forward pass creates, all counted as if kept at once: measured per LR pixel on a
+    ``probe x probe`` input (every operator's outputs, which grow with the pixel count) and scaled
+    to ``size x size``. An upper bound of the right size, not an exact figure.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    created = 0
+
+    class _Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            nonlocal created
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor):
+                    created += t.numel() * t.element_size()
+            return out
+
+    example = torch.zeros(1, 3, probe, probe)
+    with _Count():
+        model(example)
+    per_pixel = (created + example.numel() * example.element_size()) / (probe * probe)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    weights += sum(b.numel() * b.element_size() for b in model.buffers())
+    return int(3 * weights + per_pixel * size * size)
+
+
+def _check_size_fits(model, size: int) -> None:
+    """UserError when :func:`export_memory` exceeds the memory available on the CPU (see
+    :func:`trilevelnas.memory.check_fits`: nothing is checked where that is unknown, or with
+    ``TRILEVELNAS_SKIP_MEMORY_CHECK=1``)."""
+    from . import memory
+
+    if os.environ.get(memory.SKIP_ENV, "") not in ("", "0"):
+        return
+    found = memory.available_memory(torch.device("cpu"))
+    if found is None:
+        return
+    avail, where = found
+    need = export_memory(model, size)
+    if need > avail:
+        raise UserError(f"--size {size}: exporting with a {size}x{size} tracing example needs about "
+                        f"{memory.size_text(need)} but only {memory.size_text(avail)} is available {where}; "
+                        "the exported height and width are dynamic, so a small example such as the "
+                        f"default 32 is enough (or set {memory.SKIP_ENV}=1 to try anyway)")
 
 
 def _parser() -> ArgumentParser:
@@ -28,16 +113,22 @@ def _parser() -> ArgumentParser:
     p.add_argument("--model", required=True, help="model file (save_model / train output, or ESRGAN weights)")
     p.add_argument("--format", required=True, choices=("onnx", "torchscript"), help="export format")
     p.add_argument("-o", "--output", required=True, help="output file (.onnx / .pt)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17, default 17)")
-    p.add_argument("--size", type=int, default=32, help="LR side of the tracing example (default 32)")
+    p.add_argument("--opset", type=int, default=17,
+                   help=f"ONNX opset, {MIN_OPSET} to {max_opset()} with this torch (default 17)")
+    p.add_argument("--size", type=int, default=32,
+                   help="LR side of the tracing example, >= 8 and within memory (default 32)")
     p.add_argument("--no-check", action="store_true", help="skip running the export against eager")
     return p
 
 
 def export_onnx(model, path: str, *, opset: int = 17, size: int = 32) -> None:
-    """Write ``model`` as ONNX with input ``lq`` / output ``sr`` and dynamic N, H, W axes."""
-    if opset < 17:
-        raise UserError(f"--opset must be >= 17, got {opset}")
+    """Write ``model`` as ONNX with input ``lq`` / output ``sr`` and dynamic N, H, W axes.
+
+    UserError, before anything is written, for an opset outside ``[MIN_OPSET, max_opset()]`` or
+    when the ``onnx`` package is missing (the message names the extra to install).
+    """
+    _check_opset(opset)
+    _require("onnx", "--format onnx")
     example = torch.rand(1, 3, size, size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=DeprecationWarning)
@@ -84,8 +175,14 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.size < 8:
         raise UserError(f"--size must be >= 8, got {args.size}")
+    if args.format == "onnx":
+        _check_opset(args.opset)
+        _require("onnx", "--format onnx")
+        if not args.no_check:
+            _require("onnxruntime", "checking the ONNX export (skip it with --no-check)")
     check_writable_file(args.output, "-o/--output")
     model = load_model_file(args.model).cpu().eval()
+    _check_size_fits(model, args.size)
     if args.format == "onnx":
         export_onnx(model, args.output, opset=args.opset, size=args.size)
     else:

@@ -19,7 +19,10 @@ from .errors import UserError
 from .devices import resolve_device
 
 __all__ = ["ArgumentParser", "choose_device", "model_scale", "upscale_tensor", "autocast_dtype",
-           "load_model_file", "receptive_radius"]
+           "load_model_file", "receptive_radius", "check_tile", "MIN_TILE"]
+
+MIN_TILE = 16
+"""The smallest ``--tile`` the programs take (besides 0, no tiling): see :func:`check_tile`."""
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -155,6 +158,26 @@ def receptive_radius(model: nn.Module) -> int:
     return -(-radius // align) * align
 
 
+def check_tile(tile: int, tile_pad: int | None) -> None:
+    """UserError unless the programs' ``--tile`` is 0 (whole images) or at least :data:`MIN_TILE`
+    and at least ``tile_pad`` (after its default, the receptive-field radius, is filled in), and
+    ``--tile-pad`` is >= 0.
+
+    Each tile runs on up to ``(tile + 2 * tile_pad)²`` LR pixels to keep ``tile²``, and every tile is
+    one forward pass: so the bound keeps the work of a tiled image within 9x the whole image's,
+    and the passes at one per 256 LR pixels or fewer. (``--tile 1`` on a 96x96 image was 9,216
+    passes of 33x33 pixels: minutes.) :func:`upscale_tensor` itself takes any ``tile >= 1``.
+    """
+    if tile_pad is not None and tile_pad < 0:
+        raise UserError(f"--tile-pad {tile_pad}: must be >= 0")
+    if tile < 0 or 0 < tile < MIN_TILE:
+        raise UserError(f"--tile {tile}: must be 0 (no tiling) or at least {MIN_TILE} LR pixels")
+    if tile and tile_pad is not None and tile < tile_pad:
+        raise UserError(f"--tile {tile}: must be at least the tile pad {tile_pad} (each tile runs with "
+                        f"{tile_pad} LR pixels of context on each side); give a larger --tile or a "
+                        "smaller --tile-pad")
+
+
 def _run(model: nn.Module, x: torch.Tensor, dtype: torch.dtype | None, state: dict) -> torch.Tensor:
     """``model(x)`` in fp32, or under autocast to ``dtype`` with a fp32 rerun if that gives NaN/inf."""
     if dtype is None:
@@ -177,7 +200,9 @@ def upscale_tensor(model: nn.Module, lq: torch.Tensor, *, scale: int | None = No
     """Super-resolve ``lq`` (``NCHW`` float in [0, 1], on the model's device) → float32 ``NCHW``.
 
     ``tile > 0`` processes ``tile x tile`` LR tiles with ``tile_pad`` LR pixels of context
-    (default: :func:`receptive_radius`, so that tiled and whole outputs agree).
+    (default: :func:`receptive_radius`, so that tiled and whole outputs agree); each tile is one
+    forward pass on up to ``(tile + 2 * tile_pad)²`` pixels, so a tile much smaller than the pad
+    multiplies the work (the programs refuse that: :func:`check_tile`).
     ``dtype`` (float16 / bfloat16, CUDA only) runs under autocast; a tile whose output is not
     finite is recomputed in float32 (``stats["fallbacks"]`` counts them). The output is not
     clamped.

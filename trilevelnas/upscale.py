@@ -7,7 +7,8 @@ A single input file goes to ``OUT`` if it has an image extension, else to ``OUT/
 a folder's images go to the folder ``OUT``. Alpha channels are upscaled separately (MATLAB bicubic
 by default, or by the model with the alpha replicated to RGB); 16-bit images stay 16-bit and grey
 images stay grey. ``--tile`` bounds memory on large images; ``--tile-pad`` defaults to a bound on
-the network's receptive-field radius (in LR pixels), so that the seams do not show.
+the network's receptive-field radius (in LR pixels), so that the seams do not show. A tile is at
+least 16 LR pixels and at least the tile pad (:func:`~trilevelnas.inference.check_tile`).
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from .errors import UserError
 from .fileio import check_writable_dir
 from .data.imresize import imresize
 from .data.io import IMAGE_EXTENSIONS, list_images, read_image, tensor_to_image, to_float, write_image
-from .inference import ArgumentParser, load_model_file, autocast_dtype, choose_device, model_scale, receptive_radius, upscale_tensor
+from .inference import (ArgumentParser, autocast_dtype, check_tile, choose_device, load_model_file, model_scale,
+                        receptive_radius, upscale_tensor)
 
 __all__ = ["main", "upscale_image"]
 
@@ -32,7 +34,8 @@ def _parser() -> ArgumentParser:
     p.add_argument("-i", "--input", required=True, help="an image file or a folder of images")
     p.add_argument("-o", "--output", required=True, help="output file (single input) or folder")
     p.add_argument("--model", required=True, help="model file (save_model / train output, or ESRGAN weights)")
-    p.add_argument("--tile", type=int, default=0, help="LR tile size, 0 = whole image (default)")
+    p.add_argument("--tile", type=int, default=0,
+                   help="LR tile size: 0 = whole image (default), else >= 16 and >= the tile pad")
     p.add_argument("--tile-pad", type=int, default=None,
                    help="LR context pixels around each tile (default: the receptive-field radius)")
     p.add_argument("--half", action="store_true", help="fp16 autocast (CUDA only; NaN tiles redone in fp32)")
@@ -109,11 +112,13 @@ def main(argv=None) -> int:
     dtype = autocast_dtype(args.half, args.bf16, device)
     jobs = _outputs(args.input, args.output, args.ext, args.suffix)
     _check_jobs(jobs, args.overwrite)
+    check_tile(args.tile, args.tile_pad)
     model = load_model_file(args.model).to(device).eval()
     scale = model_scale(model)
     tile_pad = args.tile_pad
     if args.tile and tile_pad is None:
         tile_pad = receptive_radius(model)
+        check_tile(args.tile, tile_pad)
         print(f"tile {args.tile}, tile pad {tile_pad} (the receptive-field radius)", file=sys.stderr)
     stats: dict = {}
     from tqdm import tqdm
