@@ -1,6 +1,8 @@
 """The search's decisions are learned: the ordering term orders without collapsing the tree, its
 strength does not depend on the loss's scale, margins are reported, and the λ study behaves."""
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -115,7 +117,8 @@ def test_order_lambda_study_on_smoke_never_lengthens_the_path(tmp_path, capsys):
         assert 0 <= r["undecided"] <= r["decisions"]
     table = (out / "results.md").read_text()
     assert table.count("| lambda-") == 3
-    summary = json.loads((out / "lambda-0.01" / "summary.json").read_text())
+    assert os.path.basename(rows[1]["out"]).startswith("lambda-0.01-")  # keyed by its config
+    summary = json.loads((Path(rows[1]["out"]) / "summary.json").read_text())
     dec = summary["decisions"]
     assert dec["node"]["at_one_hot"] is not None and dec["used"] >= 1
     assert summary["validation_held_out"] is True and len(summary["validation_images"]) >= 1

@@ -13,23 +13,32 @@ Each study runs the variants of one table of the paper at the preset's scale, ea
   with validation every tenth of training; the two PSNR curves are overlaid in ``train_init.png``.
 
 Writes ``DIR/results.json`` (``{"study", "preset", "rows": [{"variant", "order_lambda", "relaxation",
-"topology", "path", "params", "gflops", "psnr_y", ...}]}``) and ``DIR/results.md`` (a markdown
-table). A variant whose run already finished (its ``summary.json`` exists) is not rerun, and an
-interrupted one is resumed, so rerunning the command continues the study.
+"topology", "path", "params", "gflops", "psnr_y", ..., "out"}]}``) and ``DIR/results.md`` (a markdown
+table).
+
+Each variant runs in ``DIR/<variant>-<key>``, where ``key`` is a digest of the variant's full
+configuration (:func:`variant_key`: the ``config.json`` its run writes, less the settings that do
+not change results, and for ``from-scratch`` the architecture it trains too). Rerunning the command
+with the same settings reuses a finished variant (its ``summary.json``, if its ``config.json``
+has that key) and resumes an interrupted one; another seed, preset, ``--config`` or ``--set``
+gives other keys, so those variants run afresh beside the old ones, which are kept. A finished
+variant whose ``summary.json`` or ``config.json`` is corrupt is an error naming the file (delete
+that variant's folder to rerun it): its results are not guessed, and nothing is deleted.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
 
 from .cli import run_main
-from .errors import UserError
+from .errors import InputFileError, UserError
 from .fileio import check_writable_dir, write_json, write_text
 from .supernet.config import DEFAULT_ORDER_LAMBDA
 
-__all__ = ["STUDIES", "main", "study_variants"]
+__all__ = ["STUDIES", "main", "study_variants", "variant_key"]
 
 STUDIES = ("order-lambda", "relaxation", "bilevel", "train-init")
 
@@ -76,38 +85,106 @@ def _common(args) -> list[str]:
     return argv
 
 
+def _variant_config(args, sets: list[str]):
+    """The configuration the variant's program builds from ``_common(args)`` plus ``sets``
+    (the same layers, in the same order: :func:`trilevelnas.training.program.run_program`)."""
+    from .training import build_config
+
+    flags = {"data": {"root": args.data}, "loss": {"teacher": args.teacher}, "run": {"seed": args.seed}}
+    return build_config(args.preset, args.config, list(args.sets) + list(sets), flags)
+
+
+def _key_dict(config: dict) -> dict:
+    """``config`` (a config.json dict) less the settings that do not change what a run computes
+    (:data:`trilevelnas.training.program.RESUME_MAY_CHANGE`: device, threads, log and checkpoint
+    cadence), which a resumed run may change too."""
+    from .training.program import RESUME_MAY_CHANGE
+
+    return {sec: ({k: v for k, v in vals.items() if (sec, k) not in RESUME_MAY_CHANGE}
+                  if isinstance(vals, dict) else vals) for sec, vals in config.items()}
+
+
+def variant_key(config: dict, extra: dict | None = None) -> str:
+    """A 12-hex-digit digest of a variant's full configuration ``config`` (its config.json as a dict)
+    and ``extra`` (what else decides its results: the architecture a train variant trains).
+
+    Equal for equal settings, whatever their order; any other value of a setting that changes the
+    results (not device, threads, log or checkpoint cadence) gives another key.
+    """
+    text = json.dumps({"config": _key_dict(config), "extra": extra}, sort_keys=True, allow_nan=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def _read(path: str, what: str) -> dict:
+    """The JSON object in a finished variant's ``path``; InputFileError naming it when it is not one."""
+    from .training.config import load_json
+
+    try:
+        return load_json(path, what)
+    except InputFileError as exc:
+        raise InputFileError(f"{exc}; delete the folder {os.path.dirname(path)} to rerun that variant") from None
+
+
 def _run(program: str, argv: list[str], out: str) -> dict:
-    """Run (or resume, or reuse) one program into ``out``; its summary.json."""
+    """Run (or resume, or reuse) one program into ``out``; its summary.json (InputFileError naming
+    it when it is corrupt)."""
     summary_path = os.path.join(out, "summary.json")
-    if os.path.isfile(summary_path):
-        with open(summary_path, encoding="utf-8") as f:
-            return json.load(f)
-    if program == "search":
-        from .search import main as prog_main
-    else:
-        from .train import main as prog_main
-    resume = ["--resume"] if os.path.exists(os.path.join(out, "checkpoint.pt")) else []
-    print(f"ablate: {program} -> {out}", file=sys.stderr, flush=True)
-    prog_main(argv + ["--out", out] + resume)
-    with open(summary_path, encoding="utf-8") as f:
-        return json.load(f)
+    if not os.path.lexists(summary_path):
+        if program == "search":
+            from .search import main as prog_main
+        else:
+            from .train import main as prog_main
+        resume = ["--resume"] if os.path.lexists(os.path.join(out, "checkpoint.pt")) else []
+        print(f"ablate: {program} -> {out}", file=sys.stderr, flush=True)
+        prog_main(argv + ["--out", out] + resume)
+    return _read(summary_path, "variant summary")
 
 
-def _row(variant: str, out: str, summary: dict) -> dict:
-    with open(os.path.join(out, "config.json"), encoding="utf-8") as f:
-        cfg = json.load(f)
-    s = cfg["supernet"]
-    arch = summary["architecture"]
-    dec = summary.get("decisions") or {}
-    lam = s.get("order_lambda")
-    if lam is None:  # the topology's default (SupernetConfig)
-        lam = DEFAULT_ORDER_LAMBDA if s["topology"] == "tree" else 0.0
-    return {"variant": variant, "order_lambda": lam, "relaxation": s["relaxation"],
-            "node_relaxation": s["node_relaxation"], "topology": s["topology"], "path": arch["path"],
-            "n_rir": sum(1 for v in arch["path"] if v == 0), "params": summary["params"],
-            "gflops": summary["gflops"], "psnr_y": summary["psnr_y"],
-            "bicubic_psnr_y": summary["bicubic_psnr_y"], "undecided": dec.get("undecided"),
-            "decisions": dec.get("used"), "train_init": summary.get("train_init"), "out": out}
+def _check_key(out: str, key: str, extra: dict | None = None) -> dict:
+    """The variant's config.json, checked to have ``key`` (InputFileError naming it otherwise)."""
+    config_path = os.path.join(out, "config.json")
+    config = _read(config_path, "variant config")
+    found = variant_key(config, extra)
+    if found != key:
+        raise InputFileError(f"variant config {config_path!r} has the key {found}, not {key} as its folder "
+                             f"says (changed by hand?); delete the folder {out} to rerun that variant")
+    return config
+
+
+def _row(variant: str, out: str, summary: dict, config: dict) -> dict:
+    """The results row of one variant; a summary or config lacking a field is an InputFileError."""
+    try:
+        s = config["supernet"]
+        arch = summary["architecture"]
+        dec = summary.get("decisions") or {}
+        lam = s.get("order_lambda")
+        if lam is None:  # the topology's default (SupernetConfig)
+            lam = DEFAULT_ORDER_LAMBDA if s["topology"] == "tree" else 0.0
+        return {"variant": variant, "order_lambda": lam, "relaxation": s["relaxation"],
+                "node_relaxation": s["node_relaxation"], "topology": s["topology"], "path": arch["path"],
+                "n_rir": sum(1 for v in arch["path"] if v == 0), "params": summary["params"],
+                "gflops": summary["gflops"], "psnr_y": summary["psnr_y"],
+                "bicubic_psnr_y": summary["bicubic_psnr_y"], "undecided": dec.get("undecided"),
+                "decisions": dec.get("used"), "train_init": summary.get("train_init"), "out": out}
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise InputFileError(f"the summary.json or config.json in {out} is not a finished run's ({exc!r} "
+                             f"missing or of the wrong type); delete that folder to rerun the variant") from None
+
+
+def _variant(program: str, root: str, name: str, argv: list[str], sets: list[str], args,
+             arch_file: str | None = None) -> tuple[str, dict, dict]:
+    """Run or reuse variant ``name``: ``(its folder, summary, config.json)``. ``arch_file``: the
+    train program's ``--arch``, whose content is part of the key."""
+    extra = None
+    if arch_file is not None:
+        extra = {"arch": _read(arch_file, "architecture file")}
+    key = variant_key(_variant_config(args, sets).to_dict(), extra)
+    out = os.path.join(root, f"{name}-{key}")
+    run_argv = argv + [x for s in sets for x in ("--set", s)]
+    if arch_file is not None:
+        run_argv += ["--arch", arch_file]
+    summary = _run(program, run_argv, out)
+    return out, summary, _check_key(out, key, extra)
 
 
 def _val_curve(out: str) -> tuple[list[int], list[float]]:
@@ -122,16 +199,15 @@ def _val_curve(out: str) -> tuple[list[int], list[float]]:
 
 
 def _train_init(args, root: str) -> list[dict]:
-    from .training import build_config
-
-    cfg = build_config(args.preset, args.config, args.sets)
+    cfg = _variant_config(args, [])
     val_every = max(1, cfg.train.steps // 10)
-    common = _common(args) + ["--set", f"run.val_every={val_every}", "--set", "run.train_after_search=true"]
-    search_out = os.path.join(root, "from-search")
-    rows = [_row("from-search", search_out, _run("search", common + ["--set", "train.init=search"], search_out))]
-    scratch_out = os.path.join(root, "from-scratch")
-    scratch = _run("train", common + ["--arch", os.path.join(search_out, "arch.json")], scratch_out)
-    rows.append(_row("from-scratch", scratch_out, {**scratch, "decisions": None}))
+    common = [f"run.val_every={val_every}", "run.train_after_search=true"]
+    search_out, summary, config = _variant("search", root, "from-search", _common(args),
+                                           common + ["train.init=search"], args)
+    rows = [_row("from-search", search_out, summary, config)]
+    scratch_out, scratch, config = _variant("train", root, "from-scratch", _common(args), common, args,
+                                            arch_file=os.path.join(search_out, "arch.json"))
+    rows.append(_row("from-scratch", scratch_out, {**scratch, "decisions": None}, config))
     rows[-1].update({k: rows[0][k] for k in ("order_lambda", "relaxation", "node_relaxation", "topology")})
     import matplotlib
 
@@ -181,9 +257,8 @@ def main(argv=None) -> int:
     else:
         rows = []
         for name, sets in study_variants(args.study):
-            out = os.path.join(args.out, name)
-            argv_v = _common(args) + [x for s in sets for x in ("--set", s)]
-            rows.append(_row(name, out, _run("search", argv_v, out)))
+            out, summary, config = _variant("search", args.out, name, _common(args), sets, args)
+            rows.append(_row(name, out, summary, config))
     result = {"study": args.study, "preset": args.preset, "rows": rows}
     write_json(result, os.path.join(args.out, "results.json"))
     table = markdown(args.study, args.preset, rows)
