@@ -47,14 +47,6 @@ def _device_name(value: str) -> str | None:
     return "expected auto, cpu, cuda or cuda:N"
 
 
-def _thread_count(value: int) -> str | None:
-    """More threads than cores only slows a run, and libgomp crashes on tens of thousands."""
-    cores = available_cores()
-    if value > cores:
-        return f"must be at most {cores}, the CPU cores this process may use (0: all of them)"
-    return None
-
-
 _BETA = number(ge=0, lt=1)
 _STEP = integer(ge=1)
 
@@ -186,8 +178,8 @@ class RunConfig:
     # steps of the training phases; 0: validate at phase ends only
     val_every: int = setting(0, integer(ge=0, note="0: at phase ends only"))
     # torch intra-op threads on CPU; 0: all cores available to the process; at most that many
-    threads: int = setting(0, Rule("int", low=0, check=_thread_count,
-                                   note="0: all cores available to the process"))
+    # (a bound of the machine that runs it: check_paths, not validate)
+    threads: int = setting(0, integer(ge=0, note="0: all cores available to the process"))
     # search program: train the derived network (writes model.pt)
     train_after_search: bool = setting(True, boolean())
 
@@ -307,6 +299,14 @@ def load_json(path: str, what: str) -> dict:
     return data
 
 
+def _check_threads(cfg: Config) -> None:
+    """More threads than cores only slow a run, and libgomp crashed on 100,000 (a segfault)."""
+    cores = available_cores()
+    if cfg.run.threads > cores:
+        raise ConfigError(f"run.threads = {cfg.run.threads}: must be at most {cores}, the CPU cores this "
+                          "process may use (0: all of them)")
+
+
 # -------------------------------------------------------------------------------- validation
 def validate(cfg: Config) -> None:
     """Raise ConfigError for the first field that breaks its rule, then for combinations that cannot run.
@@ -352,11 +352,14 @@ def _check_combinations(cfg: Config) -> None:
 
 def check_paths(cfg: Config, files: Mapping[str, str | None] | None = None) -> None:
     """InputFileError unless every path field that is set names an existing, readable file or folder
-    of the kind its rule declares, and each of ``files`` (``{"--init": path}``) a readable file.
+    of the kind its rule declares, and each of ``files`` (``{"--init": path}``) a readable file;
+    ConfigError when ``run.threads`` exceeds the CPU cores this process may use.
 
     For a run (not for :func:`build_config`, which may describe a run on another machine): called
-    before any data is read, so a wrong path is named before the long work starts.
+    before any data is read, so a wrong path is named before the long work starts. (So a resume on
+    a machine with fewer cores than the checkpoint's ``run.threads`` takes ``--set run.threads=0``.)
     """
+    _check_threads(cfg)
     items = []
     for sec, key, rule in field_rules():
         value = getattr(getattr(cfg, sec), key)
