@@ -5,7 +5,9 @@ metadata: its type, whether it may be null, its range or choices, and for lists 
 entry. :func:`coerce_value` converts a value given as JSON or command-line text to the rule's
 type; :func:`check_value` checks a value against the rule. The run configuration
 (:mod:`trilevelnas.training.config`) and the supernet's (:mod:`trilevelnas.supernet.config`)
-declare their fields this way. See docs/pipeline.md, "Configuration rules".
+declare their fields this way. :func:`parse_json` reads the JSON they come from within bounds
+(nesting depth, integer length), so that no input reaches a RecursionError or a ValueError. See
+docs/pipeline.md, "Configuration rules".
 """
 from __future__ import annotations
 
@@ -368,7 +370,8 @@ def coerce_value(value: Any, rule: Rule, where: str) -> Any:
 
     Only the type is settled here (``"10"`` → 10, ``"false"`` → False, ``"[0.5, 0.9]"`` →
     (0.5, 0.9), ``"null"`` → None for a nullable field); ranges are :func:`check_value`'s. A value
-    that is not of the type raises ConfigError naming ``where``.
+    that is not of the type raises ConfigError naming ``where``, as does a :class:`HugeInteger` or,
+    for an int field, text holding an integer of more than :data:`MAX_INT_DIGITS` digits (too large).
     """
     if value is None or (rule.nullable and isinstance(value, str) and value.strip().lower() in _NULL_WORDS):
         if not rule.nullable:
