@@ -336,6 +336,16 @@ def test_unshuffle_rrdbnet_pth_loads_and_pads_like_real_esrgan(tmp_path, scale, 
     assert load_model(tmp_path / "m.pt").config() == net.config()
 
 
+@pytest.mark.parametrize("unshuffle", [2, 4])
+def test_unshuffle_rrdbnet_traces_for_every_size(unshuffle):
+    """The padding is traced, not frozen at the example's size (export --format onnx|torchscript)."""
+    net = _random_rrdbnet(scale=4 // unshuffle, unshuffle=unshuffle)
+    with torch.no_grad():
+        traced = torch.jit.trace(net, torch.rand(1, 3, 16, 16))
+        x = torch.rand(2, 3, 19, 23)
+        assert torch.allclose(traced(x), net(x), atol=1e-5)
+
+
 @pytest.mark.parametrize("scale,unshuffle", [(2, 2), (1, 4)])
 def test_unshuffle_rrdbnet_tiles_without_seams(scale, unshuffle):
     from trilevelnas.inference import receptive_radius, upscale_tensor

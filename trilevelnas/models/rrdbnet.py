@@ -132,11 +132,11 @@ class RRDBNet(nn.Module):
 
 def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """``x`` reflect-padded on the right and bottom to sides that are multiples of ``multiple``
-    (replicate-padded where a side is too short to reflect)."""
-    ph, pw = -x.shape[-2] % multiple, -x.shape[-1] % multiple
-    if not (ph or pw):
-        return x
-    mode = "reflect" if x.shape[-2] > ph and x.shape[-1] > pw else "replicate"
+    (replicate-padded where a side is too short to reflect). Always one ``F.pad`` (maybe by 0),
+    with the amounts computed from the shape, so traced exports keep it for every input size."""
+    h, w = x.shape[-2], x.shape[-1]
+    ph, pw = (multiple - h % multiple) % multiple, (multiple - w % multiple) % multiple
+    mode = "reflect" if min(x.shape[-2:]) >= multiple else "replicate"
     return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
