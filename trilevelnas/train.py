@@ -8,9 +8,11 @@ Writes ``model.pt``, ``checkpoint.pt``, ``log.csv`` and a summary into ``--out``
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .cli import run_main
+from .data.teacher_cache import sha256_file
 from .errors import ConfigError, InputFileError, UserError
 
 
@@ -29,17 +31,44 @@ def main(argv=None) -> int:
 
     def make_run(cfg, out, ctx, device, resume, progress):
         init = None
-        if resume is None and args.init is not None:
+        if resume is not None:
+            return TrainRun(cfg, out, ctx, device, check_resume(resume, arch, args.init, out),
+                            inherited=resume.get("init") is not None and resume["init"].get("inherited", False),
+                            resume=resume, progress=progress, init_record=resume.get("init"))
+        if args.init is not None:
             if cfg.train.init == "scratch":
                 raise ConfigError(f"--init {args.init!r} asks to inherit weights but the config says "
                                   "train.init = 'scratch'; drop one of them")
             init = load_init(args.init, arch)
-        return TrainRun(cfg, out, ctx, device, arch, init=init,
-                        inherited=args.init is not None and cfg.train.init == "search", resume=resume,
-                        progress=progress)
+        inherited = args.init is not None and cfg.train.init == "search"
+        record = {"file": os.path.abspath(args.init), "sha256": sha256_file(args.init),
+                  "inherited": inherited} if args.init is not None else None
+        return TrainRun(cfg, out, ctx, device, arch, init=init, inherited=inherited, resume=resume,
+                        progress=progress, init_record=record)
 
     run_program("train", args, make_run, arch=arch, init=args.init)
     return 0
+
+
+def check_resume(resume: dict, arch, init: str | None, out: str):
+    """The architecture of a resumed train run: ``--arch`` must be the checkpoint's, and an
+    ``--init`` given again must be the file the run started from (by content); else ConfigError."""
+    from .arch import Architecture
+
+    ckpt_path = os.path.join(out, "checkpoint.pt")
+    stored = resume.get("architecture")
+    if stored is not None and Architecture.from_dict(stored).to_dict() != arch.to_dict():
+        raise ConfigError(f"--resume: --arch differs from the architecture of the run in {ckpt_path}; "
+                          "give the same --arch, or start a new --out")
+    record = resume.get("init")
+    if init is not None:
+        if record is None:
+            raise ConfigError(f"--resume: --init {init!r} was not given to the run in {ckpt_path} (it started "
+                              "from scratch); drop --init to resume it")
+        if sha256_file(init) != record.get("sha256"):
+            raise ConfigError(f"--resume: --init {init!r} is not the file the run in {ckpt_path} started from "
+                              f"({record.get('file')}); drop --init to resume it")
+    return arch
 
 
 def load_init(path: str, arch):

@@ -15,16 +15,25 @@ import numpy as np
 import torch
 
 from ..errors import InputFileError
-from ..fileio import load_torch, save_torch
+from ..fileio import check_seal, load_torch, save_torch
+
+#: The checkpoint format written by this trilevelnas; 2 adds the content digest, the log rows and
+#: running means, the data digests and the train program's init record (docs/pipeline.md).
+VERSION = 2
+#: Checkpoint versions this trilevelnas resumes (version 1: before the digest; checked by schema only).
+READS = (1, 2)
+#: The phases a checkpoint's loop position may name ("" before the first phase).
+PHASES = ("", "pretrain", "search", "train", "finetune")
 
 
 def save_atomic(obj: Any, path: str) -> None:
-    """Write the checkpoint ``obj`` to ``path`` atomically (:func:`trilevelnas.fileio.save_torch`).
+    """Write the checkpoint ``obj`` to ``path`` atomically (:func:`trilevelnas.fileio.save_torch`),
+    sealed with the digest of its content when it is a versioned (program) checkpoint.
 
     ``obj`` must be plain (tensors and plain values) so that it loads with ``weights_only=True``; a
     failed write (no space, permission) is a InputFileError and leaves the previous checkpoint intact.
     """
-    save_torch(obj, path, "checkpoint")
+    save_torch(obj, path, "checkpoint", seal="version" in obj)
 
 
 #: What every loop checkpoint holds; a file without one of these is not a (complete) checkpoint.
@@ -37,7 +46,9 @@ def load(path: str, what: str = "checkpoint", required: tuple[str, ...] = REQUIR
     """A checkpoint dict from ``path``, loaded with ``weights_only=True`` (never runs pickled code).
 
     A missing, unreadable, unsafe or foreign file, or one that lacks any of ``required``, raises a
-    InputFileError naming the file (and the missing keys).
+    InputFileError naming the file (and the missing keys). A program checkpoint (``required`` =
+    :data:`PROGRAM_KEYS`) is also checked against its schema (:func:`check_schema`) and, from
+    version 2 on, against its digest: a changed, truncated or mistyped field is a one-line error.
     """
     obj = load_torch(path, what)
     if not isinstance(obj, dict):
@@ -46,7 +57,91 @@ def load(path: str, what: str = "checkpoint", required: tuple[str, ...] = REQUIR
     if missing:
         raise InputFileError(f"{what} {path!r} is not a complete trilevelnas checkpoint: it lacks "
                         + ", ".join(repr(k) for k in missing))
+    if "version" in obj or required == PROGRAM_KEYS:
+        check_schema(obj, path, what)
     return obj
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _tensor_dict(v) -> bool:
+    return isinstance(v, dict) and all(isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in v.items())
+
+
+def _optional(check):
+    return lambda v: v is None or check(v)
+
+
+def _dict(v) -> bool:
+    return isinstance(v, dict)
+
+
+#: The program checkpoint's fields: ``key: (what it must be, check)``; a key absent from a file
+#: of an older version is allowed where the check accepts None.
+SCHEMA = {
+    "program": ("'search' or 'train'", lambda v: v in ("search", "train")),
+    "config": ("a dict", _dict),
+    "supernet_config": ("a dict or null", _optional(_dict)),
+    "supernet": ("a dict of tensors or null", _optional(_tensor_dict)),
+    "arch": ("a dict of tensors", lambda v: v is None or _tensor_dict(v)),
+    "architecture": ("a dict or null", _optional(_dict)),
+    "model": ("a dict of tensors or null", _optional(_tensor_dict)),
+    "optimizers": ("a dict", lambda v: v is None or _dict(v)),
+    "history": ("a list of dicts", lambda v: v is None or (isinstance(v, list) and all(map(_dict, v)))),
+    "val": ("a dict", lambda v: v is None or _dict(v)),
+    "best_val": ("a dict or null", _optional(_dict)),
+    "decisions": ("a dict or null", _optional(_dict)),
+    "data": ("a dict or null", _optional(_dict)),
+    "init": ("a dict or null", _optional(_dict)),
+    "rng": ("the generator states", lambda v: _dict(v) and _dict(v.get("python")) and _dict(v.get("numpy"))
+            and isinstance(v.get("torch"), torch.Tensor) and isinstance(v["python"].get("state"), torch.Tensor)
+            and isinstance(v["numpy"].get("keys"), torch.Tensor) and _is_int(v["python"].get("version"))
+            and _is_int(v["numpy"].get("pos")) and isinstance(v["numpy"].get("name"), str)),
+}
+_LOOP = {
+    "phase": ("one of " + ", ".join(repr(p) for p in PHASES), lambda v: v in PHASES),
+    "step": ("an integer >= 0", lambda v: _is_int(v) and v >= 0),
+    "global_step": ("an integer >= 0", lambda v: _is_int(v) and v >= 0),
+    "done": ("a list of phases", lambda v: isinstance(v, list) and all(p in PHASES[1:] for p in v)),
+    "timing": ("a dict of seconds", lambda v: _dict(v) and all(isinstance(k, str) and _is_num(t) for k, t in v.items())),
+    "running": ("a dict of value lists", lambda v: v is None or (_dict(v) and all(
+        isinstance(x, list) and all(map(_is_num, x)) for x in v.values()))),
+    "log": ("the log's columns and rows", lambda v: v is None or (
+        _dict(v) and isinstance(v.get("columns"), list) and all(isinstance(c, str) for c in v["columns"])
+        and isinstance(v.get("rows"), list) and all(map(_dict, v["rows"])))),
+}
+
+
+def check_schema(obj: dict, path: str, what: str = "checkpoint") -> None:
+    """InputFileError naming the first field of the program checkpoint ``obj`` that is not what
+    :data:`SCHEMA` says (and its version, when this trilevelnas does not read it); from version 2
+    on, also unless the content matches its digest."""
+    version = obj.get("version")
+    if not _is_int(version) or version not in READS:
+        raise InputFileError(f"{what} {path!r} has checkpoint version {version!r}; this trilevelnas resumes "
+                             f"versions {', '.join(map(str, READS))}")
+    if version >= 2:
+        check_seal(obj, path, what)
+    for key, (expected, ok) in SCHEMA.items():
+        if not ok(obj.get(key)) and (key in obj or not ok(None)):
+            raise InputFileError(f"{what} {path!r}: its {key!r} is not {expected} "
+                                 f"(found {type(obj.get(key)).__name__})")
+    loop = obj.get("loop")
+    if not _dict(loop):
+        raise InputFileError(f"{what} {path!r}: its 'loop' is not a dict")
+    for key, (expected, ok) in _LOOP.items():
+        if not ok(loop.get(key)):
+            raise InputFileError(f"{what} {path!r}: its loop {key!r} is not {expected} "
+                                 f"(found {loop.get(key)!r})"[:300])
+    if loop["global_step"] < loop["step"]:
+        raise InputFileError(f"{what} {path!r}: its loop global_step {loop['global_step']} is below its "
+                             f"step {loop['step']}")
 
 
 def rng_state() -> dict:

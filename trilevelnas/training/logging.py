@@ -6,6 +6,7 @@ import io
 import os
 from typing import Mapping
 
+from ..errors import InputFileError
 from ..fileio import append_text, write_text
 
 
@@ -13,18 +14,25 @@ class RunLog:
     """Append rows of scalars to ``<out>/log.csv`` keyed by the global step.
 
     Columns are the union of every key ever logged; when a new key appears the file is rewritten
-    with the wider header. On resume, rows beyond the checkpoint's step (written after the last
-    checkpoint by a run that was killed) are dropped, so the log matches an uninterrupted run.
+    with the wider header. The rows are part of the run's checkpoint (:meth:`state`): on resume
+    ``log.csv`` is rewritten from the checkpoint's rows (``resume``), so rows written after the
+    last checkpoint by a run that was killed are dropped, a damaged ``log.csv`` is repaired, and
+    the log matches an uninterrupted run's. A checkpoint from before (``resume`` None with
+    ``resume_step``) reads the rows up to ``resume_step`` back from ``log.csv``; a file that
+    cannot be read then is a one-line InputFileError naming it.
     """
 
-    def __init__(self, out_dir: str, resume_step: int | None = None, tensorboard: bool = True):
+    def __init__(self, out_dir: str, resume_step: int | None = None, tensorboard: bool = True,
+                 resume: dict | None = None):
         os.makedirs(out_dir, exist_ok=True)
         self.path = os.path.join(out_dir, "log.csv")
         self.rows: list[dict] = []
-        if resume_step is not None and os.path.isfile(self.path):
-            with open(self.path, newline="", encoding="utf-8") as f:
-                self.rows = [r for r in csv.DictReader(f) if int(r["global_step"]) <= resume_step]
         self.columns: list[str] = ["global_step", "phase", "step"]
+        if resume is not None:
+            self.rows = [dict(r) for r in resume["rows"]]
+            self.columns = list(resume["columns"]) or self.columns
+        elif resume_step is not None and os.path.isfile(self.path):
+            self.rows = _read_rows(self.path, resume_step)
         for r in self.rows:
             for k in r:
                 if k not in self.columns:
@@ -64,9 +72,28 @@ class RunLog:
                 if isinstance(v, (int, float)):
                     self.tb.add_scalar(f"{phase}/{k}", v, global_step)
 
+    def state(self) -> dict:
+        """The columns and rows so far, for the run's checkpoint (see ``resume``)."""
+        return {"columns": list(self.columns), "rows": [dict(r) for r in self.rows]}
+
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def _read_rows(path: str, last_step: int) -> list[dict]:
+    """The rows of ``path`` up to global step ``last_step`` (a one-line InputFileError if it is not
+    a readable log of ours)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return [r for r in csv.DictReader(f) if int(r["global_step"]) <= last_step]
+    except (UnicodeDecodeError, KeyError, ValueError, TypeError, csv.Error) as exc:
+        raise InputFileError(f"{path} is not a readable run log ({type(exc).__name__}); its checkpoint "
+                             "predates logs kept in checkpoints, so restore or delete log.csv to resume") from None
+    except OSError as exc:
+        from ..fileio import os_error
+
+        raise os_error(exc, path, "read") from None
 
 
 def read_log(path: str) -> list[dict]:

@@ -91,6 +91,9 @@ class Loop:
         self.finite_modules = finite_modules
         self.progress = progress
         self.state = LoopState()
+        #: The step values gathered since the last log row (checkpointed: a resumed run's next
+        #: row averages exactly what an uninterrupted run's does).
+        self.running: dict[str, list[float]] = {}
         self.last_checkpoint_step: tuple[str, int] | None = None
         self.interrupted = False
         #: What to tell the user on Ctrl-C (the command that resumes the run).
@@ -116,7 +119,9 @@ class Loop:
             state = self.checkpoint_fn()
             state["loop"] = {"phase": self.state.phase, "step": self.state.step,
                              "global_step": self.state.global_step, "done": list(self.state.done),
-                             "timing": dict(self.state.timing)}
+                             "timing": dict(self.state.timing),
+                             "running": {k: list(v) for k, v in self.running.items()},
+                             "log": self.log.state() if self.log is not None else None}
             state["rng"] = ckpt.rng_state()
             ckpt.save_atomic(state, self.checkpoint_path)
         self.last_checkpoint_step = (self.state.phase, self.state.step)
@@ -126,6 +131,8 @@ class Loop:
         """Continue from a checkpoint's ``loop`` entry."""
         self.state = LoopState(loop_state["phase"], loop_state["step"], loop_state["global_step"],
                                list(loop_state["done"]), dict(loop_state["timing"]))
+        running = loop_state.get("running") or {}
+        self.running = {str(k): [float(x) for x in v] for k, v in running.items()}
         self.last_checkpoint_step = (self.state.phase, self.state.step)
 
     def _stop_non_finite(self, what: str, value: str) -> None:
@@ -140,23 +147,24 @@ class Loop:
 
     @contextmanager
     def _sigint_deferred(self):
-        """Turn the first SIGINT into ``self.interrupted = True`` (acted on between steps); a second
-        one interrupts at once. Only in the main thread (signal handlers cannot be set elsewhere)."""
+        """Turn the first SIGINT or SIGTERM (what schedulers such as SLURM send before a kill) into
+        ``self.interrupted = True`` (acted on between steps: the state is saved); a second one
+        interrupts at once. Only in the main thread (signal handlers cannot be set elsewhere)."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
 
         def handler(signum, frame):
             if self.interrupted:
-                signal.signal(signal.SIGINT, signal.default_int_handler)
                 raise KeyboardInterrupt
             self.interrupted = True
 
-        previous = signal.signal(signal.SIGINT, handler)
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, old in previous.items():
+                signal.signal(sig, old)
 
     def _stop_interrupted(self, name: str) -> None:
         """Save the state after the last finished step and stop with :class:`Interrupted`."""
@@ -185,6 +193,7 @@ class Loop:
             return
         if self.state.phase != name:
             self.state.phase, self.state.step = name, 0
+            self.running = {}
         start_time = time.time()
         spent_before = self.state.timing.get(name, 0.0)
         bar = tqdm(total=total, initial=self.state.step, desc=name, unit="step", dynamic_ncols=True,
@@ -193,7 +202,7 @@ class Loop:
                    file=sys.stderr)
         lines = ProgressLines(name, total, self.state.step, spent_before,
                               enabled=self.ctx.is_main and self.progress is not False and not sys.stdout.isatty())
-        running: dict[str, list[float]] = {}
+        running = self.running
         with self._sigint_deferred():
             try:
                 while self.state.step < total:
@@ -216,7 +225,7 @@ class Loop:
                         bar.set_postfix({k: f"{v:.4g}" for k, v in row.items()
                                          if k in ("loss", "l1", "arch_loss", "gflops", "radius")})
                         lines.values.update(row)
-                        running = {}
+                        running.clear()
                     bar.update(1)
                     lines.step(self.state.step)
                     self.state.timing[name] = spent_before + time.time() - start_time

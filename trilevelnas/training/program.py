@@ -36,6 +36,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                              "every batch)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.pt")
+    parser.add_argument("--allow-data-change", action="store_true",
+                        help="with --resume: continue on the training and validation images as they are "
+                             "now, although they changed since the checkpoint (refused without it)")
     parser.add_argument("--overwrite", action="store_true",
                         help="write into an --out that holds other files and no trilevelnas run "
                              "(those files may be replaced); without it such a folder is refused")
@@ -48,7 +51,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 #: Settings a resumed run may change: where and how fast it runs, not what it computes.
-RESUME_MAY_CHANGE = {("run", "device"), ("run", "threads"), ("run", "log_every"), ("run", "checkpoint_every")}
+RESUME_MAY_CHANGE = {("run", "device"), ("run", "threads"), ("run", "log_every"), ("run", "checkpoint_every"),
+                     ("run", "allow_data_change")}
 
 
 def _differences(old, new, prefix: str = "") -> list[tuple[str, object, object]]:
@@ -120,7 +124,8 @@ def _run_locked(program: str, args: argparse.Namespace, make_run: MakeRun, arch,
     flags = {
         "data": {"root": args.data, "skip_bad_images": True if args.skip_bad_images else None},
         "loss": {"teacher": args.teacher, "teacher_cache": args.teacher_cache},
-        "run": {"seed": args.seed, "device": args.device},
+        "run": {"seed": args.seed, "device": args.device,
+                "allow_data_change": bool(getattr(args, "allow_data_change", False))},
     }
     resume_state = None
     if os.path.lexists(ckpt_path):

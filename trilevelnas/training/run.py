@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from ..arch import Architecture
 from ..devices import available_cores
+from ..errors import InputFileError
 from ..fileio import write_json
 from ..supernet.decisions import OneHotTracker
 from . import checkpoint as ckpt
@@ -59,6 +60,10 @@ class Run:
 
         self.train_full = comp.training_set(cfg)
         self.val_set = comp.validation_set(cfg)
+        self.data_digests = comp.data_digests(self.train_full, self.val_set)
+        if resume is not None:
+            comp.check_data_unchanged(resume.get("data"), self.data_digests, cfg.run.allow_data_change,
+                                      os.path.join(out_dir, "checkpoint.pt"))
         self.teacher = comp.load_teacher(cfg, device)
         # the teacher cache: one teacher pass per training image, the steps read its crops (teacher None)
         self.train_full, self.teacher = comp.distillation_set(cfg, out_dir, self.train_full, self.teacher,
@@ -66,8 +71,8 @@ class Run:
         self.content_only = comp.build_objective(cfg, device, perceptual=False)
         self.full_objective = comp.build_objective(cfg, device, perceptual=True)
 
-        self.log = RunLog(out_dir, resume_step=resume["loop"]["global_step"] if resume else None) \
-            if ctx.is_main else None
+        self.log = RunLog(out_dir, resume_step=resume["loop"]["global_step"] if resume else None,
+                          resume=resume["loop"].get("log") if resume else None) if ctx.is_main else None
         self.loop = Loop(cfg.run.seed, ctx, device, out_dir, self.log, cfg.run.checkpoint_every,
                          cfg.run.log_every, self._checkpoint_state, self._live_modules, progress)
 
@@ -84,7 +89,7 @@ class Run:
     def _checkpoint_state(self) -> dict:
         """Everything :meth:`_restore` needs to continue exactly (docs/pipeline.md, "Checkpoints")."""
         return {
-            "version": 1,
+            "version": ckpt.VERSION,
             "program": self.program,
             "config": self.cfg.to_dict(),
             "supernet_config": self.supernet_cfg,
@@ -99,12 +104,19 @@ class Run:
             "one_hot": self.one_hot.state(),
             "best_val": self.best_val,
             "decisions": self.decisions,
+            "data": self.data_digests,
         }
 
     def _restore(self, state: dict) -> None:
         """Continue from a checkpoint of this program: the loop position, the networks, the
-        pending optimiser states of an unfinished phase, and last the RNG states."""
-        self.loop.restore(state["loop"])
+        pending optimiser states of an unfinished phase, and last the RNG states. A position past
+        its phase's steps, or weights that do not fit the networks, are a one-line InputFileError."""
+        path = os.path.join(self.out_dir, "checkpoint.pt")
+        loop = state["loop"]
+        if loop["phase"] and loop["step"] > self._phase_steps(loop["phase"]):
+            raise InputFileError(f"checkpoint {path!r}: its loop is at {loop['phase']} step {loop['step']}, past "
+                                 f"the phase's {self._phase_steps(loop['phase'])} steps")
+        self.loop.restore(loop)
         self.supernet_cfg = state.get("supernet_config")
         self.history = list(state.get("history", []))
         self.last_val = dict(state.get("val", {}))
@@ -118,11 +130,18 @@ class Run:
         if state.get("model") is not None:
             from ..models import build
 
+            if self.arch is None:
+                raise InputFileError(f"checkpoint {path!r} holds a network's weights but no 'architecture'")
             self.model = build(self.arch).to(self.device)
-            self.model.load_state_dict(state["model"])
+            load_weights(self.model, state["model"], path, "model")
         if self.loop.state.phase not in self.loop.state.done:
             self._pending_optim = state.get("optimizers")
         ckpt.set_rng_state(state["rng"])
+
+    def _phase_steps(self, phase: str) -> int:
+        """The number of steps of ``phase`` in this run's configuration."""
+        return {"pretrain": self.cfg.pretrain.steps, "search": self.cfg.search.steps,
+                "train": self.cfg.train.steps, "finetune": self.cfg.train.finetune_steps}[phase]
 
     def _restore_supernet(self, state: dict) -> None:
         """The supernet of a checkpoint; a run without one has nothing to restore."""
@@ -150,8 +169,9 @@ class Run:
         pending, self._pending_optim = self._pending_optim, None
         if not (pending and self.loop.state.phase == name):
             return None
-        self.opt_w.load_state_dict(pending["weights"])
-        self.sched_w.load_state_dict(pending["weights_sched"])
+        path = os.path.join(self.out_dir, "checkpoint.pt")
+        load_weights(self.opt_w, pending.get("weights"), path, "optimizers weights")
+        load_weights(self.sched_w, pending.get("weights_sched"), path, "optimizers weights_sched")
         return pending
 
     def _fresh_model(self) -> nn.Module:
@@ -288,6 +308,18 @@ class Run:
             plots.write_all(self.out_dir, self.history, self.arch)
             self.log.close()
         return summary
+
+
+def load_weights(obj, state, path: str, key: str) -> None:
+    """``obj.load_state_dict(state)`` (a module, optimiser or scheduler); a state that does not
+    fit is a one-line InputFileError naming the checkpoint and its ``key``."""
+    try:
+        if not isinstance(state, dict):
+            raise TypeError(f"not a dict but a {type(state).__name__}")
+        obj.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputFileError(f"checkpoint {path!r}: its {key!r} does not fit the run ({first[:160]})") from None
 
 
 def clip_gradients(params, max_norm: float) -> None:

@@ -33,9 +33,11 @@ class TrainRun(Run):
 
     def __init__(self, cfg: Config, out_dir: str, ctx: DistContext, device: torch.device, arch: Architecture,
                  init: InitWeights | None = None, inherited: bool = False, resume: dict | None = None,
-                 progress: bool | None = None):
+                 progress: bool | None = None, init_record: dict | None = None):
         self.arch = arch
         self.inherited = inherited
+        #: ``{"file", "sha256", "inherited"}`` of ``--init`` (None: from scratch), kept in checkpoints
+        self.init_record = init_record
         super().__init__(cfg, out_dir, ctx, device, resume=resume, progress=progress)
         if resume is not None:
             self._restore(resume)
@@ -45,6 +47,9 @@ class TrainRun(Run):
             self.model = init.model.to(device)
         else:
             self.model = self._fresh_model()
+
+    def _checkpoint_state(self) -> dict:
+        return dict(super()._checkpoint_state(), init=self.init_record)
 
     def _train_init(self) -> str:
         return "inherited" if self.inherited else "scratch"
