@@ -491,3 +491,32 @@ def test_bad_safetensors(tmp_path):
     with pytest.raises(InputFileError) as exc:
         load_teacher(tmp_path / "w.safetensors")
     one_line(exc, "w.safetensors", "'body.0.weight'", "do not fit")
+
+
+# ------------------------------------------------------------------------------- the programs
+def _run(module, argv, capsys):
+    from trilevelnas.cli import run_main
+
+    code = run_main(module.__name__, module.main, [str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_upscale_program_with_a_shipped_param(shipped, tmp_path, capsys):
+    from trilevelnas import upscale
+    from trilevelnas.data import read_image, write_image
+
+    rng = np.random.default_rng(0)
+    write_image(str(tmp_path / "in.png"), rng.integers(0, 256, (20, 24, 3), dtype=np.uint8))
+    model = os.path.join(shipped, "REALESRGAN_ANIMAVIDEOV3_UP2X.param")
+    code, _, err = _run(upscale, ["-i", tmp_path / "in.png", "-o", tmp_path / "out.png", "--model", model], capsys)
+    assert code == 0, err
+    assert read_image(str(tmp_path / "out.png")).rgb.shape[:2] == (40, 48)
+
+
+def test_programs_refuse_a_bad_ncnn_file_in_one_line(small_ncnn, tmp_path, capsys):
+    from trilevelnas import evaluate
+
+    os.remove(small_ncnn[:-len(".param")] + ".bin")
+    code, _, err = _run(evaluate, ["--model", small_ncnn], capsys)
+    assert code == 2 and err.count("\n") == 1 and "net.bin" in err and "does not exist" in err, err
