@@ -433,6 +433,15 @@ def test_truncated_bin(small_ncnn):
     one_line(exc, "net.bin", "4 bytes after")
 
 
+def test_weight_files_of_an_ncnn_model_are_both_files(small_ncnn, tmp_path):
+    from trilevelnas.models.weights import weight_files
+
+    stem = small_ncnn[:-len(".param")]
+    assert weight_files(small_ncnn) == weight_files(stem + ".bin") == [stem + ".param", stem + ".bin"]
+    torch.save({}, tmp_path / "t.pth")
+    assert weight_files(tmp_path / "t.pth") == [str(tmp_path / "t.pth")]
+
+
 def test_missing_bin(small_ncnn):
     os.remove(small_ncnn[:-len(".param")] + ".bin")
     with pytest.raises(InputFileError) as exc:

@@ -52,6 +52,16 @@ def sniff_format(path: str | os.PathLike) -> str:
     return "torch"
 
 
+def weight_files(path: str | os.PathLike) -> list[str]:
+    """The files whose bytes make the network of weight file ``path``: ``[path]``, or for an ncnn
+    model the ``.param`` and its ``.bin`` (so a digest of the teacher, e.g. a cache key, covers
+    both)."""
+    if sniff_format(path) != "ncnn":
+        return [str(path)]
+    root, _ = os.path.splitext(str(path))
+    return [root + ".param", root + ".bin"]
+
+
 def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The tensors of a ``.safetensors`` file (CPU, their stored dtype). Errors are one-line
     :class:`InputFileError`s naming the file and the culprit entry."""
@@ -131,5 +141,5 @@ def load_network(path: str | os.PathLike, key: str | None = None) -> nn.Module:
         raise UserError(message if message.startswith(source) else f"{source}: {message}") from None
 
 
-__all__ = ["load_network", "network_from_state_dict", "read_safetensors", "sniff_format", "FORMATS",
+__all__ = ["load_network", "network_from_state_dict", "read_safetensors", "sniff_format", "weight_files", "FORMATS",
            "SAFETENSORS_DTYPES"]
