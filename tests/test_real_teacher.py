@@ -231,8 +231,14 @@ def test_shipped_model_saved_with_save_model_round_trips(shipped, tmp_path):
 class NcnnWriter:
     """Writes a small RRDBNet as an ncnn .param/.bin the way onnx2ncnn lays it out (test side)."""
 
-    def __init__(self, fp16=False, fused=True):
+    def __init__(self, fp16=False, fused=True, scalar_mul=False):
         self.lines, self.bin, self.n, self.fp16, self.fused = [], bytearray(), 0, fp16, fused
+        self.scalar_mul = scalar_mul  # pnnx's form of 0.2 * a + b: BinaryOp mul by a scalar, then add
+
+    def weighted(self, a, b, ca):
+        if self.scalar_mul:
+            return self.layer("BinaryOp", [self.layer("BinaryOp", [a], f"0=2 1=1 2={ca:e}"), b], "0=0")
+        return self.layer("Eltwise", [a, b], f"0=1 -23301=2,{ca:e},1.000000e+00")
 
     def blob(self):
         self.n += 1
@@ -275,8 +281,8 @@ class NcnnWriter:
                     c = getattr(rdb, f"conv{k}")
                     feats.append(self.conv(src, c.weight, c.bias, True))
                 c5 = self.conv(self.layer("Concat", feats, "0=0"), rdb.conv5.weight, rdb.conv5.bias, False)
-                t = self.layer("Eltwise", [c5, t], f"0=1 -23301=2,{rdb_coeff:e},1.000000e+00")
-            t = self.layer("Eltwise", [t, skip], "0=1 -23301=2,2.000000e-01,1.000000e+00")
+                t = self.weighted(c5, t, rdb_coeff)
+            t = self.weighted(t, skip, 0.2)
         t = self.conv(t, net.conv_body.weight, net.conv_body.bias, False)
         t = self.layer("BinaryOp", [feat0, t], "0=0")
         for u in range(1, net.n_up + 1):
@@ -302,12 +308,13 @@ def _random_rrdbnet(**kw):
     return net
 
 
-@pytest.mark.parametrize("scale,unshuffle,mode,fp16,fused", [
-    (4, 1, 0, True, True), (4, 1, 0, False, False), (2, 2, 0, False, True), (2, 2, 1, True, True),
-    (1, 4, 0, False, True), (1, 4, 1, False, False)])
-def test_synthetic_ncnn_rrdbnet_round_trips(tmp_path, scale, unshuffle, mode, fp16, fused):
+@pytest.mark.parametrize("scale,unshuffle,mode,fp16,fused,scalar_mul", [
+    (4, 1, 0, True, True, False), (4, 1, 0, False, False, True), (2, 2, 0, False, True, False),
+    (2, 2, 1, True, True, True), (1, 4, 0, False, True, False), (1, 4, 1, False, False, False)])
+def test_synthetic_ncnn_rrdbnet_round_trips(tmp_path, scale, unshuffle, mode, fp16, fused, scalar_mul):
     net = _random_rrdbnet(scale=scale, unshuffle=unshuffle)
-    param = NcnnWriter(fp16=fp16, fused=fused).rrdbnet(net, reorg_mode=mode).save(tmp_path / "net")
+    writer = NcnnWriter(fp16=fp16, fused=fused, scalar_mul=scalar_mul)
+    param = writer.rrdbnet(net, reorg_mode=mode).save(tmp_path / "net")
     loaded = load_teacher(param)
     assert loaded.config() == net.config()
     x = torch.rand(1, 3, 12, 8)
@@ -336,6 +343,7 @@ def test_unshuffle_rrdbnet_pth_loads_and_pads_like_real_esrgan(tmp_path, scale, 
     assert load_model(tmp_path / "m.pt").config() == net.config()
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.trace: what export uses
 @pytest.mark.parametrize("unshuffle", [2, 4])
 def test_unshuffle_rrdbnet_traces_for_every_size(unshuffle):
     """The padding is traced, not frozen at the example's size (export --format onnx|torchscript)."""

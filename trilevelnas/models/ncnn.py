@@ -309,12 +309,21 @@ def _expect_linear(conv: Layer, act) -> None:
 
 
 def _sum(g: _Graph, blob: str) -> list[tuple[float, str]]:
-    """``blob`` as a weighted sum ``[(coefficient, blob), ...]`` (an Eltwise sum or BinaryOp add)."""
+    """``blob`` as a weighted sum ``[(coefficient, blob), ...]``: an Eltwise sum with coefficients
+    (onnx2ncnn) or a BinaryOp add whose terms may be BinaryOp multiplications by a scalar (pnnx)."""
     layer = g.take(blob, "Eltwise", "BinaryOp")
     if layer.type == "BinaryOp":
         if layer.get(0, 0) != 0 or layer.get(1, 0):
             raise _Mismatch(f"{layer} is not an addition of two blobs")
-        return [(1.0, b) for b in g.source(layer, 2)]
+        terms = []
+        for b in g.source(layer, 2):
+            producer, coeff = g.peek(b), 1.0
+            if producer is not None and producer.type == "BinaryOp" and producer.get(0, 0) == 2 \
+                    and producer.get(1, 0) == 1:  # multiplication by the scalar 2=b
+                g.take(b, "BinaryOp")
+                coeff, b = float(producer.get(2, 0.0)), g.source(producer)[0]
+            terms.append((coeff, b))
+        return terms
     coeffs = layer.get(1, [])
     inputs = g.source(layer, len(layer.inputs))
     if layer.get(0, 1) != 1 or (coeffs and len(coeffs) != len(inputs)):

@@ -136,7 +136,8 @@ def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     with the amounts computed from the shape, so traced exports keep it for every input size."""
     h, w = x.shape[-2], x.shape[-1]
     ph, pw = (multiple - h % multiple) % multiple, (multiple - w % multiple) % multiple
-    mode = "reflect" if min(x.shape[-2:]) >= multiple else "replicate"
+    tiny = not torch.jit.is_tracing() and min(x.shape[-2:]) < multiple  # too short to reflect
+    mode = "replicate" if tiny else "reflect"
     return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
