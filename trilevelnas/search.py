@@ -19,7 +19,12 @@ def main(argv=None) -> int:
     from .training.search_run import SearchRun
 
     add_common_arguments(parser)
+    parser.add_argument("--gflops", type=float, metavar="X",
+                        help="derive a network of X GFLOPs at a 256x256 LR input, ±10%% "
+                             "(shortcut for --set loss.flops_target=X)")
     args = parser.parse_args(argv)
+    if args.gflops is not None:
+        args.sets.append(f"loss.flops_target={args.gflops!r}")
     run_program("search", args, SearchRun)
     return 0
 

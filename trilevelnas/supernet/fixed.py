@@ -55,6 +55,11 @@ class FixedTopology:
                 total = total + costs.up * costs.res(b)
         return total + costs.head * costs.res(b if self.cfg.backbone == "A" else 0)
 
+    def flops_range(self, cell_low: torch.Tensor, cell_high: torch.Tensor, costs) -> tuple[float, float]:
+        """The least and the largest FLOPs of the path, given every cell's least and largest."""
+        return (float(self.expected_flops(None, cell_low, costs)),
+                float(self.expected_flops(None, cell_high, costs)))
+
     def derive_path(self, ctx) -> list[int]:
         return list(self.path)
 

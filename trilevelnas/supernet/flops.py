@@ -67,4 +67,18 @@ def cell_costs(op_w: torch.Tensor, gamma: torch.Tensor, tables: torch.Tensor) ->
     return (op_w.to(torch.float64) * e).sum(dim=(1, 2))
 
 
-__all__ = ["FixedCosts", "op_tables", "cell_costs"]
+def cell_cost_range(tables: torch.Tensor) -> tuple[float, float]:
+    """The least and the largest per-pixel FLOPs of one cell over every choice of its five ops and
+    four inner widths (``tables`` from :func:`op_tables`; the cell's ends are the last width, C):
+    a min-plus (max-plus) product along the chain of slots."""
+    out = []
+    for reduce in (torch.amin, torch.amax):
+        step = reduce(tables, dim=0)              # [W, W]: the best op from width i to width j
+        v = step[-1]                              # slot 1, from C
+        for _ in range(3):                        # slots 2–4
+            v = reduce(v[:, None] + step, dim=0)
+        out.append(float(reduce(v + step[:, -1], dim=0)))  # slot 5, back to C
+    return out[0], out[1]
+
+
+__all__ = ["FixedCosts", "op_tables", "cell_costs", "cell_cost_range"]

@@ -33,7 +33,7 @@ from .trellis import TrellisTopology
 from .tree import TreeTopology
 
 ARCH_INIT_STD = 1e-3
-_TOPOLOGIES = {"tree": TreeTopology, "trellis": TrellisTopology, "fixed": FixedTopology}
+TOPOLOGY_CLASSES = {"tree": TreeTopology, "trellis": TrellisTopology, "fixed": FixedTopology}
 _ALL_OPS = [list(range(len(OP_NAMES)))] * N_SLOTS
 
 
@@ -68,7 +68,7 @@ class Supernet(nn.Module):
         self.config = cfg
         C = cfg.channels
         self.widths = width_set(C)
-        self.topology = _TOPOLOGIES[cfg.topology](cfg)
+        self.topology = TOPOLOGY_CLASSES[cfg.topology](cfg)
         topo = self.topology
         self.conv_first = nn.Conv2d(3, C, 3, padding=1)
         self.cells = nn.ModuleList(RiRCell(C) for _ in range(topo.n_cells))

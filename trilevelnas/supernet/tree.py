@@ -172,25 +172,36 @@ class TreeTopology:
         return net.run_last(agg)
 
     # ------------------------------------------------------------------------------- FLOPs
-    def expected_flops(self, ctx, cell_costs: torch.Tensor, costs) -> torch.Tensor:
-        """Σ_n q_n · FLOPs(stem + path to n + completion + head) (see :mod:`.flops`)."""
-        q = ctx.net_w.to(torch.float64)
+    def node_flops(self, cell_costs: torch.Tensor, costs) -> torch.Tensor:
+        """[n_nodes] float64: FLOPs of the network that ends at each node (stem + path to the
+        node + completion + head), given every cell's per-pixel FLOPs ``cell_costs``."""
         A = self.cfg.backbone == "A"
+        device = cell_costs.device
         res = np.array([costs.res(b) for b in self.b], dtype=np.float64)
         is_rir = np.array(self.step) == 0
         is_up = np.array(self.step) == 1
-        edge = torch.as_tensor(np.where(is_up, costs.up * res, 0.0), device=q.device)
+        edge = torch.as_tensor(np.where(is_up, costs.up * res, 0.0), device=device)
         if self.n_cells:
-            mod = torch.as_tensor(np.where(is_rir, self.module, 0), device=q.device)
-            rir = torch.as_tensor(np.where(is_rir, res, 0.0), device=q.device)
+            mod = torch.as_tensor(np.where(is_rir, self.module, 0), device=device)
+            rir = torch.as_tensor(np.where(is_rir, res, 0.0), device=device)
             edge = edge + cell_costs[mod] * rir
-        path = torch.as_tensor(self.desc.T, dtype=torch.float64, device=q.device) @ edge
+        path = torch.as_tensor(self.desc.T, dtype=torch.float64, device=device) @ edge
         const = costs.stem * costs.res(0) + costs.head * costs.res(self.cfg.n_up if A else 0)
         fixed = np.full(self.n_nodes, const, dtype=np.float64)
         if A:
             for i in range(self.n_nodes):
                 fixed[i] += sum(costs.up * costs.res(bb) for bb in range(self.b[i] + 1, self.cfg.n_up + 1))
-        return (q * (path + torch.as_tensor(fixed, device=q.device))).sum()
+        return path + torch.as_tensor(fixed, device=device)
+
+    def expected_flops(self, ctx, cell_costs: torch.Tensor, costs) -> torch.Tensor:
+        """Σ_n q_n · FLOPs(stem + path to n + completion + head) (see :mod:`.flops`)."""
+        q = ctx.net_w.to(torch.float64)
+        return (q * self.node_flops(cell_costs, costs)).sum()
+
+    def flops_range(self, cell_low: torch.Tensor, cell_high: torch.Tensor, costs) -> tuple[float, float]:
+        """The least and the largest FLOPs of any network of the tree, given every cell's least
+        and largest per-pixel FLOPs (a node's cost grows with its cells')."""
+        return float(self.node_flops(cell_low, costs).min()), float(self.node_flops(cell_high, costs).max())
 
     # ------------------------------------------------------------------------------ derivation
     def derive_path(self, ctx) -> list[int]:

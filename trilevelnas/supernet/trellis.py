@@ -118,19 +118,37 @@ class TrellisTopology:
         return net.run_last(out)
 
     # ---------------------------------------------------------------------------------- FLOPs
+    def _path_flops(self, cell_costs: torch.Tensor, costs, combine):
+        """FLOPs of the paths to the end node, node by node: ``combine(options)`` merges a node's
+        ``[(edge weight or None, cost through that edge)]`` (an expectation, a min or a max)."""
+        E = {(0, 0): cell_costs.new_tensor(costs.stem * costs.res(0))}
+        for a, b in self.nodes[1:]:
+            options = []
+            if a >= 1:
+                options.append((0, E[(a - 1, b)] + cell_costs[self.rir_module(a, b)] * costs.res(b)))
+            if b >= 1:
+                options.append((1, E[(a, b - 1)] + costs.up * costs.res(b)))
+            E[(a, b)] = combine((a, b), options)
+        return E[self.end] + costs.head * costs.res(self.cfg.n_up if self.cfg.backbone == "A" else 0)
+
     def expected_flops(self, ctx, cell_costs: torch.Tensor, costs) -> torch.Tensor:
         """Expected FLOPs of the path drawn backwards from the end node with the edge weights."""
         e = ctx.net_w.to(torch.float64).view(-1, 2) if ctx.net_w is not None else None
-        E = {(0, 0): cell_costs.new_tensor(costs.stem * costs.res(0))}
-        for a, b in self.nodes[1:]:
-            wr, wu = self._edge(e, a, b)
+
+        def expectation(node, options):
+            weights = self._edge(e, *node)
             total = 0.0
-            if wr is not None:
-                total = total + wr * (E[(a - 1, b)] + cell_costs[self.rir_module(a, b)] * costs.res(b))
-            if wu is not None:
-                total = total + wu * (E[(a, b - 1)] + costs.up * costs.res(b))
-            E[(a, b)] = total
-        return E[self.end] + costs.head * costs.res(self.cfg.n_up if self.cfg.backbone == "A" else 0)
+            for kind, cost in options:
+                total = total + weights[kind] * cost
+            return total
+        return self._path_flops(cell_costs, costs, expectation)
+
+    def flops_range(self, cell_low: torch.Tensor, cell_high: torch.Tensor, costs) -> tuple[float, float]:
+        """The least and the largest FLOPs of any trellis path, given every cell's least and largest."""
+        def pick(f):
+            return lambda node, options: f(cost for _, cost in options)
+        return (float(self._path_flops(cell_low, costs, pick(min))),
+                float(self._path_flops(cell_high, costs, pick(max))))
 
     # ------------------------------------------------------------------------------ derivation
     def derive_path(self, ctx) -> list[int]:

@@ -6,9 +6,10 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from ..complexity import arch_cost
 from .config import Config
 from .distributed import DistContext, all_reduce_grads
-from .losses import Objective, flops_penalty
+from .losses import Objective, flops_penalty, flops_target_penalty
 
 
 class Architect:
@@ -19,6 +20,7 @@ class Architect:
                  check_finite: Callable[[dict], None]):
         self.supernet, self.objective, self.ctx, self.check_finite = supernet, objective, ctx, check_finite
         self.flops_weight = cfg.loss.flops_weight
+        self.flops_target = cfg.loss.flops_target
         self.params = list(supernet.arch_parameters().values())
         self.optimizer = torch.optim.Adam(self.params, lr=cfg.search.arch_lr, betas=tuple(cfg.search.arch_betas),
                                           weight_decay=cfg.search.arch_weight_decay)
@@ -26,9 +28,11 @@ class Architect:
     def step(self, lq: torch.Tensor, target: torch.Tensor) -> dict:
         """One update of α, β, γ on a validation batch (χ2): minimise the architecture loss
         ``d + order + λ_f·H`` (the distance to ``target``, the tree's ordering term, the expected
-        GFLOPs when ``loss.flops_weight`` > 0), with the gradients averaged over the ranks.
+        GFLOPs when ``loss.flops_weight`` > 0), with the gradients averaged over the ranks. With
+        ``loss.flops_target`` the target's two-sided penalty replaces λ_f·H (:func:`flops_target_penalty`).
 
-        Returns the loss and its parts as floats: ``arch_loss``, ``arch_d``, ``order``, ``gflops``.
+        Returns the loss and its parts as floats: ``arch_loss``, ``arch_d``, ``order``, ``gflops``
+        and, with a target, ``derived_gflops`` (the plain derivation before the step).
         A non-finite loss stops the run (``check_finite``) before anything is updated. The step
         leaves gradients on the supernet's weights; the caller clears them.
         """
@@ -40,14 +44,18 @@ class Architect:
         gflops = sn.expected_flops()
         order = sn.order_loss(task_loss=d).to(d.dtype)
         arch_loss = d + order
-        if self.flops_weight > 0:
+        extra = {}
+        if self.flops_target is not None:
+            extra = {"derived_gflops": arch_cost(sn.derive())["gflops"]}
+            arch_loss = arch_loss + flops_target_penalty(gflops, self.flops_target).to(d.dtype)
+        elif self.flops_weight > 0:
             arch_loss = arch_loss + flops_penalty(gflops, self.flops_weight)
         self.check_finite({"arch_loss": arch_loss})
         arch_loss.backward()
         all_reduce_grads(self.params, self.ctx)
         self.optimizer.step()
         return {"arch_loss": float(arch_loss.detach()), "arch_d": float(d.detach()),
-                "order": float(order.detach()), "gflops": float(gflops.detach())}
+                "order": float(order.detach()), "gflops": float(gflops.detach()), **extra}
 
     def state_dict(self) -> dict:
         """The optimiser's state (a checkpoint's ``optimizers["arch"]``)."""

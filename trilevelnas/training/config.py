@@ -124,6 +124,8 @@ class LossConfig:
     require_teacher: bool = setting(False, boolean())
     # λ_f: weight of the expected GFLOPs in the architecture loss
     flops_weight: float = setting(0.0, number(ge=0))
+    # GFLOPs at a 256x256 LR input the derived network must cost (±10%); replaces λ_f·H in the search
+    flops_target: float | None = setting(None, number(gt=0, nullable=True, note="null: no target"))
 
 
 @dataclass

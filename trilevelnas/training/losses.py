@@ -2,7 +2,8 @@
 
 - content: L1 between the output and the target (the teacher's output, or the HR image);
 - perceptual: L1 between VGG19 ``conv5_4`` (pre-activation) features of output and target;
-- flops: λ_f · H, H the supernet's differentiable expected GFLOPs.
+- flops: λ_f · H, H the supernet's differentiable expected GFLOPs, or, with a FLOPs target, a
+  two-sided penalty on H beyond a band around it (:func:`flops_target_penalty`).
 """
 from __future__ import annotations
 
@@ -64,3 +65,21 @@ class Objective:
 def flops_penalty(expected_gflops: torch.Tensor, weight: float) -> torch.Tensor:
     """λ_f · H: the efficiency term of the architecture loss (H in GFLOPs at a 256×256 LR input)."""
     return weight * expected_gflops
+
+
+#: The FLOPs target's dead band: expected GFLOPs within ±5% of the target cost nothing.
+FLOPS_TARGET_BAND = 0.05
+#: The weight of the FLOPs target's penalty (measured on the smoke preset, docs/supernet.md).
+FLOPS_TARGET_WEIGHT = 5.0
+
+
+def flops_target_penalty(expected_gflops: torch.Tensor, target: float, band: float = FLOPS_TARGET_BAND,
+                         weight: float = FLOPS_TARGET_WEIGHT) -> torch.Tensor:
+    """The FLOPs target's term of the architecture loss: ``weight/2 · e²``, ``e`` the relative
+    excess of the expected GFLOPs H beyond the dead band (``v = H/target − 1`` minus its clamp to
+    ±``band``). Two-sided: it pulls toward cheaper choices above the band, costlier ones below it,
+    and leaves the task alone inside it. Its gradient is that of a Lagrangian term ``μ·H/target``
+    whose multiplier ``μ = weight·e`` follows the excess (docs/supernet.md, "FLOPs target")."""
+    v = expected_gflops / target - 1.0
+    excess = v - v.detach().clamp(-band, band)
+    return 0.5 * weight * excess.square()

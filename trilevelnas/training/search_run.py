@@ -6,7 +6,8 @@
   architecture update on a χ2 batch (:class:`~trilevelnas.training.architect.Architect`: Adam,
   lr 3e-4, betas (0.5, 0.999), on α, β, γ minimising d + λ_f·H); the radius ρ of every relaxation
   rises linearly from ``radius_start`` to ``radius_end``;
-- **derive**: ``supernet.derive()`` → ``arch.json``;
+- **derive**: ``supernet.derive()`` → ``arch.json``; with ``loss.flops_target``, the derivation
+  within the budget (:func:`~trilevelnas.supernet.budget.derive_within`);
 - **train**: the derived network, with the supernet's weights inherited (``supernet.extract``) or
   freshly initialised (from scratch), on all training images; **finetune** adds the perceptual
   loss (visual objective). These phases are :class:`~trilevelnas.training.run.Run`'s.
@@ -20,7 +21,10 @@ import torch
 import torch.nn as nn
 
 from ..fileio import write_json
+from ..complexity import arch_cost
 from ..space import SANDWICH
+from ..supernet import SupernetConfig
+from ..supernet.budget import check_flops_target, derive_within
 from ..supernet.decisions import decision_report, logit_margins
 from . import checkpoint as ckpt
 from . import components as comp
@@ -28,7 +32,11 @@ from .architect import Architect
 from .config import Config
 from .distributed import DistContext, all_reduce_grads, broadcast_module
 from .loop import linear_radius, sample_batch
-from .run import Run, clip_gradients
+from .run import Run, clip_gradients, load_weights
+
+
+#: How far from ``loss.flops_target`` the derived network may cost (relative).
+FLOPS_TOLERANCE = 0.10
 
 
 class SearchRun(Run):
@@ -40,6 +48,10 @@ class SearchRun(Run):
 
     def __init__(self, cfg: Config, out_dir: str, ctx: DistContext, device: torch.device,
                  resume: dict | None = None, progress: bool | None = None):
+        self.flops_range = None  # (least, largest) GFLOPs of the space, with a FLOPs target
+        if cfg.loss.flops_target is not None:  # before any data is read
+            self.flops_range = check_flops_target(SupernetConfig.from_dict(comp.supernet_config_dict(cfg)),
+                                                  cfg.loss.flops_target)
         super().__init__(cfg, out_dir, ctx, device, resume=resume, progress=progress)
         self.half1, self.half2 = comp.split_halves(self.train_full)
         self.supernet_state: dict | None = None  # the supernet at the end of the search
@@ -74,7 +86,7 @@ class SearchRun(Run):
         """The checkpoint's supernet; after the search it is kept as a state dict only."""
         if state.get("supernet") is None:
             return
-        self.supernet.load_state_dict(state["supernet"])
+        load_weights(self.supernet, state["supernet"], os.path.join(self.out_dir, "checkpoint.pt"), "supernet")
         if "search" in self.loop.state.done:
             self.supernet_state = state["supernet"]
             self.supernet = None
@@ -97,7 +109,8 @@ class SearchRun(Run):
             self.architect = Architect(sn, self.cfg, self._search_objective(), self.ctx, self.loop.check_finite)
         pending = self._load_pending_optim(name)
         if pending and self.architect is not None:
-            self.architect.load_state_dict(pending["arch"])
+            load_weights(self.architect, pending.get("arch"), os.path.join(self.out_dir, "checkpoint.pt"),
+                         "optimizers arch")
 
     def _sync_weights(self) -> None:
         """Average the supernet's weight gradients over the ranks (the derived network uses DDP)."""
@@ -158,12 +171,17 @@ class SearchRun(Run):
         self.history.append(entry)
 
     def _end_search(self) -> None:
-        """Derive the architecture at ρ = ``radius_end`` and write ``arch.json``."""
+        """Derive the architecture at ρ = ``radius_end`` (within the FLOPs target's band when there
+        is one) and write ``arch.json``."""
         sn = self.supernet
         sn.set_radius(self.cfg.search.radius_end)
         sn.eval()
-        self.arch = sn.derive()
+        target = self.cfg.loss.flops_target
+        self.arch = sn.derive() if target is None else derive_within(sn, target)
         self.decisions = decision_report(sn, self.arch, self.one_hot)
+        if target is not None:
+            self.decisions["flops_target"] = {"target": target, "argmax_gflops": arch_cost(sn.derive())["gflops"],
+                                              "range": list(self.flops_range)}
         self.arch_tensors = {k: v.detach().cpu().clone() for k, v in self._arch_params().items()}
         if self.ctx.is_main:
             write_json(self.arch.to_dict(), os.path.join(self.out_dir, "arch.json"))
@@ -200,3 +218,18 @@ class SearchRun(Run):
     def _saves_model(self, trained: bool) -> bool:
         """``model.pt`` only when the derived network was trained."""
         return trained
+
+    def _summary(self, trained: bool) -> dict:
+        """The run's summary; with a FLOPs target also ``flops_target``: the target, the derived
+        network's GFLOPs and their ratio, whether it lies within ±10%, the plain (argmax)
+        derivation's GFLOPs and the space's range."""
+        summary = super()._summary(trained)
+        budget = (self.decisions or {}).get("flops_target")
+        if budget is None or summary.get("gflops") is None:
+            return summary
+        ratio = summary["gflops"] / budget["target"]
+        summary["flops_target"] = {**budget, "gflops": summary["gflops"], "ratio": ratio,
+                                   "within_tolerance": abs(ratio - 1.0) <= FLOPS_TOLERANCE}
+        if self.ctx.is_main:
+            write_json(summary, os.path.join(self.out_dir, "summary.json"))
+        return summary
