@@ -3,10 +3,11 @@
 A model file is a plain ``torch.save`` dict readable with ``weights_only=True`` (no pickled code)::
 
     {"format": "trilevelnas-model", "version": 2,
-     "kind": "derived" | "rrdbnet" | "srvgg",
+     "kind": "derived" | "rrdbnet" | "srvgg" | "baseline",
      "arch": Architecture.to_dict()          # kind "derived"
            | {"nf", "nb", "gc", "scale"[, "unshuffle"]}   # kind "rrdbnet"
            | SRVGGNetCompact.config(),       # kind "srvgg"
+           | {"name", "scale", sizes},       # kind "baseline" (models/baselines.py config())
      "state_dict": {name: tensor},
      "meta": {...},                          # optional, JSON-like (e.g. training epoch, PSNR)
      "sha256": ...}                          # content_digest of everything else (version 2)
@@ -31,6 +32,7 @@ from torch import nn
 from ..arch import Architecture, ArchitectureError
 from ..errors import InputFileError, UserError
 from ..fileio import check_plain, check_seal, save_torch
+from .baselines import BASELINE_TYPES, build_baseline
 from .derived import DerivedNetwork, build
 from .rrdbnet import RRDBNet, read_checkpoint, rrdbnet_from_state_dict, unwrap_checkpoint
 from .srvgg import SRVGGNetCompact
@@ -55,6 +57,8 @@ def save_model(model: nn.Module, path: str | Path, meta: dict[str, Any] | None =
         kind, arch = "rrdbnet", model.config()
     elif isinstance(model, SRVGGNetCompact):
         kind, arch = "srvgg", model.config()
+    elif isinstance(model, BASELINE_TYPES):
+        kind, arch = "baseline", model.config()
     else:
         raise TypeError(f"save_model takes a DerivedNetwork or RRDBNet, got {type(model).__name__}")
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -155,7 +159,18 @@ def load_model(path: str | Path) -> nn.Module:
         return _build_checked(lambda: RRDBNet(**arch), state, source).eval()
     if kind == "srvgg":
         return _build_checked(lambda: _srvgg(arch, state, source), state, source).eval()
-    raise InputFileError(f"{source}: unknown model kind {kind!r} (known: 'derived', 'rrdbnet', 'srvgg')")
+    if kind == "baseline":
+        return _build_checked(lambda: _baseline(arch, source), state, source).eval()
+    raise InputFileError(f"{source}: unknown model kind {kind!r} (known: 'derived', 'rrdbnet', 'srvgg', "
+                         "'baseline')")
+
+
+def _baseline(arch: Any, source: str) -> nn.Module:
+    """The textbook baseline of a model file's ``arch`` (its ``config()``)."""
+    try:
+        return build_baseline(arch)
+    except UserError as exc:
+        raise InputFileError(f"{source}: {exc}") from None
 
 
 def _srvgg(arch: Any, state: dict, source: str) -> SRVGGNetCompact:
