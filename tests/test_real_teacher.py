@@ -145,6 +145,69 @@ def test_x4plus_layers_match_a_direct_convolution_of_the_raw_values(shipped, x4p
     assert np.abs(x1[0].numpy() - ref_x1).max() < 1e-4
 
 
+def _run_ncnn_graph(param_path, bin_path, x):
+    """Executes the .param graph layer by layer as ncnn defines each layer, with weights read here
+    from the .bin (fp16 / fp32 by tag): an independent reference for the converted network."""
+    raw, offset, blobs = open(bin_path, "rb").read(), 0, {}
+
+    def fp32(n):
+        nonlocal offset
+        offset += 4 * n
+        return torch.from_numpy(np.frombuffer(raw, "<f4", n, offset - 4 * n).copy())
+
+    for line in open(param_path).read().split("\n")[2:]:
+        tokens = line.split()
+        if not tokens:
+            continue
+        kind, n_in, n_out = tokens[0], int(tokens[2]), int(tokens[3])
+        ins, outs = [blobs.get(b) for b in tokens[4:4 + n_in]], tokens[4 + n_in:4 + n_in + n_out]
+        kv = dict(t.split("=", 1) for t in tokens[4 + n_in + n_out:])
+        if kind == "Input":
+            y = x
+        elif kind == "Split":
+            y = ins[0]
+        elif kind == "Convolution":
+            n, size = int(kv["0"]), int(kv["6"])
+            tag = int.from_bytes(raw[offset:offset + 4], "little")
+            dtype = "<f2" if tag == FP16_TAG else "<f4"
+            w = np.frombuffer(raw, dtype, size, offset + 4).astype(np.float32)
+            offset += 4 + ((2 * size + 3) // 4 * 4 if tag == FP16_TAG else 4 * size)
+            y = F.conv2d(ins[0], torch.from_numpy(w).reshape(n, -1, 3, 3), fp32(n), padding=1)
+            if kv.get("9") == "2":
+                y = F.leaky_relu(y, float(kv["-23310"].split(",")[1]))
+        elif kind == "PReLU":
+            y = F.prelu(ins[0], fp32(int(kv["0"])))
+        elif kind == "Concat":
+            y = torch.cat(ins, 1)
+        elif kind == "Eltwise":
+            coeffs = [float(c) for c in kv["-23301"].split(",")[1:]]
+            y = sum(c * t for c, t in zip(coeffs, ins))
+        elif kind == "BinaryOp":
+            y = ins[0] + ins[1]
+        elif kind == "PixelShuffle":
+            y = F.pixel_shuffle(ins[0], int(kv["0"]))
+        elif kind == "Interp":
+            mode = {"1": "nearest", "3": "bicubic"}[kv["0"]]
+            y = F.interpolate(ins[0], scale_factor=float(kv["1"]), mode=mode,
+                              **({} if mode == "nearest" else {"align_corners": False}))
+        else:
+            raise AssertionError(f"layer type {kind}")
+        for b in outs:
+            blobs[b] = y
+    assert offset == len(raw)
+    return y
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_model_equals_its_ncnn_graph_run_layer_by_layer(shipped, name):
+    stem = os.path.join(shipped, name)
+    x = torch.rand(1, 3, 12, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = _run_ncnn_graph(stem + ".param", stem + ".bin", x)
+        got = load_teacher(stem + ".param")(x)
+    assert got.shape == want.shape and (got - want).abs().max() < 1e-4
+
+
 def _photo_pair(size=128, scale=4):
     from skimage import data as skdata
 
