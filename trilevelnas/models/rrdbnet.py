@@ -15,7 +15,10 @@ Weight files seen in the wild, all accepted by :func:`load_teacher`:
 
 Any of them may be wrapped as ``{"params_ema": ...}`` and/or ``{"params": ...}`` (BasicSR; when
 both are present the EMA weights are used, as BasicSR and Real-ESRGAN do for inference),
-``{"state_dict": ...}``, and carry DataParallel ``module.`` prefixes.
+``{"state_dict": ...}``, and carry DataParallel ``module.`` prefixes. A ``conv_first`` with 12 or
+48 input channels is Real-ESRGAN's x2 / x1 network (pixel-unshuffle input, ``unshuffle`` 2 / 4).
+:func:`load_teacher` also reads ``.safetensors`` and ncnn ``.param`` + ``.bin`` files and
+SRVGGNetCompact weights (:mod:`.weights`, docs/teachers.md).
 """
 from __future__ import annotations
 
