@@ -238,6 +238,36 @@ def model_step(arch: Architecture, patch_size: int, batch: int) -> Estimate:
     return Estimate(what, int(params), int(per_px * lr * lr * batch * BYTES))
 
 
+def module_step(model_config, make, scale: int, patch_size: int, batch: int) -> Estimate:
+    """The memory of one training step of the network ``make()`` builds (any module, e.g. a
+    textbook baseline described by ``model_config``) on ``batch`` HR patches of ``patch_size``:
+    its exact parameter count, and every tensor a forward pass on one LR patch creates counted as
+    kept for the backward pass (measured on the ``meta`` device: no memory, no arithmetic), plus
+    the loss's 9 per HR pixel."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    created = 0
+
+    class _Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            nonlocal created
+            out = func(*args, **(kwargs or {}))
+            created += sum(t.numel() for t in (out if isinstance(out, (tuple, list)) else (out,))
+                           if isinstance(t, torch.Tensor))
+            return out
+
+    with torch.device("meta"):
+        model = make()
+    lr = max(1, patch_size // scale)
+    with torch.no_grad(), _Count():
+        model(torch.empty(1, 3, lr, lr, device="meta"))
+    per_sample = 3 * lr * lr + created + 9 * (lr * scale) ** 2
+    params = sum(p.numel() for p in model.parameters())
+    return Estimate(f"the network ({model_config}, batch {batch} of {lr}x{lr} LR patches)", int(params),
+                    int(per_sample * batch * BYTES))
+
+
 # ------------------------------------------------------------------------------ availability
 def _read_int(path: str) -> int | None:
     try:
@@ -342,7 +372,10 @@ def check_training_memory(program: str, cfg, device, arch: Architecture | None =
     else:
         if arch is None:
             raise ValueError("the train program's estimate needs the architecture")
-        est = model_step(arch, d.patch_size, _batch(cfg.train, cfg))
+        if isinstance(arch, Architecture):
+            est = model_step(arch, d.patch_size, _batch(cfg.train, cfg))
+        else:  # a textbook baseline (models/baselines.py BaselineSpec)
+            est = module_step(arch.to_dict(), arch.build, d.scale, d.patch_size, _batch(cfg.train, cfg))
         hint = "use an architecture with fewer channels, or reduce the batch size or data.patch_size"
     check_fits(est, device, hint)
     return est

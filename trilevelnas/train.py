@@ -2,7 +2,9 @@
 
 ``--arch ARCH.json`` names the network; ``--init`` a search ``checkpoint.pt`` (its supernet's
 weights are inherited: train from search) or a saved ``model.pt``; without ``--init`` the network
-starts from scratch. ``--preset`` selects the training settings (the config's ``train`` section).
+starts from scratch. ``--baseline espcn|fsrcnn|plain`` trains a textbook network instead
+(docs/architectures.md, "Baselines"), from scratch at ``data.scale``. ``--preset`` selects the
+training settings (the config's ``train`` section).
 Writes ``model.pt``, ``checkpoint.pt``, ``log.csv`` and a summary into ``--out``.
 """
 from __future__ import annotations
@@ -21,10 +23,17 @@ def main(argv=None) -> int:
     from .training.program import add_common_arguments, run_program
     from .training.train_run import TrainRun
 
-    parser.add_argument("--arch", required=True, help="architecture JSON (from the search)")
+    from .models.baselines import BASELINES
+
+    network = parser.add_mutually_exclusive_group(required=True)
+    network.add_argument("--arch", help="architecture JSON (from the search)")
+    network.add_argument("--baseline", choices=sorted(BASELINES),
+                         help="train a textbook network with the same recipe (from scratch, at data.scale)")
     parser.add_argument("--init", help="search checkpoint.pt or model.pt whose weights to inherit")
     add_common_arguments(parser)
     args = parser.parse_args(argv)
+    if args.baseline is not None:
+        return _train_baseline(args)
     from .arch import Architecture
 
     arch = Architecture.from_json(args.arch)
@@ -69,6 +78,38 @@ def check_resume(resume: dict, arch, init: str | None, out: str):
             raise ConfigError(f"--resume: --init {init!r} is not the file the run in {ckpt_path} started from "
                               f"({record.get('file')}); drop --init to resume it")
     return arch
+
+
+def _train_baseline(args) -> int:
+    """``--baseline NAME``: the train program on a textbook network at the run's ``data.scale``."""
+    from .models.baselines import BaselineSpec
+    from .training.program import run_program
+    from .training.train_run import BaselineRun
+
+    if args.init is not None:
+        raise ConfigError(f"--init {args.init!r}: a --baseline network starts from scratch")
+    spec = BaselineSpec(args.baseline, _run_scale(args))
+
+    def make_run(cfg, out, ctx, device, resume, progress):
+        return BaselineRun(cfg, out, ctx, device, spec, resume=resume, progress=progress)
+
+    run_program("train", args, make_run, arch=spec)
+    return 0
+
+
+def _run_scale(args) -> int:
+    """The ``data.scale`` the run will have: the checkpoint's on ``--resume``, else that of the
+    preset, ``--config`` and ``--set`` (the program checks them again)."""
+    import os
+
+    from .training import checkpoint as ckpt
+    from .training.presets import build_config
+
+    path = os.path.join(args.out, "checkpoint.pt")
+    if args.resume and os.path.isfile(path):
+        config = ckpt.load(path, required=("config",))["config"]
+        return int(build_config(None, None, [], {}, base=config).data.scale)
+    return int(build_config(args.preset, args.config, args.sets).data.scale)
 
 
 def load_init(path: str, arch):

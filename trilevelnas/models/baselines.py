@@ -15,6 +15,7 @@ Each network keeps its sizes: ``config()`` is ``{"name", "scale", size parameter
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
@@ -110,6 +111,23 @@ BASELINE_SIZES = {"espcn": {"n1": 64, "n2": 32}, "fsrcnn": {"d": 56, "s": 12, "m
 BASELINE_TYPES = tuple(BASELINES.values())
 
 
+@dataclass(frozen=True)
+class BaselineSpec:
+    """A baseline to train: its ``name`` and ``scale`` at the papers' sizes. It stands where a
+    training run holds an :class:`~trilevelnas.arch.Architecture` (``scale``, ``to_dict()``)."""
+
+    name: str
+    scale: int
+
+    def to_dict(self) -> dict:
+        """The baseline's ``config()``: ``{"name", "scale", size parameters}``."""
+        return {"name": self.name, "scale": self.scale, **BASELINE_SIZES[self.name]}
+
+    def build(self) -> nn.Module:
+        """A freshly initialised network."""
+        return build_baseline(self.to_dict())
+
+
 def build_baseline(config: Mapping[str, Any] | str, scale: int | None = None) -> nn.Module:
     """A freshly initialised baseline: from a ``config()`` dict, or from a name and ``scale``
     (the papers' sizes). An unknown name, a missing or unknown field or a size that is not a
@@ -132,4 +150,5 @@ def build_baseline(config: Mapping[str, Any] | str, scale: int | None = None) ->
     return BASELINES[name](**given)
 
 
-__all__ = ["ESPCN", "FSRCNN", "PlainSR", "BASELINES", "BASELINE_SIZES", "BASELINE_TYPES", "build_baseline"]
+__all__ = ["ESPCN", "FSRCNN", "PlainSR", "BASELINES", "BASELINE_SIZES", "BASELINE_TYPES", "BaselineSpec",
+           "build_baseline"]

@@ -101,8 +101,9 @@ def plot_arch_history(history: list[dict], out_path: str) -> bool:
 
 
 def draw_architecture(arch, out_path: str) -> bool:
-    """A left-to-right block drawing of the derived network: path steps, and each cell's ops."""
-    if arch is None:
+    """A left-to-right block drawing of the derived network: path steps, and each cell's ops
+    (nothing for a textbook baseline, which has no cells)."""
+    if arch is None or not hasattr(arch, "cells"):
         return False
     steps = ["conv_first"]
     cells = iter(arch.cells)

@@ -13,6 +13,13 @@ def _decisions_line(dec: dict) -> str:
     return ", ".join(parts)
 
 
+def _architecture_line(arch: dict) -> str:
+    if "name" in arch:  # a textbook baseline's config (models/baselines.py)
+        sizes = ", ".join(f"{k} {v}" for k, v in arch.items() if k not in ("name", "scale"))
+        return f"baseline {arch['name']} ({sizes}), x{arch['scale']}"
+    return f"backbone {arch['backbone']}, path {arch['path']}, {arch['channels']} ch, x{arch['scale']}"
+
+
 def _target_line(t: dict) -> str:
     verdict = "within" if t["within_tolerance"] else "OUTSIDE"
     return (f"{t['target']:.3g}: derived {t['gflops']:.3f} ({t['ratio']:.2f}x, {verdict} ±10%); "
@@ -36,7 +43,7 @@ def format_summary(summary: dict) -> str:
 
     arch = summary["architecture"]
     rows = [
-        ("architecture", f"backbone {arch['backbone']}, path {arch['path']}, {arch['channels']} ch, x{arch['scale']}"),
+        ("architecture", _architecture_line(arch)),
         ("params", fmt(summary["params"], ",d")),
         ("GFLOPs (256x256 LR)", fmt(summary["gflops"], ".3f")),
         *([("GFLOPs target", _target_line(summary["flops_target"]))] if summary.get("flops_target") else []),

@@ -1,5 +1,6 @@
 """The train program's run: the derived network of an architecture file, trained from the weights
-``--init`` supplied (:class:`InitWeights`, read and checked by the program) or from scratch."""
+``--init`` supplied (:class:`InitWeights`, read and checked by the program) or from scratch; or a
+textbook baseline from scratch (:class:`BaselineRun`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -8,6 +9,8 @@ import torch
 import torch.nn as nn
 
 from ..arch import Architecture
+from ..errors import InputFileError
+from . import checkpoint as ckpt
 from .config import Config
 from .distributed import DistContext
 from .run import Run
@@ -53,3 +56,22 @@ class TrainRun(Run):
 
     def _train_init(self) -> str:
         return "inherited" if self.inherited else "scratch"
+
+
+class BaselineRun(TrainRun):
+    """The train phases of a textbook baseline (``--baseline``), from scratch with the same recipe
+    as a derived network. ``arch`` is its :class:`~trilevelnas.models.baselines.BaselineSpec`; the
+    checkpoint's ``architecture`` holds the baseline's config."""
+
+    def _fresh_model(self) -> nn.Module:
+        ckpt.seed_all(ckpt.step_seed(self.cfg.run.seed, 99))
+        return self.arch.build().to(self.device)
+
+    def _restore(self, state: dict) -> None:
+        if state.get("architecture") != self.arch.to_dict():
+            raise InputFileError(f"--resume: the run in {self.out_dir} trained {state.get('architecture')!r}, "
+                                 f"not the baseline {self.arch.to_dict()!r}")
+        super()._restore({**state, "architecture": None, "model": None})
+        if state.get("model") is not None:
+            self.model = self.arch.build().to(self.device)
+            self.model.load_state_dict(state["model"])
