@@ -1,0 +1,101 @@
+"""The FLOPs target (docs/supernet.md, "FLOPs target"): the space's GFLOPs range, the two-sided
+penalty, the derivation within the budget, and the smoke search landing within ±10% of a target."""
+import itertools
+import json
+import os
+
+import pytest
+import torch
+
+from trilevelnas import search
+from trilevelnas.arch import OP_NAMES, Architecture, width_set
+from trilevelnas.cli import run_main
+from trilevelnas.complexity import arch_cost, profile
+from trilevelnas.supernet import Supernet, SupernetConfig
+from trilevelnas.supernet.budget import derive_within, gflops_range
+from trilevelnas.supernet.tree import enumerate_tree
+from trilevelnas.training.losses import flops_target_penalty
+
+
+def _all_costs(cfg: SupernetConfig) -> list[float]:
+    """GFLOPs of every architecture of a one-cell tree (every node, op and width)."""
+    c, widths = cfg.channels, width_set(cfg.channels)
+    cells = [[[op, w] for op, w in zip(ops, ws + (c,))]
+             for ops in itertools.product(OP_NAMES, repeat=5) for ws in itertools.product(widths, repeat=4)]
+    costs = []
+    for path in enumerate_tree(cfg.n_rir, cfg.n_up):
+        for cell in (cells if 0 in path else [None]):
+            arch = Architecture(backbone=cfg.backbone, path=list(path), cells=[cell] if cell else [],
+                                channels=c, scale=cfg.scale)
+            costs.append(arch_cost(arch)["gflops"])
+    return costs
+
+
+@pytest.mark.parametrize("backbone", ["A", "B"])
+def test_gflops_range_is_the_least_and_largest_network_of_the_space(backbone):
+    cfg = SupernetConfig(backbone=backbone, topology="tree", channels=16, n_rir=1, n_up=1, scale=2)
+    costs = _all_costs(cfg)
+    lo, hi = gflops_range(cfg)
+    assert lo == pytest.approx(min(costs), rel=1e-12) and hi == pytest.approx(max(costs), rel=1e-12)
+
+
+def test_flops_target_penalty_is_zero_in_the_band_and_pulls_toward_the_target():
+    for h, sign in ((1.04, 0), (0.96, 0), (1.3, 1), (0.7, -1)):
+        x = torch.tensor(h, dtype=torch.float64, requires_grad=True)
+        p = flops_target_penalty(x, 1.0)
+        p.backward()
+        assert torch.sign(x.grad).item() == sign  # descent lowers H above the band, raises it below
+        assert (p.item() == 0) == (sign == 0)
+
+
+@pytest.mark.parametrize("topology", ["tree", "trellis", "fixed"])
+def test_derive_within_lands_within_ten_percent_of_targets_across_the_range(topology):
+    torch.manual_seed(0)
+    cfg = SupernetConfig(backbone="B", topology=topology, channels=16, n_rir=2, n_up=1, scale=4)
+    net = Supernet(cfg)
+    with torch.no_grad():
+        for p in net.arch_parameters().values():
+            p.normal_(0, 0.1)
+    net.set_radius(1.0)
+    net.eval()
+    lo, hi = gflops_range(cfg)
+    for frac in (0.05, 0.3, 0.5, 0.8, 0.95):
+        target = lo + frac * (hi - lo)
+        arch = derive_within(net, target)
+        got = profile(net.extract(arch))["gflops"]
+        assert abs(got / target - 1) <= 0.10, (target, got, arch.path)
+
+
+def test_derive_within_keeps_the_plain_derivation_when_it_lies_in_the_band():
+    torch.manual_seed(1)
+    net = Supernet(SupernetConfig(backbone="B", channels=16, n_rir=2, n_up=1))
+    arch = net.derive()
+    assert derive_within(net, arch_cost(arch)["gflops"]).to_dict() == arch.to_dict()
+
+
+def _search(tmp_path, name, *extra):
+    out = str(tmp_path / name)
+    code = run_main("search", search.main, ["--preset", "smoke", "--set", "run.train_after_search=false",
+                                            "--out", out, "--no-progress", *extra])
+    return code, out
+
+
+@pytest.mark.parametrize("target", [0.4, 0.8])
+def test_smoke_search_derives_a_network_within_ten_percent_of_the_target(tmp_path, capsys, target):
+    code, out = _search(tmp_path, f"t{target}", "--gflops", str(target))
+    assert code == 0
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    assert abs(summary["gflops"] / target - 1) <= 0.10
+    report = summary["flops_target"]
+    assert report["target"] == target and report["within_tolerance"]
+    assert report["gflops"] == summary["gflops"] and report["range"][0] < target < report["range"][1]
+    assert json.load(open(os.path.join(out, "config.json")))["loss"]["flops_target"] == target
+    assert "GFLOPs target" in capsys.readouterr().out
+
+
+def test_a_target_outside_the_space_is_one_line_before_the_search(tmp_path, capsys):
+    code, out = _search(tmp_path, "far", "--gflops", "50")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "loss.flops_target = 50" in err and "0.244 to 1.04 GFLOPs" in err
+    assert not os.path.exists(os.path.join(out, "log.csv"))
