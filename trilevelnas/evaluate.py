@@ -2,6 +2,7 @@
 
     python -m trilevelnas.evaluate --model MODEL [--data HR_DIR | --gt GT_DIR --lq LQ_DIR
                                    [--filename-tmpl '{}x4']] [--json FILE] [--save-dir DIR]
+                                   [--reference teacher:FILE]
 
 ``--data``: a folder of HR images, LR made with MATLAB bicubic after modcrop; ``--gt/--lq``:
 BasicSR-style paired folders; neither: the embedded validation photographs. Prints per-image and
@@ -14,17 +15,13 @@ import json
 import os
 import sys
 
-import numpy as np
 
 from .cli import run_main
 from .errors import UserError
 from .fileio import check_writable_dir, check_writable_file, write_text
 from .data.datasets import build_dataset
-from .data.imresize import imresize
-from .data.io import tensor_to_image, write_image
-from .inference import (ArgumentParser, check_tile, choose_device, load_model_file, model_scale, receptive_radius,
-                        upscale_tensor)
-from .metrics import psnr, ssim
+from .evaluation import cost_of, evaluate_model, side_by_side
+from .inference import ArgumentParser, check_tile, choose_device, load_model_file, model_scale, receptive_radius
 
 __all__ = ["main", "evaluate_model"]
 
@@ -47,42 +44,21 @@ def _parser() -> ArgumentParser:
                    help="leave out unreadable images (with a warning) instead of stopping")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--reference", metavar="teacher:FILE",
+                   help="also score the model against this network's output (a distillation teacher: "
+                        "any weight file --model takes), beside bicubic against the same output and the "
+                        "reference against HR; with --save-dir also writes side_by_side.png")
     return p
 
 
-def evaluate_model(model, dataset, *, scale, crop_border=None, device="cpu", tile=0, tile_pad=None,
-                   save_dir=None, progress=False) -> dict:
-    """PSNR/SSIM (Y channel) of ``model`` and of bicubic upscaling on every sample of ``dataset``.
-
-    Returns ``{"images": [{"name", "psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y"}],
-    "psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y", "scale", "crop_border"}`` (means over
-    images). SR and bicubic outputs are rounded to uint8 before the metrics, as BasicSR does.
-    """
-    from tqdm import tqdm
-
-    crop = scale if crop_border is None else crop_border
-    rows = []
-    for i in tqdm(range(len(dataset)), desc="evaluate", unit="image", disable=not progress):
-        sample = dataset[i]
-        lq = sample["lq"][None].to(device)
-        sr = upscale_tensor(model, lq, scale=scale, tile=tile, tile_pad=tile_pad)[0]
-        gt = tensor_to_image(sample["gt"])
-        sr_img = tensor_to_image(sr)
-        if sr_img.shape != gt.shape:
-            raise UserError(f"{sample['name']}: model output {sr_img.shape[:2]} does not match "
-                            f"the GT size {gt.shape[:2]} (scale {scale})")
-        bic = tensor_to_image(imresize(sample["lq"].double(), scale))
-        rows.append({"name": sample["name"],
-                     "psnr_y": psnr(sr_img, gt, crop, True), "ssim_y": ssim(sr_img, gt, crop, True),
-                     "bicubic_psnr_y": psnr(bic, gt, crop, True),
-                     "bicubic_ssim_y": ssim(bic, gt, crop, True)})
-        if save_dir:
-            write_image(os.path.join(save_dir, sample["name"] + ".png"), sr_img)
-    keys = ("psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y")
-    result = {"images": rows}
-    result.update({k: float(np.mean([r[k] for r in rows])) for k in keys})
-    result.update({"scale": scale, "crop_border": crop})
-    return result
+def _reference(spec: str | None):
+    """The network of ``--reference teacher:FILE`` (None without the option)."""
+    if spec is None:
+        return None
+    kind, sep, path = spec.partition(":")
+    if not sep or kind != "teacher" or not path:
+        raise UserError(f"--reference {spec!r}: expected teacher:FILE (a weight file)")
+    return load_model_file(path)
 
 
 def main(argv=None) -> int:
@@ -92,9 +68,13 @@ def main(argv=None) -> int:
         check_writable_file(args.json, "--json")
     if args.save_dir:
         check_writable_dir(args.save_dir, "--save-dir")
-    from . import profile
     model = load_model_file(args.model).to(device).eval()
     scale = model_scale(model)
+    reference = _reference(args.reference)
+    if reference is not None:
+        reference = reference.to(device).eval()
+        if model_scale(reference) != scale:
+            raise UserError(f"--reference is a x{model_scale(reference)} network but --model is x{scale}")
     if args.crop_border is not None and args.crop_border < 0:
         raise UserError(f"--crop-border must be >= 0, got {args.crop_border}")
     tile_pad = args.tile_pad
@@ -105,10 +85,19 @@ def main(argv=None) -> int:
                             split="val", skip_bad_images=args.skip_bad_images)
     result = evaluate_model(model, dataset, scale=scale, crop_border=args.crop_border, device=device,
                             tile=args.tile, tile_pad=tile_pad, save_dir=args.save_dir,
-                            progress=not args.no_progress)
-    cost = profile(model)
-    result.update({"params": int(cost["params"]), "gflops": float(cost["gflops"]),
-                   "model": os.path.abspath(args.model)})
+                            progress=not args.no_progress, reference=reference, ref_tile=args.tile,
+                            ref_tile_pad=receptive_radius(reference) if reference is not None and args.tile else None,
+                            keep_images=reference is not None and bool(args.save_dir))
+    result.update(cost_of(model))
+    result["model"] = os.path.abspath(args.model)
+    if reference is not None:
+        ref_cost = cost_of(reference)
+        result["reference"] = {"file": os.path.abspath(args.reference.partition(":")[2]), **ref_cost,
+                               "compression": ref_cost["gflops"] / max(result["gflops"], 1e-12)}
+        if args.save_dir:
+            side_by_side(result["images"], os.path.join(args.save_dir, "side_by_side.png"))
+        for row in result["images"]:
+            row.pop("pictures", None)
     width = max(12, max(len(r["name"]) for r in result["images"]))
     print(f"{'image':<{width}}  {'PSNR-Y':>7} {'SSIM-Y':>7}   {'bicubic':>7} {'':>7}")
     for r in result["images"]:
@@ -118,6 +107,15 @@ def main(argv=None) -> int:
           f"{result['bicubic_psnr_y']:7.3f} {result['bicubic_ssim_y']:7.4f}")
     print(f"x{scale}, crop {result['crop_border']}, {len(result['images'])} images; "
           f"params {result['params'] / 1e6:.3f} M, {result['gflops']:.2f} GFLOPs at 256x256 LR")
+    if reference is not None:
+        print(f"\nagainst the reference's output ({args.reference}):")
+        print(f"{'image':<{width}}  {'PSNR-Y':>7} {'SSIM-Y':>7}   {'bicubic':>7} {'':>7}   {'ref vs HR':>9}")
+        for r in result["images"] + [dict(result, name="mean")]:
+            print(f"{r['name']:<{width}}  {r['psnr_y_vs_ref']:7.3f} {r['ssim_y_vs_ref']:7.4f}   "
+                  f"{r['bicubic_psnr_y_vs_ref']:7.3f} {r['bicubic_ssim_y_vs_ref']:7.4f}   {r['ref_psnr_y']:9.3f}")
+        ref = result["reference"]
+        print(f"reference: params {ref['params'] / 1e6:.3f} M, {ref['gflops']:.2f} GFLOPs "
+              f"({ref['compression']:.0f}x the model's)")
     if args.json:
         write_text(json.dumps(result, indent=1) + "\n", args.json)
     return 0

@@ -175,8 +175,8 @@ class _Progress:
 class TeacherCache:
     """The cache folder of one teacher at one scale.
 
-    ``teacher`` runs on its own device; ``weights`` is the file it was loaded from (its content
-    is part of every key). ``precision`` / ``dtype``: see :func:`autocast_request`.
+    ``teacher`` runs on its own device; ``weights`` is the file it was loaded from (its content,
+    and for an ncnn ``.param`` that of its ``.bin`` too, is part of every key). ``precision`` / ``dtype``: see :func:`autocast_request`.
     """
 
     def __init__(self, folder: str, teacher: nn.Module, weights: str, scale: int, *,
@@ -186,7 +186,11 @@ class TeacherCache:
         self.teacher, self.scale = teacher, int(scale)
         self.precision, self.dtype = precision, dtype
         self.tile, self.tile_pad = tile, tile_pad
-        self.teacher_sha256 = sha256_file(weights)
+        from ..models.weights import weight_files
+
+        files = weight_files(weights)  # an ncnn teacher: its .param and its .bin
+        self.teacher_sha256 = sha256_file(files[0]) if len(files) == 1 else hashlib.sha256(
+            "".join(sha256_file(f) for f in files).encode()).hexdigest()
         self._guarded = dtype is None
         self._entries: dict[int, tuple[object, list[tuple[str, tuple[int, int]]]]] = {}
 
@@ -286,6 +290,19 @@ class TeacherCache:
         finally:
             bar.close()
         return {"images": len(mine), "computed": len(todo), "cached": len(mine) - len(todo)}
+
+    def output(self, dataset, index: int) -> np.ndarray:
+        """The checked entry of ``dataset``'s image ``index`` (``H x W x 3`` uint16), computed and
+        stored first if it is missing or fails its check (one teacher pass)."""
+        self._check_folder()
+        os.makedirs(self.folder, exist_ok=True)
+        path, size, fields = self.entries(dataset)[index]
+        if _entry_problem(path, size, fields) is not None:
+            _write_entry(path, self.compute(dataset.lr_image(index)), fields)
+        problem = _entry_problem(path, size, fields)
+        if problem is not None:
+            raise UserError(f"teacher cache entry {path} {problem}")
+        return np.array(_open(path))
 
     def outputs(self, dataset) -> "CachedOutputs":
         """The entries of all of ``dataset``'s images, checked (record, digest, shape, type); a

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..errors import UserError
+from ..errors import InputFileError, UserError
 from .config import Config
 from .losses import Objective, PerceptualLoss
 
@@ -65,6 +65,48 @@ def validation_set(cfg: Config):
     if d.val_max_images and len(ds) > d.val_max_images:
         ds = Subset(ds, range(d.val_max_images))
     return ds
+
+
+def data_digests(train_set, val_set) -> dict:
+    """``{"train": {name: sha256}, "val": {name: sha256}}``: the content digest of every training
+    and validation image (for a paired set, of its GT and LR files together), what a resumed run
+    checks is unchanged (:func:`check_data_unchanged`)."""
+    from ..data.teacher_cache import sha256_array, sha256_file
+
+    def digests(dataset) -> dict:
+        base = dataset.dataset if isinstance(dataset, Subset) else dataset
+        idx = list(dataset.indices) if isinstance(dataset, Subset) else range(len(base.names))
+        found = {}
+        for i in idx:
+            if hasattr(base, "gt_paths"):
+                found[base.names[i]] = sha256_file(base.gt_paths[i]) + sha256_file(base.lq_paths[i])
+            elif hasattr(base, "paths"):
+                found[base.names[i]] = sha256_file(base.paths[i])
+            else:
+                found[base.names[i]] = sha256_array(base.images[i])
+        return found
+
+    return {"train": digests(train_set), "val": digests(val_set)}
+
+
+def check_data_unchanged(stored: dict | None, now: dict, allow: bool, ckpt_path: str) -> None:
+    """A one-line InputFileError when the images of a resumed run differ from its checkpoint's
+    (``stored``, from :func:`data_digests`; None for a checkpoint from before digests), naming how
+    many were added, removed and changed and one of them; ``allow`` (``--allow-data-change``)
+    lets the run continue on the images as they are now."""
+    if stored is None or allow:
+        return
+    for split in ("train", "val"):
+        old, new = stored.get(split, {}), now[split]
+        added = sorted(set(new) - set(old))
+        removed = sorted(set(old) - set(new))
+        changed = sorted(k for k in set(old) & set(new) if old[k] != new[k])
+        if added or removed or changed:
+            example = (changed or removed or added)[0]
+            what = "training" if split == "train" else "validation"
+            raise InputFileError(f"--resume: the {what} images changed since {ckpt_path} ({len(added)} added, "
+                                 f"{len(removed)} removed, {len(changed)} changed, e.g. {example!r}); restore "
+                                 "them, or pass --allow-data-change to continue on them as they are now")
 
 
 def _image_ids(dataset) -> list[str]:
@@ -206,6 +248,42 @@ def distillation_set(cfg: Config, out_dir: str, train_set, teacher: nn.Module | 
     barrier(ctx)
     tc.attach(train_set, cache.outputs(train_set))
     return CachedTargets(train_set), None
+
+
+def teacher_fidelity(cfg: Config, student: nn.Module, teacher: nn.Module, val_set, device: torch.device,
+                     picture: str | None = None) -> dict:
+    """How close ``student`` comes to ``teacher`` on the whole validation images (held out from
+    training): PSNR-Y/SSIM-Y of the student against the teacher's output beside bicubic's against
+    the same output, the student and the teacher against HR, both networks' params and GFLOPs and
+    the compression ratio (docs/teachers.md). The teacher's outputs go through the run's teacher
+    cache (once per image); ``picture``: a PNG of the images' centres, bicubic | student |
+    teacher | HR (:func:`~trilevelnas.evaluation.side_by_side`)."""
+    from ..evaluation import cost_of, evaluate_model, reference_from_cache, side_by_side
+
+    folder = teacher_cache_folder(cfg, "")
+    output = None
+    if folder is not None:
+        from ..data import teacher_cache as tc
+
+        if cfg.loss.teacher_cache is None:
+            tc.check_private_folder(folder)
+        cache = tc.TeacherCache(folder, teacher, cfg.loss.teacher, cfg.data.scale)
+        base = getattr(val_set, "dataset", val_set)
+        if hasattr(base, "lr_origin"):
+            output = reference_from_cache(cache, val_set)
+    result = evaluate_model(student, val_set, scale=cfg.data.scale, device=device, reference=teacher,
+                            reference_output=output, keep_images=picture is not None)
+    if picture is not None:
+        side_by_side(result["images"], picture)
+    s_cost, t_cost = cost_of(student), cost_of(teacher)
+    pair = lambda p, s: {"psnr_y": result[p], "ssim_y": result[s]}  # noqa: E731
+    return {"file": os.path.abspath(cfg.loss.teacher), "params": t_cost["params"], "gflops": t_cost["gflops"],
+            "compression": t_cost["gflops"] / max(s_cost["gflops"], 1e-12),
+            "student_vs_teacher": pair("psnr_y_vs_ref", "ssim_y_vs_ref"),
+            "bicubic_vs_teacher": pair("bicubic_psnr_y_vs_ref", "bicubic_ssim_y_vs_ref"),
+            "student_vs_hr": pair("psnr_y", "ssim_y"),
+            "teacher_vs_hr": pair("ref_psnr_y", "ref_ssim_y"),
+            "images": [r["name"] for r in result["images"]]}
 
 
 def build_objective(cfg: Config, device: torch.device, perceptual: bool) -> Objective:

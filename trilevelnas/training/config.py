@@ -116,10 +116,10 @@ class LossConfig:
     vgg_weights: str | None = setting(None, path("file"))
     # ESRGAN weights; None: supervise with the HR images
     teacher: str | None = setting(None, path("file", flag="--teacher"))
-    # teacher-output cache folder (data/teacher_cache.py); None: .teacher-cache next to --out
+    # teacher-output cache folder (data/teacher_cache.py); None: the private ~/.cache/trilevelnas/teacher
     teacher_cache: str | None = setting(None, Rule("str", nullable=True, flag="--teacher-cache",
                                                    check=lambda v: None if v.strip() else "must not be empty",
-                                                   note='null: .teacher-cache next to --out; "off": no cache'))
+                                                   note='null: the private per-user ~/.cache/trilevelnas/teacher; "off": no cache'))
     # the paper presets distil: a missing --teacher is an error
     require_teacher: bool = setting(False, boolean())
     # λ_f: weight of the expected GFLOPs in the architecture loss
@@ -184,6 +184,8 @@ class RunConfig:
     threads: int = setting(0, integer(ge=0, note="0: all cores available to the process"))
     # search program: train the derived network (writes model.pt)
     train_after_search: bool = setting(True, boolean())
+    # --resume: continue although the training or validation images changed since the checkpoint
+    allow_data_change: bool = setting(False, boolean())
 
 
 @dataclass

@@ -45,7 +45,7 @@ class Run:
     def __init__(self, cfg: Config, out_dir: str, ctx: DistContext, device: torch.device,
                  resume: dict | None = None, progress: bool | None = None):
         self.cfg, self.out_dir, self.ctx, self.device = cfg, out_dir, ctx, device
-        torch.set_num_threads(cfg.run.threads or available_cores())
+        torch.set_num_threads(min(cfg.run.threads or available_cores(), available_cores()))
         self.supernet_cfg: dict | None = None
         self.arch_tensors: dict = {}
         self.model: nn.Module | None = None
@@ -65,6 +65,7 @@ class Run:
             comp.check_data_unchanged(resume.get("data"), self.data_digests, cfg.run.allow_data_change,
                                       os.path.join(out_dir, "checkpoint.pt"))
         self.teacher = comp.load_teacher(cfg, device)
+        self.teacher_model = self.teacher  # kept for the summary's fidelity figures
         # the teacher cache: one teacher pass per training image, the steps read its crops (teacher None)
         self.train_full, self.teacher = comp.distillation_set(cfg, out_dir, self.train_full, self.teacher,
                                                               ctx, progress)
@@ -293,6 +294,9 @@ class Run:
             "trained": trained,
             "train_init": self._train_init(),
         }
+        if self.teacher_model is not None and self.ctx.is_main:
+            summary["teacher"] = comp.teacher_fidelity(self.cfg, model, self.teacher_model, self.val_set,
+                                                       self.device, os.path.join(self.out_dir, "fidelity.png"))
         if self.decisions is not None:
             summary["decisions"] = self.decisions
         if self.best_val is not None:
