@@ -15,9 +15,11 @@ from .config import SupernetConfig
 from .flops import FixedCosts, cell_cost_range, op_tables
 from .network import TOPOLOGY_CLASSES
 
-__all__ = ["gflops_range", "check_flops_target", "derive_within", "DERIVE_BAND"]
+__all__ = ["gflops_range", "check_flops_target", "derive_within", "FLOPS_TOLERANCE", "DERIVE_BAND"]
 
-#: The relative band around the target that :func:`derive_within` aims for.
+#: How far (relative) from a FLOPs target a derived network may cost.
+FLOPS_TOLERANCE = 0.10
+#: The relative band around the target that :func:`derive_within` aims for when it must choose.
 DERIVE_BAND = 0.05
 
 
@@ -134,18 +136,18 @@ def _along_path(net, path, path_score, target, tables, cache, steps: int = 40) -
     return seen
 
 
-def derive_within(net, target: float, band: float = DERIVE_BAND) -> Architecture:
-    """The derived architecture of supernet ``net`` whose GFLOPs (256x256 LR) lie within ±``band``
-    of ``target`` (docs/supernet.md, "FLOPs target").
+def derive_within(net, target: float, band: float = DERIVE_BAND, tolerance: float = FLOPS_TOLERANCE) -> Architecture:
+    """The derived architecture of supernet ``net`` whose GFLOPs (256x256 LR) lie near ``target``
+    (docs/supernet.md, "FLOPs target").
 
-    The plain derivation (``net.derive()``) when it lies there already. Otherwise, on each
+    The plain derivation (``net.derive()``) when it lies within ±``tolerance``. Otherwise, on each
     candidate path (every tree node; the trellis's and the fixed path), the cells maximising
     ``log probability − λ·GFLOPs`` (the log-softmax of the chosen logits) with λ bisected to the
-    target; of these, the most probable within the band, or where none is, the closest to the target.
+    target; of these, the most probable within ±``band``, or where none is, the closest to the target.
     """
     arch = net.derive()
     gflops = arch_cost(arch)["gflops"]
-    if abs(gflops / target - 1.0) <= band:
+    if abs(gflops / target - 1.0) <= tolerance:
         return arch
     tables = net._op_tables.detach().cpu().double().numpy()
     cache: dict = {}

@@ -24,7 +24,7 @@ from ..fileio import write_json
 from ..complexity import arch_cost
 from ..space import SANDWICH
 from ..supernet import SupernetConfig
-from ..supernet.budget import check_flops_target, derive_within
+from ..supernet.budget import FLOPS_TOLERANCE, check_flops_target, derive_within
 from ..supernet.decisions import decision_report, logit_margins
 from . import checkpoint as ckpt
 from . import components as comp
@@ -33,10 +33,6 @@ from .config import Config
 from .distributed import DistContext, all_reduce_grads, broadcast_module
 from .loop import linear_radius, sample_batch
 from .run import Run, clip_gradients, load_weights
-
-
-#: How far from ``loss.flops_target`` the derived network may cost (relative).
-FLOPS_TOLERANCE = 0.10
 
 
 class SearchRun(Run):
