@@ -23,7 +23,27 @@ from .errors import UserError
 from .inference import upscale_tensor
 from .metrics import psnr, ssim
 
-__all__ = ["evaluate_model", "cost_of", "side_by_side", "reference_from_cache"]
+__all__ = ["evaluate_model", "cost_of", "side_by_side", "reference_from_cache", "METRICS", "CHANNELS",
+           "check_metrics"]
+
+#: metric name → function(img, ref, crop_border, y_channel) (BasicSR's definitions, :mod:`.metrics`)
+METRICS = {"psnr": psnr, "ssim": ssim}
+#: ``channel`` → measured on BT.601 Y (``"y"``, BasicSR's ``test_y_channel: true``) or on RGB
+CHANNELS = ("y", "rgb")
+
+
+def check_metrics(metrics, channel: str) -> tuple[str, ...]:
+    """The metric names of ``metrics`` (a sequence, or a comma-separated string), checked against
+    :data:`METRICS` and ``channel`` against :data:`CHANNELS`; UserError naming a wrong one."""
+    names = [m.strip().lower() for m in (metrics.split(",") if isinstance(metrics, str) else metrics)]
+    names = [m for m in names if m]
+    unknown = [m for m in names if m not in METRICS]
+    if unknown or not names:
+        raise UserError(f"--metrics {','.join(names)!r}: expected a comma-separated list of "
+                        f"{', '.join(METRICS)}" + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
+    if channel not in CHANNELS:
+        raise UserError(f"--channel {channel!r}: expected one of {', '.join(CHANNELS)}")
+    return tuple(dict.fromkeys(names))
 
 #: ``reference_output(index, sample) -> HxWx3 uint8``: the reference network's output of a sample.
 ReferenceOutput = Callable[[int, dict], np.ndarray]
@@ -33,7 +53,8 @@ def evaluate_model(model: nn.Module, dataset, *, scale: int, crop_border: int | 
                    device="cpu", tile: int = 0, tile_pad: int | None = None, save_dir: str | None = None,
                    progress: bool = False, reference: nn.Module | None = None,
                    reference_output: ReferenceOutput | None = None, ref_tile: int = 0,
-                   ref_tile_pad: int | None = None, keep_images: bool = False) -> dict:
+                   ref_tile_pad: int | None = None, keep_images: bool = False,
+                   metrics=("psnr", "ssim"), channel: str = "y") -> dict:
     """PSNR/SSIM (Y channel) of ``model`` and of bicubic upscaling on every sample of ``dataset``.
 
     Returns ``{"images": [{"name", "psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y"}],
@@ -44,10 +65,21 @@ def evaluate_model(model: nn.Module, dataset, *, scale: int, crop_border: int | 
     ``bicubic_ssim_y_vs_ref`` and ``ref_psnr_y`` / ``ref_ssim_y`` (the reference against HR).
     ``keep_images``: each row also keeps its ``"pictures"`` (bicubic, model, reference, HR uint8
     arrays) for :func:`side_by_side`.
+
+    ``metrics`` (a subset of :data:`METRICS`, default both) and ``channel`` (``"y"``, default, or
+    ``"rgb"``: BasicSR's ``test_y_channel: false``) choose what is measured; every key above then
+    reads ``<metric>_<channel>`` (``psnr_rgb``, ``bicubic_ssim_rgb``, ``ref_psnr_rgb``, ...), and
+    only the chosen metrics appear.
     """
     from tqdm import tqdm
 
     crop = scale if crop_border is None else crop_border
+    metrics = check_metrics(metrics, channel)
+    y_channel = channel == "y"
+
+    def measure(prefix: str, img, ref, suffix: str = "") -> dict:
+        return {f"{prefix}{m}_{channel}{suffix}": METRICS[m](img, ref, crop, y_channel) for m in metrics}
+
     with_ref = reference is not None or reference_output is not None
     rows = []
     for i in tqdm(range(len(dataset)), desc="evaluate", unit="image", disable=not progress):
@@ -59,9 +91,7 @@ def evaluate_model(model: nn.Module, dataset, *, scale: int, crop_border: int | 
             raise UserError(f"{sample['name']}: model output {sr_img.shape[:2]} does not match "
                             f"the GT size {gt.shape[:2]} (scale {scale})")
         bic = tensor_to_image(imresize(sample["lq"].double(), scale))
-        row = {"name": sample["name"],
-               "psnr_y": psnr(sr_img, gt, crop, True), "ssim_y": ssim(sr_img, gt, crop, True),
-               "bicubic_psnr_y": psnr(bic, gt, crop, True), "bicubic_ssim_y": ssim(bic, gt, crop, True)}
+        row = {"name": sample["name"], **measure("", sr_img, gt), **measure("bicubic_", bic, gt)}
         ref = None
         if with_ref:
             if reference_output is not None:
@@ -72,10 +102,8 @@ def evaluate_model(model: nn.Module, dataset, *, scale: int, crop_border: int | 
             if ref.shape != gt.shape:
                 raise UserError(f"{sample['name']}: the reference's output {ref.shape[:2]} does not match "
                                 f"the GT size {gt.shape[:2]} (scale {scale})")
-            row.update({"psnr_y_vs_ref": psnr(sr_img, ref, crop, True), "ssim_y_vs_ref": ssim(sr_img, ref, crop, True),
-                        "bicubic_psnr_y_vs_ref": psnr(bic, ref, crop, True),
-                        "bicubic_ssim_y_vs_ref": ssim(bic, ref, crop, True),
-                        "ref_psnr_y": psnr(ref, gt, crop, True), "ref_ssim_y": ssim(ref, gt, crop, True)})
+            row.update({**measure("", sr_img, ref, "_vs_ref"), **measure("bicubic_", bic, ref, "_vs_ref"),
+                        **measure("ref_", ref, gt)})
         if keep_images:
             row["pictures"] = {"bicubic": bic, "model": sr_img, "reference": ref, "hr": gt}
         rows.append(row)

@@ -19,7 +19,8 @@ from .errors import UserError
 from .devices import resolve_device
 
 __all__ = ["ArgumentParser", "choose_device", "model_scale", "upscale_tensor", "autocast_dtype",
-           "load_model_file", "receptive_radius", "check_tile", "MIN_TILE"]
+           "load_model_file", "receptive_radius", "check_tile", "MIN_TILE", "outscale_size",
+           "lanczos_resize", "pre_pad_input"]
 
 MIN_TILE = 16
 """The smallest ``--tile`` the programs take (besides 0, no tiling): see :func:`check_tile`."""
@@ -243,3 +244,47 @@ def upscale_tensor(model: nn.Module, lq: torch.Tensor, *, scale: int | None = No
     if bar is not None:
         bar.close()
     return out
+
+
+def outscale_size(height: int, width: int, outscale: float) -> tuple[int, int]:
+    """The ``(height, width)`` of an ``height x width`` input upscaled by ``outscale`` (any float >
+    0): ``int(side * outscale)`` as Real-ESRGAN computes it, with float noise removed (``100 *
+    1.15`` gives 115, not 114) and at least 1 pixel."""
+    if not (math.isfinite(outscale) and outscale > 0):
+        raise UserError(f"-s/--outscale {outscale}: must be a number > 0")
+    return tuple(max(1, int(math.floor(side * outscale + 1e-6))) for side in (height, width))
+
+
+def lanczos_resize(image, size: tuple[int, int]):
+    """Resize a float ``HxWxC`` numpy image (values in [0, 1]) to ``size = (height, width)`` with
+    Pillow's Lanczos filter (a = 3; antialiased when shrinking), channel by channel in float32.
+
+    The final resize of ``upscale --outscale`` (Real-ESRGAN does it with OpenCV's Lanczos-4). The
+    result is float32 and not clipped (Lanczos overshoots a little at edges)."""
+    import numpy as np
+    from PIL import Image
+
+    arr = np.asarray(image, dtype=np.float32)
+    if arr.shape[:2] == tuple(size):
+        return arr.copy()
+    height, width = size
+    channels = [np.asarray(Image.fromarray(np.ascontiguousarray(arr[:, :, c]))
+                           .resize((width, height), Image.Resampling.LANCZOS))
+                for c in range(arr.shape[2])]
+    return np.stack(channels, axis=2)
+
+
+def pre_pad_input(lq: torch.Tensor, pre_pad: int) -> torch.Tensor:
+    """``lq`` (``NCHW``) reflect-padded by ``pre_pad`` pixels at the bottom and right, as
+    Real-ESRGAN's ``--pre_pad`` does before the network (its output is cropped back to ``scale x``
+    the input afterwards). UserError when ``pre_pad`` is negative or not smaller than a side (a
+    reflection needs that many pixels)."""
+    if pre_pad < 0:
+        raise UserError(f"--pre_pad {pre_pad}: must be >= 0")
+    if not pre_pad:
+        return lq
+    h, w = lq.shape[-2:]
+    if pre_pad >= min(h, w):
+        raise UserError(f"--pre_pad {pre_pad}: the image is {w}x{h}; a reflection pad must be smaller "
+                        "than each side")
+    return torch.nn.functional.pad(lq, (0, pre_pad, 0, pre_pad), mode="reflect")

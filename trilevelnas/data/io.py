@@ -172,10 +172,12 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
     return np.clip(np.round(y), 0, info.max).astype(rgb.dtype)
 
 
-def write_image(path, rgb: np.ndarray, alpha: np.ndarray | None = None, gray: bool = False) -> None:
+def write_image(path, rgb: np.ndarray, alpha: np.ndarray | None = None, gray: bool = False,
+                quality: int = 95) -> None:
     """Write ``rgb`` (``HxWx3`` uint8/uint16) and optional ``alpha`` (``HxW``, same dtype).
 
-    The format follows the extension. ``gray=True`` writes a single grey channel (BT.601 luma of
+    The format follows the extension; ``quality`` (1..100) is JPEG's and WebP's (ignored by the
+    lossless formats). ``gray=True`` writes a single grey channel (BT.601 luma of
     ``rgb``). 16-bit data needs PNG or TIFF; alpha needs PNG, WebP or TIFF; otherwise
     :class:`InputFileError` names the file. Parent folders are created.
     """
@@ -197,10 +199,10 @@ def write_image(path, rgb: np.ndarray, alpha: np.ndarray | None = None, gray: bo
     colour = _luma(rgb)[:, :, None] if gray else rgb
     arr = colour if alpha is None else np.concatenate([colour, alpha[:, :, None]], axis=2)
     with replacing(path) as tmp:
-        _write_pixels(tmp, arr, ext, sixteen, gray, alpha is not None)
+        _write_pixels(tmp, arr, ext, sixteen, gray, alpha is not None, quality)
 
 
-def _write_pixels(path, arr, ext, sixteen, gray, has_alpha) -> None:
+def _write_pixels(path, arr, ext, sixteen, gray, has_alpha, quality=95) -> None:
     if ext in _TIFF:
         import tifffile
 
@@ -218,7 +220,7 @@ def _write_pixels(path, arr, ext, sixteen, gray, has_alpha) -> None:
     img = Image.fromarray(arr[:, :, 0] if mode == "L" else arr, mode=None)
     if img.mode != mode:
         img = img.convert(mode)
-    options = {"quality": 95} if ext in (".jpg", ".jpeg", ".webp") else {}
+    options = {"quality": int(quality)} if ext in (".jpg", ".jpeg", ".webp") else {}
     img.save(path, **options)
 
 
