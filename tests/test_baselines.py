@@ -120,3 +120,13 @@ def test_train_baseline_refuses_init(tmp_path, capsys):
     code = run_main("train", train.main, ["--baseline", "espcn", "--preset", "smoke", "--init", "x.pt",
                                           "--out", str(tmp_path / "o")])
     assert code == 2 and "starts from scratch" in capsys.readouterr().err
+
+
+def test_resume_continues_the_same_baseline_only(tmp_path, capsys):
+    out = str(tmp_path / "r")
+    argv = ["--preset", "smoke", "--set", "train.steps=2", "--out", out, "--no-progress"]
+    assert run_main("train", train.main, ["--baseline", "fsrcnn", *argv]) == 0
+    assert run_main("train", train.main, ["--baseline", "fsrcnn", *argv, "--resume"]) == 0
+    capsys.readouterr()
+    assert run_main("train", train.main, ["--baseline", "espcn", *argv, "--resume"]) == 2
+    assert "give the same --baseline" in capsys.readouterr().err

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from ..arch import Architecture
-from ..errors import InputFileError
+from ..errors import ConfigError
 from . import checkpoint as ckpt
 from .config import Config
 from .distributed import DistContext
@@ -69,8 +69,8 @@ class BaselineRun(TrainRun):
 
     def _restore(self, state: dict) -> None:
         if state.get("architecture") != self.arch.to_dict():
-            raise InputFileError(f"--resume: the run in {self.out_dir} trained {state.get('architecture')!r}, "
-                                 f"not the baseline {self.arch.to_dict()!r}")
+            raise ConfigError(f"--resume: the run in {self.out_dir} trained {state.get('architecture')!r}, not the "
+                              f"baseline {self.arch.to_dict()!r}; give the same --baseline, or start a new --out")
         super()._restore({**state, "architecture": None, "model": None})
         if state.get("model") is not None:
             self.model = self.arch.build().to(self.device)
