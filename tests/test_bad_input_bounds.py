@@ -145,7 +145,7 @@ def _export(model_file, tmp_path, *extra):
     return ["--model", model_file, "--format", "onnx", "-o", tmp_path / "m.onnx", *extra]
 
 
-@pytest.mark.parametrize("missing, extra", [("onnx", ()), ("onnx", ("--no-check",)), ("onnxruntime", ())])
+@pytest.mark.parametrize("missing, extra", [("onnx", ()), ("onnx", ("--no-check",))])  # onnxruntime: test_cli_habits
 def test_export_without_onnx_names_the_extra(tmp_path, capsys, monkeypatch, model_file, missing, extra):
     monkeypatch.setitem(sys.modules, missing, None)  # import fails as if it were not installed
     code, _, err = run(export, _export(model_file, tmp_path, *extra), capsys)
