@@ -136,6 +136,14 @@ def test_subcommand_runs_the_program_and_keeps_one_line_errors(model_file, tmp_p
     assert commands.main(["--version"]) == 0
 
 
+@pytest.mark.parametrize("name", ["search", "train", "ablate", "evaluate", "upscale", "export"])
+def test_every_subcommand_reaches_its_program(name, capsys):
+    with pytest.raises(SystemExit) as stop:  # argparse's --help exits 0 after printing the usage
+        commands.main([name, "--help"])
+    assert stop.value.code == 0
+    assert f"trilevelnas.{name}" in capsys.readouterr().out
+
+
 def test_subcommand_error_prefix(model_file, tmp_path, capsys):
     code = commands.main(["evaluate", "--model", str(tmp_path / "missing.pt")])
     _, err = capsys.readouterr()
