@@ -2,8 +2,8 @@
 
 Subpackages, in layering order: ``ops`` (fused kernels and their references) ← ``space`` (candidate
 operations, superkernels, cells) ← ``supernet`` (tree / trellis / fixed-path supernets) ←
-``models`` / ``data`` ← the programs (``python -m trilevelnas.search``, ``train``, ``evaluate``,
-``upscale``, ``export``).
+``models`` / ``data`` ← the programs (``trilevelnas search|train|evaluate|upscale|export|ablate``,
+the console script of :mod:`trilevelnas.commands`; or ``python -m trilevelnas.search`` etc.).
 """
 
 __version__ = "0.1.0"
