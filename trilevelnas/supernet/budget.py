@@ -1,5 +1,5 @@
-"""The GFLOPs a supernet's space can reach, and a FLOPs target checked against them
-(docs/supernet.md, "FLOPs target")."""
+"""FLOPs targets (docs/supernet.md, "FLOPs target"): the GFLOPs a supernet's space can reach, a
+target checked against them, and the derivation of a network within a target's band."""
 from __future__ import annotations
 
 import math
