@@ -57,7 +57,7 @@ def load(path: str, what: str = "checkpoint", required: tuple[str, ...] = REQUIR
     if missing:
         raise InputFileError(f"{what} {path!r} is not a complete trilevelnas checkpoint: it lacks "
                         + ", ".join(repr(k) for k in missing))
-    if "version" in obj or required == PROGRAM_KEYS:
+    if required == PROGRAM_KEYS or all(k in obj for k in PROGRAM_KEYS):  # a program checkpoint
         check_schema(obj, path, what)
     return obj
 
