@@ -1,6 +1,6 @@
 """Evaluate an SR model: PSNR/SSIM on Y (crop = scale, BasicSR convention) with the bicubic baseline.
 
-    python -m trilevelnas.evaluate --model MODEL [--data HR_DIR | --gt GT_DIR --lq LQ_DIR
+    python -m trilevelnas.evaluate [--model MODEL | -n NAME] [--data HR_DIR | --gt GT_DIR --lq LQ_DIR
                                    [--filename-tmpl '{}x4']] ... | [--sets FILE]
                                    [--metrics psnr,ssim] [--channel y|rgb] [--json FILE]
                                    [--save-dir DIR] [--reference teacher:FILE]
@@ -9,7 +9,9 @@
 BasicSR-style paired folders; neither: the embedded validation photographs. Prints per-image and
 mean PSNR/SSIM of the model and of bicubic upscaling, the model's parameters and its GFLOPs at a
 256x256 LR input (the paper's convention). ``--metrics`` chooses the metrics and ``--channel rgb``
-measures on RGB instead of Y (BasicSR's ``test_y_channel: false``).
+measures on RGB instead of Y (BasicSR's ``test_y_channel: false``). ``-n NAME`` evaluates a
+shipped model (:mod:`trilevelnas.zoo`; ``--list-models`` prints their cards), and with neither
+``--model`` nor ``-n`` the default shipped model is evaluated.
 
 Several test sets in one run: repeat ``--data`` or ``--gt/--lq`` (one ``--filename-tmpl`` for all
 pairs or one per pair), or list them in ``--sets FILE`` (JSON or YAML;
@@ -31,13 +33,14 @@ from .data.datasets import build_dataset
 from .evalsets import TestSet, load_sets, sets_from_args
 from .evaluation import CHANNELS, check_metrics, cost_of, evaluate_model, side_by_side
 from .inference import ArgumentParser, check_tile, choose_device, load_model_file, model_scale, receptive_radius
+from .zoo import add_model_arguments, print_cards, resolve_model
 
 __all__ = ["main", "evaluate_model"]
 
 
 def _parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m trilevelnas.evaluate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="model file (save_model / train output, or ESRGAN weights)")
+    add_model_arguments(p, "the model to evaluate")
     p.add_argument("--data", action="append", help="folder of HR images (LR made by MATLAB-style bicubic); repeatable")
     p.add_argument("--gt", action="append", help="folder of GT images (paired with --lq); repeatable, in pairs")
     p.add_argument("--lq", action="append", help="folder of LR images (paired with --gt); repeatable, in pairs")
@@ -144,6 +147,10 @@ def _reference(spec: str | None):
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    if args.list_models:
+        print_cards()
+        return 0
+    args.model = resolve_model(args)
     metrics = check_metrics(args.metrics, args.channel)
     sets = _test_sets(args)
     device = choose_device(args.device)

@@ -1,11 +1,13 @@
 """Super-resolve image files with a trained model.
 
-    python -m trilevelnas.upscale -i FILE|DIR -o OUT --model MODEL [-s OUTSCALE] [-t TILE --tile-pad P]
+    python -m trilevelnas.upscale -i FILE|DIR -o OUT [--model MODEL | -n NAME] [-s OUTSCALE] [-t TILE --tile-pad P]
                                   [--pre_pad N] [--half | --bf16 | --fp32]
                                   [--alpha-upsampler bicubic|model] [--ext auto|png|jpg|webp] [--quality Q]
 
 A single input file goes to ``OUT`` if it has an image extension, else to ``OUT/<stem><suffix>.<ext>``;
-a folder's images (any mix of PNG, JPEG, BMP, TIFF, WebP, PNM) go to the folder ``OUT``. Alpha
+a folder's images (any mix of PNG, JPEG, BMP, TIFF, WebP, PNM) go to the folder ``OUT``. With
+neither ``--model`` nor ``-n NAME`` (a shipped model, :mod:`trilevelnas.zoo`; ``--list-models``
+prints their cards) the default shipped model is used. Alpha
 channels are upscaled separately (MATLAB bicubic by default, or by the model with the alpha
 replicated to RGB); 16-bit images stay 16-bit and grey images stay grey, where the output format
 can hold them: JPEG has no alpha channel and JPEG/WebP no 16 bits, so such an output drops the
@@ -33,6 +35,7 @@ from .errors import UserError
 from .fileio import check_writable_dir
 from .data.imresize import imresize
 from .data.io import IMAGE_EXTENSIONS, from_float, list_images, read_image, tensor_to_image, to_float, write_image
+from .zoo import add_model_arguments, print_cards, resolve_model
 from .inference import (ArgumentParser, autocast_dtype, check_tile, choose_device, lanczos_resize,
                         load_model_file, model_scale, outscale_size, pre_pad_input, receptive_radius,
                         upscale_tensor)
@@ -47,9 +50,9 @@ _SIXTEEN_BIT_FORMATS = (".png", ".tif", ".tiff")
 
 def _parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m trilevelnas.upscale", description=__doc__.split("\n\n")[0])
-    p.add_argument("-i", "--input", required=True, help="an image file or a folder of images (formats may be mixed)")
-    p.add_argument("-o", "--output", required=True, help="output file (single input) or folder")
-    p.add_argument("--model", required=True, help="model file (save_model / train output, or ESRGAN weights)")
+    p.add_argument("-i", "--input", help="an image file or a folder of images (formats may be mixed); required")
+    p.add_argument("-o", "--output", help="output file (single input) or folder; required")
+    add_model_arguments(p, "the network to upscale with")
     p.add_argument("-s", "--outscale", type=float, default=None,
                    help="final size as a multiple of the input's (any number > 0; default: the model's "
                         "scale, no resize); the network's output is resized with Lanczos, as Real-ESRGAN does")
@@ -185,6 +188,13 @@ def _check_options(args) -> None:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    if args.list_models:
+        print_cards()
+        return 0
+    missing = [flag for flag, value in (("-i/--input", args.input), ("-o/--output", args.output)) if value is None]
+    if missing:
+        raise UserError(f"the following arguments are required: {', '.join(missing)}")
+    args.model = resolve_model(args)
     _check_options(args)
     device = choose_device(args.device)
     dtype = autocast_dtype(args.half, args.bf16, device)
