@@ -38,7 +38,7 @@ def _parser() -> ArgumentParser:
     return p
 
 
-def _write(args, argv) -> None:
+def _write(args) -> None:
     from .cards import TEACHERS, make_card, write_card
 
     if len(args.write_card) > 2:
@@ -65,7 +65,9 @@ def _write(args, argv) -> None:
                      teacher=args.teacher or old_teacher.get("name"),
                      teacher_licence=args.teacher_licence or old_teacher.get("licence"),
                      default=args.default or bool(old.get("default")), stand_in=args.stand_in or bool(old.get("stand_in")),
-                     command="python -m trilevelnas.zoo " + " ".join(shlex.quote(a) for a in argv))
+                     command=f"python -m trilevelnas.zoo --write-card {shlex.quote(name)}"
+                     + ("" if (args.teacher or old_teacher.get("name") or "realesrgan-x4plus") in TEACHERS
+                        else " --teacher TEACHER_FILE"))
     path = write_card(card, model_file, args.zoo_dir)
     print(f"wrote {path}")
 
@@ -74,7 +76,7 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     if args.write_card:
-        _write(args, argv)
+        _write(args)
     if args.readme:
         from .cards import update_readme
 

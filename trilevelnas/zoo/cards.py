@@ -12,7 +12,7 @@ A card (``<name>.json`` beside ``<name>.pt`` in the zoo folder) holds::
                         "psnr_y", "ssim_y"},           # the teacher's own scores against HR
      "vs_teacher": null | {"psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y"},
      "training": {"data", "recipe"},                    # what it was trained on, the command that made it
-     "card_command": "python -m trilevelnas.zoo --write-card ..."}
+     "card_command": "python -m trilevelnas.zoo --write-card NAME"}   # re-measures this card
 
 :func:`write_card` runs the ``evaluate`` program itself (with ``--reference teacher:FILE`` for a
 student), so the card holds exactly what ``trilevelnas evaluate -n NAME`` prints.
@@ -123,17 +123,22 @@ def _training_data(model_file: str) -> str | None:
     """What the run beside ``model_file`` trained on, from its ``config.json`` (None without one)."""
     config = Path(model_file).resolve().parent / "config.json"
     try:
-        data = json.loads(config.read_text(encoding="utf-8")).get("data", {})
+        settings = json.loads(config.read_text(encoding="utf-8"))
+        data, loss = settings.get("data", {}), settings.get("loss", {})
     except (OSError, ValueError, AttributeError):
         return None
     if data.get("root"):
-        return f"the HR images of {os.path.basename(os.path.normpath(data['root']))}/, x{data.get('scale', 4)} " \
-               "MATLAB-bicubic LR"
-    from ..data import embedded_images
+        images = f"the HR images of {os.path.basename(os.path.normpath(data['root']))}/"
+    else:
+        from ..data import embedded_images
 
-    names = [n for n, _ in embedded_images("train")]
-    return (f"the {len(names)} embedded training photographs ({', '.join(names)}), "
-            f"x{data.get('scale', 4)} MATLAB-bicubic LR (the validation photographs are not among them)")
+        names = [n for n, _ in embedded_images("train")]
+        images = (f"the {len(names)} embedded training photographs ({', '.join(names)}; the validation "
+                  "photographs are not among them)")
+    teacher = loss.get("teacher")
+    target = (f"targets: the outputs of the teacher {os.path.basename(str(teacher))}" if teacher
+              else "targets: the HR images")
+    return f"{images}, x{data.get('scale', 4)} MATLAB-bicubic LR; {target}; {loss.get('objective', 'psnr')} objective"
 
 
 def make_card(name: str, model_file: str, *, description: str, recipe: str, data: str | None = None,
@@ -168,7 +173,7 @@ def make_card(name: str, model_file: str, *, description: str, recipe: str, data
         "file": f"{name}.pt", "bytes": size, "sha256": _sha256(model_file),
         "scale": model_scale(model), "kind": stored["kind"], "architecture": stored["arch"],
         "params": result["params"], "gflops": result["gflops"],
-        "heldout": {"data": "the embedded validation photographs (scikit-image), never used in training; "
+        "heldout": {"data": "the embedded validation photographs (scikit-image), not trained on; "
                             "MATLAB-bicubic LR, BasicSR PSNR/SSIM on Y",
                     "images": [r["name"] for r in result["images"]], "crop_border": result["crop_border"],
                     **{k: result[k] for k in keys},
