@@ -189,6 +189,15 @@ def test_upscale_with_no_model_uses_the_default(photo, tmp_path, capsys):
     np.testing.assert_array_equal(read_image(str(out)).rgb, expected)
 
 
+def test_evaluate_with_no_model_uses_the_default(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    code, _, err = run(evaluate, ["--device", "cpu", "--no-progress", "--json", out, "--metrics", "psnr"], capsys)
+    assert code == 0, err
+    result = json.loads(out.read_text())
+    assert result["model"] == os.path.abspath(zoo.model_path(zoo.default_name()))
+    assert close(result["psnr_y"], CARDS[0]["heldout"]["psnr_y"], "psnr_y")
+
+
 def test_upscale_by_name_equals_by_file(photo, tmp_path, capsys):
     a, b = tmp_path / "a.png", tmp_path / "b.png"
     assert run(upscale, ["-i", photo, "-o", a, "-n", NAMES[0], "--device", "cpu"], capsys)[0] == 0
