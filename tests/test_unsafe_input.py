@@ -331,3 +331,17 @@ def test_unavailable_device_is_named_with_what_is_available(tmp_path, capsys):
     assert code == 2
     one_line_error(err, "'cuda'", "available: cpu")
     assert not (tmp_path / "r" / "config.json").exists()
+
+
+def test_ablate_out_holding_a_users_files_is_refused(tmp_path, capsys):
+    """F2 for ablate: its --out gets results.json, results.md and a plot; a folder of the user's
+    files is refused with one line unless --overwrite, and left as it was."""
+    from trilevelnas import ablate
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "results.md").write_text("my notes")
+    code, _, err = run(ablate, ["--study", "order-lambda", "--out", out], capsys)
+    assert code == 2
+    one_line_error(err, str(out), "--overwrite")
+    assert os.listdir(out) == ["results.md"] and (out / "results.md").read_text() == "my notes"

@@ -35,7 +35,7 @@ import sys
 
 from .cli import run_main
 from .errors import InputFileError, UserError
-from .fileio import check_writable_dir, write_json, write_text
+from .fileio import check_out_dir, check_writable_dir, mark_out_dir, write_json, write_text
 from .supernet.config import DEFAULT_ORDER_LAMBDA
 
 __all__ = ["STUDIES", "main", "study_variants", "variant_key"]
@@ -65,9 +65,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value in every variant (repeatable)")
     p.add_argument("--data", help="training images (default: the embedded photographs)")
-    p.add_argument("--teacher", help="ESRGAN RRDBNet weights to distil from")
+    p.add_argument("--teacher", help="teacher weights to distil from (any format --model takes, e.g. "
+                                     "Real-ESRGAN's .pth or ncnn .param: docs/teachers.md)")
     p.add_argument("--seed", type=int, help="random seed of every variant")
     p.add_argument("--out", required=True, help="output folder (one subfolder per variant)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an --out that holds other files and no trilevelnas study (those "
+                        "files may be replaced); without it such a folder is refused")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -251,7 +255,9 @@ def markdown(study: str, preset: str, rows: list[dict]) -> str:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     check_writable_dir(args.out, "--out")
+    check_out_dir(args.out, overwrite=args.overwrite)
     os.makedirs(args.out, exist_ok=True)
+    mark_out_dir(args.out, "ablate")
     if args.study == "train-init":
         rows = _train_init(args, args.out)
     else:

@@ -29,7 +29,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config value (repeatable), e.g. --set search.steps=50")
     parser.add_argument("--data", help="training images: a folder of HR images (default: the embedded photographs)")
-    parser.add_argument("--teacher", help="ESRGAN RRDBNet weights to distil from (default: supervise with the HR images)")
+    parser.add_argument("--teacher", help="teacher weights to distil from, in any format --model takes (ESRGAN/"
+                                          "Real-ESRGAN .pth, .safetensors, ncnn .param: docs/teachers.md); "
+                                          "default: supervise with the HR images")
     parser.add_argument("--teacher-cache", metavar="DIR",
                         help="folder of the teacher's stored outputs, computed once per training image "
                              "(default: the private per-user ~/.cache/trilevelnas/teacher; 'off': run the teacher on "
