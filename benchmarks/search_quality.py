@@ -1,17 +1,29 @@
-"""Search quality, measured: does the derived architecture beat random ones of the same cost?
+"""Search quality, measured: does the searched network beat chance and the textbook at equal cost?
 
-    python benchmarks/search_quality.py [--preset demo] [--samples 5] [--train-steps 2000] [--out DIR]
+    python benchmarks/search_quality.py --gflops 3 [--preset demo] [--seeds 0,1,2] [--random 8]
+        [--teacher FILE] [--train-steps N] [--jobs 2] [--out runs/search_quality] [--set k=v ...]
 
-1. Runs the default search (``--preset``, not trained) or reuses ``DIR/search``.
-2. Samples architectures uniformly from the same space — a tree node (path), then for each of its
-   RiR cells an operation per slot and a width per inner slot, all uniform — keeping only those
-   whose GFLOPs are at most the derived one's, until ``--samples`` are found.
-3. Trains the derived architecture and every sample from scratch with the same budget
-   (``python -m trilevelnas.train --arch A --set train.steps=N``; same seed, data and schedule)
-   and ranks them by held-out PSNR-Y.
+One cell of the comparison (one FLOPs target, one supervision), every network trained with the
+same budget (the preset's ``train.steps`` unless ``--train-steps``) and scored on the held-out
+validation images:
 
-Writes ``benchmarks/results/search_quality.json`` (and ``.md``): every architecture with its
-params, GFLOPs and PSNR-Y, the derived one's rank and the random median.
+- **searched**: ``python -m trilevelnas.search --gflops T --seed S`` for each seed — search, derive
+  within ±10% of T, train from search: what a user of the method gets;
+- **random**: ``--random`` architectures drawn uniformly from the same space (a tree node, then an
+  op per slot and a width per inner slot) whose GFLOPs lie within ±10% of T, trained from scratch;
+- **baselines**: the textbook networks of ``models.baselines`` costing at most T·1.1, trained from
+  scratch (``train --baseline``).
+
+The score is PSNR-Y against HR, or with ``--teacher`` against the teacher's output (the summary's
+``teacher.student_vs_teacher``). Runs go ``--jobs`` at a time, one thread each; finished runs are
+reused (a folder with its ``summary.json``), so an interrupted comparison continues.
+
+The search's ranking is checked too: for each random architecture the seed-0 supernet's estimate
+(the network extracted from the supernet at ρ = 1 with its inherited weights, untrained, scored on
+the validation images) against its stand-alone result: Kendall's τ.
+
+Writes ``<out>/results.json``, ``benchmarks/results/search_quality_<tag>.{json,md,png}`` (mean ±
+std per group, ranks, a Pareto plot of every point).
 """
 from __future__ import annotations
 
@@ -19,10 +31,14 @@ import argparse
 import json
 import os
 import random
+import statistics
+import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+TOLERANCE = 0.10
 
 
 def sample_architecture(rng: random.Random, cfg, widths: list[int]):
@@ -41,105 +57,195 @@ def sample_architecture(rng: random.Random, cfg, widths: list[int]):
     return Architecture(backbone=s.backbone, path=path, cells=cells, channels=s.channels, scale=cfg.data.scale)
 
 
-def _cost(arch) -> tuple[int, float]:
+def gflops_of(model) -> float:
     from trilevelnas import profile
+
+    return float(profile(model)["gflops"])
+
+
+def random_within(cfg, target: float, count: int, seed: int) -> list:
+    """``count`` distinct uniform samples whose GFLOPs lie within ±10% of ``target``."""
     from trilevelnas.models import build
+    from trilevelnas.space import width_set
 
-    p = profile(build(arch))
-    return int(p["params"]), float(p["gflops"])
+    rng = random.Random(seed)
+    widths = width_set(cfg.supernet.channels)
+    found, seen = [], set()
+    for _ in range(200000):
+        if len(found) == count:
+            break
+        arch = sample_architecture(rng, cfg, widths)
+        key = json.dumps(arch.to_dict(), sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        if abs(gflops_of(build(arch)) / target - 1) <= TOLERANCE:
+            found.append(arch)
+    return found
 
 
-def _train(arch_path: str, out: str, preset: str, steps: int, extra: list[str]) -> dict:
-    from trilevelnas import train
-
+def run(cmd: list[str], out: str) -> dict:
+    """Run one program into ``out`` (one thread) unless it finished before; its summary."""
     summary = os.path.join(out, "summary.json")
     if not os.path.isfile(summary):
         resume = ["--resume"] if os.path.exists(os.path.join(out, "checkpoint.pt")) else []
-        argv = ["--preset", preset, "--arch", arch_path, "--out", out, "--set", f"train.steps={steps}",
-                "--set", "train.milestones=[]", "--set", "run.val_every=0", "--quiet", *extra, *resume]
-        train.main(argv)
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        with open(out + ".log", "w") as log:
+            subprocess.run([sys.executable, "-m", *cmd, "--out", out, "--quiet", "--set", "run.threads=1", *resume],
+                           check=True, stdout=log, stderr=subprocess.STDOUT, env=env)
     with open(summary, encoding="utf-8") as f:
         return json.load(f)
 
 
+def score(summary: dict, teacher: bool) -> float:
+    return summary["teacher"]["student_vs_teacher"]["psnr_y"] if teacher else summary["psnr_y"]
+
+
+def supernet_estimates(search_out: str, archs: list, cfg) -> list[float]:
+    """The seed-0 supernet's PSNR-Y estimate of each architecture: extracted at ρ = 1 with its
+    inherited weights, untrained, on the validation images."""
+    import torch
+
+    from trilevelnas.training import components as comp
+
+    state = torch.load(os.path.join(search_out, "checkpoint.pt"), weights_only=True)
+    val = comp.validation_set(cfg)
+    return [comp.validate(comp.extract_network(state["supernet"], state["supernet_config"], a), val,
+                          cfg.data.scale, torch.device("cpu"))["psnr_y"] for a in archs]
+
+
+def kendall_tau(a: list[float], b: list[float]) -> float:
+    from scipy.stats import kendalltau
+
+    return float(kendalltau(a, b).statistic)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--gflops", type=float, required=True, help="the FLOPs target T (GFLOPs at 256x256 LR)")
     p.add_argument("--preset", default="demo")
-    p.add_argument("--samples", type=int, default=5)
-    p.add_argument("--train-steps", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--random", type=int, default=8)
+    p.add_argument("--teacher", help="distil from this teacher (score against its output)")
+    p.add_argument("--train-steps", type=int, help="training steps of every network (default: the preset's)")
+    p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--out", default=os.path.join("runs", "search_quality"))
     p.add_argument("--set", dest="sets", action="append", default=[])
     args = p.parse_args(argv)
 
-    from trilevelnas import search
-    from trilevelnas.arch import Architecture
     from trilevelnas.fileio import write_json, write_text
-    from trilevelnas.space import width_set
+    from trilevelnas.models.baselines import BASELINES, build_baseline
     from trilevelnas.training import build_config
 
     cfg = build_config(args.preset, sets=args.sets)
-    extra = [x for s in args.sets for x in ("--set", s)]
-    search_out = os.path.join(args.out, "search")
+    steps = args.train_steps or cfg.train.steps
+    tag = f"{args.preset}_{args.gflops:g}g_{'teacher' if args.teacher else 'hr'}"
+    root = os.path.join(args.out, tag)
+    os.makedirs(root, exist_ok=True)
+    common = ["--preset", args.preset, "--set", f"train.steps={steps}",
+              "--set", f"train.milestones=[{int(steps * 0.7)},{int(steps * 0.9)}]"]
+    common += [x for s in args.sets for x in ("--set", s)]
+    if args.teacher:
+        common += ["--teacher", args.teacher]
     t0 = time.time()
-    if not os.path.isfile(os.path.join(search_out, "arch.json")):
-        resume = ["--resume"] if os.path.exists(os.path.join(search_out, "checkpoint.pt")) else []
-        search.main(["--preset", args.preset, "--out", search_out, "--set", "run.train_after_search=false",
-                     "--quiet", *extra, *resume])
-    derived = Architecture.from_json(os.path.join(search_out, "arch.json"))
-    d_params, d_gflops = _cost(derived)
 
-    rng = random.Random(args.seed)
-    widths = width_set(cfg.supernet.channels)
-    candidates, tries = [], 0
-    while len(candidates) < args.samples and tries < 100000:
-        tries += 1
-        a = sample_architecture(rng, cfg, widths)
-        params, gflops = _cost(a)
-        if gflops <= d_gflops + 1e-12 and a.to_dict() != derived.to_dict():
-            candidates.append(a)
-    if len(candidates) < args.samples:
-        print(f"only {len(candidates)} random architectures within {d_gflops:.4f} GFLOPs in {tries} draws",
-              file=sys.stderr)
+    jobs = []  # (group, name, cmd, out, arch)
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        jobs.append(("searched", f"searched-s{seed}", ["trilevelnas.search", *common, "--gflops", repr(args.gflops),
+                                                       "--seed", str(seed)], os.path.join(root, f"searched-s{seed}"), None))
+    randoms = random_within(cfg, args.gflops, args.random, seed=1234)
+    for i, arch in enumerate(randoms):
+        folder = os.path.join(root, f"random-{i}")
+        os.makedirs(folder, exist_ok=True)
+        arch_file = os.path.join(root, f"random-{i}.json")
+        write_json(arch.to_dict(), arch_file)
+        jobs.append(("random", f"random-{i}", ["trilevelnas.train", *common, "--arch", arch_file], folder + "/run", arch))
+    for name in BASELINES:
+        if gflops_of(build_baseline(name, cfg.data.scale)) <= args.gflops * (1 + TOLERANCE):
+            jobs.append(("baseline", name, ["trilevelnas.train", *common, "--baseline", name],
+                         os.path.join(root, name), None))
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        summaries = list(pool.map(lambda j: run(j[2], j[3]), jobs))
 
     rows = []
-    for name, arch in [("derived", derived)] + [(f"random-{i}", a) for i, a in enumerate(candidates)]:
-        folder = os.path.join(args.out, name)
-        os.makedirs(folder, exist_ok=True)
-        arch_path = os.path.join(folder, "arch.json")
-        write_json(arch.to_dict(), arch_path)
-        summary = _train(arch_path, os.path.join(folder, "train"), args.preset, args.train_steps, extra)
-        rows.append({"name": name, "path": arch.path, "params": summary["params"], "gflops": summary["gflops"],
-                     "psnr_y": summary["psnr_y"], "bicubic_psnr_y": summary["bicubic_psnr_y"],
-                     "architecture": arch.to_dict()})
-        print(f"{name}: path {arch.path}, {summary['params']:,} params, {summary['gflops']:.3f} GFLOPs, "
-              f"PSNR-Y {summary['psnr_y']:.3f} dB", flush=True)
-
-    ranked = sorted(rows, key=lambda r: -r["psnr_y"])
-    rank = 1 + [r["name"] for r in ranked].index("derived")
-    randoms = sorted(r["psnr_y"] for r in rows if r["name"] != "derived")
-    median = (randoms[len(randoms) // 2] if len(randoms) % 2 else
-              0.5 * (randoms[len(randoms) // 2 - 1] + randoms[len(randoms) // 2])) if randoms else None
-    derived_psnr = rows[0]["psnr_y"]
-    result = {
-        "preset": args.preset, "train_steps": args.train_steps, "seed": args.seed,
-        "derived_rank": rank, "of": len(rows), "derived_psnr_y": derived_psnr, "random_median_psnr_y": median,
-        "beats_random_median": median is not None and derived_psnr > median,
-        "sampling_draws": tries, "wall_seconds": time.time() - t0, "rows": rows,
-        "decisions": json.load(open(os.path.join(search_out, "summary.json"), encoding="utf-8")).get("decisions",
-                                                                                                  {}).get("undecided"),
+    for (group, name, _, out, arch), s in zip(jobs, summaries):
+        rows.append({"group": group, "name": name, "path": s["architecture"].get("path") if s.get("architecture") else None,
+                     "params": s["params"], "gflops": s["gflops"], "score": score(s, bool(args.teacher)),
+                     "psnr_y_vs_hr": s["psnr_y"], "bicubic": (s["teacher"]["bicubic_vs_teacher"]["psnr_y"]
+                                                             if args.teacher else s["bicubic_psnr_y"]),
+                     "undecided": (s.get("decisions") or {}).get("undecided")})
+    ranked = sorted(rows, key=lambda r: -r["score"])
+    for i, r in enumerate(ranked):
+        r["rank"] = i + 1
+    groups = {}
+    for g in ("searched", "random", "baseline"):
+        vals = [r["score"] for r in rows if r["group"] == g]
+        if vals:
+            groups[g] = {"n": len(vals), "mean": statistics.mean(vals),
+                         "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+                         "median": statistics.median(vals), "best": max(vals)}
+    search_out = jobs[0][3]
+    estimates = supernet_estimates(search_out, randoms, cfg) if randoms else []
+    alone = [r["score"] for r in rows if r["group"] == "random"]
+    tau = kendall_tau(estimates, alone) if len(estimates) > 1 else None
+    searched_mean = groups["searched"]["mean"]
+    verdict = {
+        "beats_random_median": searched_mean > groups.get("random", {}).get("median", float("-inf")),
+        "beats_every_baseline": all(searched_mean > r["score"] for r in rows if r["group"] == "baseline"),
     }
+    result = {"preset": args.preset, "target_gflops": args.gflops, "supervision": "teacher" if args.teacher else "hr",
+              "teacher": args.teacher, "train_steps": steps, "seeds": args.seeds, "groups": groups,
+              "kendall_tau": tau, "supernet_estimates": estimates, **verdict,
+              "wall_seconds": time.time() - t0, "rows": ranked}
     results = os.path.join(HERE, "results")
-    write_json(result, os.path.join(results, "search_quality.json"))
-    lines = [f"# Search quality (preset `{args.preset}`, {args.train_steps} training steps each, seed {args.seed})",
-             "", f"Derived architecture: rank {rank} of {len(rows)}; its PSNR-Y {derived_psnr:.3f} dB, "
-             f"random median {median:.3f} dB." if median is not None else "", "",
-             "| name | path | params | GFLOPs | PSNR-Y |", "|---|---|---|---|---|"]
+    write_json(result, os.path.join(results, f"search_quality_{tag}.json"))
+    metric = "PSNR-Y vs the teacher's output" if args.teacher else "PSNR-Y vs HR"
+    lines = [f"# Search quality: preset `{args.preset}`, target {args.gflops:g} GFLOPs, "
+             f"{'distilled from ' + os.path.basename(args.teacher) if args.teacher else 'HR supervision'}",
+             "", f"`python benchmarks/search_quality.py --gflops {args.gflops:g} --preset {args.preset} "
+             f"--seeds {args.seeds} --random {args.random}{' --teacher T' if args.teacher else ''}` — every "
+             f"network trained {steps} steps, one thread each; score: {metric} on the held-out validation "
+             "images.", "",
+             "| group | n | mean ± std | median | best |", "|---|---|---|---|---|"]
+    for g, v in groups.items():
+        lines.append(f"| {g} | {v['n']} | {v['mean']:.3f} ± {v['std']:.3f} | {v['median']:.3f} | {v['best']:.3f} |")
+    lines += ["", f"Searched mean beats the random median: **{verdict['beats_random_median']}**; beats every "
+              f"baseline of ≤ its cost: **{verdict['beats_every_baseline']}**. Kendall τ between the seed-0 "
+              f"supernet's estimate and the stand-alone score of the random architectures: "
+              f"{'n/a' if tau is None else f'{tau:.3f}'}.", "",
+              "| rank | name | path | params | GFLOPs | score | vs HR | undecided |", "|---|---|---|---|---|---|---|---|"]
     for r in ranked:
-        lines.append(f"| {r['name']} | {r['path']} | {r['params']:,} | {r['gflops']:.3f} | {r['psnr_y']:.3f} |")
-    write_text("\n".join(lines) + "\n", os.path.join(results, "search_quality.md"))
+        lines.append(f"| {r['rank']} | {r['name']} | {r['path']} | {r['params']:,} | {r['gflops']:.3f} | "
+                     f"{r['score']:.3f} | {r['psnr_y_vs_hr']:.3f} | {r['undecided'] if r['undecided'] is not None else ''} |")
+    write_text("\n".join(lines) + "\n", os.path.join(results, f"search_quality_{tag}.md"))
+    _plot(rows, os.path.join(results, f"search_quality_{tag}.png"), metric, args.gflops)
     print("\n".join(lines))
     return 0
+
+
+def _plot(rows: list[dict], path: str, metric: str, target: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for group, marker in (("searched", "*"), ("random", "o"), ("baseline", "s")):
+        pts = [r for r in rows if r["group"] == group]
+        ax.scatter([r["gflops"] for r in pts], [r["score"] for r in pts], marker=marker, s=80 if marker == "*" else 30,
+                   label=group)
+        if group == "baseline":
+            for r in pts:
+                ax.annotate(r["name"], (r["gflops"], r["score"]), fontsize=7)
+    ax.axvspan(target * (1 - TOLERANCE), target * (1 + TOLERANCE), alpha=0.1)
+    ax.set_xlabel("GFLOPs at 256x256 LR")
+    ax.set_ylabel(metric + " (dB)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -24,3 +24,13 @@ import pytest  # noqa: E402
 def _private_cache_per_test(tmp_path_factory, monkeypatch):
     """Each test gets an empty per-user cache folder (the teacher cache's default)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tests (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    on tiny convolutions OpenMP threads only add contention on a shared CI machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -14,7 +14,6 @@ from PIL import Image
 import trilevelnas
 from trilevelnas import commands, evaluate, export, upscale
 from trilevelnas.arch import Architecture
-from trilevelnas.cli import run_main
 from trilevelnas.data import imresize, modcrop, read_image, write_image
 from trilevelnas.metrics import psnr, ssim
 from trilevelnas.models import build, load_model, save_model
@@ -24,12 +23,8 @@ CELL = [["conv3x3", 8], ["resblock", 8], ["dwsblock", 16], ["conv1x1", 8], ["con
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny convolutions: one thread (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -44,17 +39,7 @@ def model_file(tmp_path_factory):
     return str(d / "b2.pt")
 
 
-def run(module, argv, capsys):
-    code = run_main(module.__name__, module.main, [str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(code, err, *words):
-    assert code == 2, err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    for w in words:
-        assert str(w) in err, (w, err)
+from program_helpers import one_line_error, run  # noqa: E402
 
 
 def sr_float(model_path, img_u, pad=0):

@@ -29,25 +29,11 @@ STUDENTS = [c["name"] for c in CARDS if c.get("teacher")]
 KEYS = ("psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny convolutions: one thread (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def run(module, argv, capsys):
-    code = run_main(module.__name__, module.main, [str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(code, err, *words):
-    assert code == 2, err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    for w in words:
-        assert str(w) in err, (w, err)
+from program_helpers import one_line_error, run  # noqa: E402
 
 
 def close(card_value, measured, key):
