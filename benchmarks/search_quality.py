@@ -12,7 +12,9 @@ validation images:
 - **random**: ``--random`` architectures drawn uniformly from the same space (a tree node, then an
   op per slot and a width per inner slot) whose GFLOPs lie within ±10% of T, trained from scratch;
 - **baselines**: the textbook networks of ``models.baselines`` costing at most T·1.1, trained from
-  scratch (``train --baseline``).
+  scratch (``train --baseline``);
+- with ``--also-scratch``, **searched-scratch**: each searched architecture trained from scratch,
+  which tells the architecture's worth from that of the weights it inherits.
 
 The score is PSNR-Y against HR, or with ``--teacher`` against the teacher's output (the summary's
 ``teacher.student_vs_teacher``). Runs go ``--jobs`` at a time, one thread each; finished runs are
@@ -129,6 +131,9 @@ def main(argv=None) -> int:
     p.add_argument("--teacher", help="distil from this teacher (score against its output)")
     p.add_argument("--train-steps", type=int, help="training steps of every network (default: the preset's)")
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--also-scratch", action="store_true",
+                   help="also train each searched architecture from scratch (group searched-scratch): "
+                        "separates the architecture from the inherited weights")
     p.add_argument("--out", default=os.path.join("runs", "search_quality"))
     p.add_argument("--set", dest="sets", action="append", default=[])
     args = p.parse_args(argv)
@@ -167,6 +172,13 @@ def main(argv=None) -> int:
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         summaries = list(pool.map(lambda j: run(j[2], j[3]), jobs))
+    if args.also_scratch:  # needs the searched architectures: a second round
+        extra = [("searched-scratch", f"searched-s{s}-scratch",
+                  ["trilevelnas.train", *common, "--arch", os.path.join(out, "arch.json")], out + "-scratch", None)
+                 for (group, name, _, out, _a) in jobs if group == "searched" for s in [name.split("-s")[1]]]
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            summaries += list(pool.map(lambda j: run(j[2], j[3]), extra))
+        jobs += extra
 
     rows = []
     for (group, name, _, out, arch), s in zip(jobs, summaries):
@@ -179,7 +191,7 @@ def main(argv=None) -> int:
     for i, r in enumerate(ranked):
         r["rank"] = i + 1
     groups = {}
-    for g in ("searched", "random", "baseline"):
+    for g in ("searched", "searched-scratch", "random", "baseline"):
         vals = [r["score"] for r in rows if r["group"] == g]
         if vals:
             groups[g] = {"n": len(vals), "mean": statistics.mean(vals),
@@ -204,7 +216,8 @@ def main(argv=None) -> int:
     lines = [f"# Search quality: preset `{args.preset}`, target {args.gflops:g} GFLOPs, "
              f"{'distilled from ' + os.path.basename(args.teacher) if args.teacher else 'HR supervision'}",
              "", f"`python benchmarks/search_quality.py --gflops {args.gflops:g} --preset {args.preset} "
-             f"--seeds {args.seeds} --random {args.random}{' --teacher T' if args.teacher else ''}` — every "
+             f"--seeds {args.seeds} --random {args.random}{' --teacher T' if args.teacher else ''}"
+             f"{' --also-scratch' if args.also_scratch else ''}` — every "
              f"network trained {steps} steps, one thread each; score: {metric} on the held-out validation "
              "images.", "",
              "| group | n | mean ± std | median | best |", "|---|---|---|---|---|"]
@@ -231,7 +244,7 @@ def _plot(rows: list[dict], path: str, metric: str, target: float) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for group, marker in (("searched", "*"), ("random", "o"), ("baseline", "s")):
+    for group, marker in (("searched", "*"), ("searched-scratch", "P"), ("random", "o"), ("baseline", "s")):
         pts = [r for r in rows if r["group"] == group]
         ax.scatter([r["gflops"] for r in pts], [r["score"] for r in pts], marker=marker, s=80 if marker == "*" else 30,
                    label=group)
