@@ -150,14 +150,12 @@ def test_the_pipeline_trains_on_the_cached_crops(setup, capsys):
     cfg = build_config("smoke", flags={"data": {"root": data}, "loss": {"teacher": weights}})
     ds = comp.training_set(cfg)
     net = comp.load_teacher(cfg, torch.device("cpu"))
-    out = str(tmp / "runs" / "a")
-    train_set, teacher = comp.distillation_set(cfg, out, ds, net, DistContext())
+    train_set, teacher = comp.distillation_set(cfg, ds, net, DistContext())
     assert teacher is None and isinstance(train_set, comp.CachedTargets)
     printed = capsys.readouterr().out  # not a terminal: progress lines
     assert "teacher cache: computing 4 of 4" in printed and "teacher cache 4/4 images" in printed
-    comp.distillation_set(cfg, out, comp.training_set(cfg), net, DistContext())
+    comp.distillation_set(cfg, comp.training_set(cfg), net, DistContext())
     assert "all 4 teacher outputs found" in capsys.readouterr().out
-    assert not os.path.exists(tmp / "runs" / ".teacher-cache")  # nothing beside --out
     default = tc.default_folder()  # the private per-user folder (XDG_CACHE_HOME: see conftest)
     assert os.stat(default).st_mode & 0o777 == 0o700
     stored = sorted(f for f in os.listdir(default) if f.endswith(".npy"))
@@ -169,7 +167,7 @@ def test_the_pipeline_trains_on_the_cached_crops(setup, capsys):
     batch = collate(items, torch.device("cpu"))  # what the steps see: lq, gt, name
     assert torch.equal(comp.targets(batch, teacher), torch.stack([it["teacher"] for it in items]))
     cfg.loss.teacher_cache = "off"
-    assert comp.distillation_set(cfg, str(tmp / "runs" / "b"), ds, net, DistContext()) == (ds, net)
+    assert comp.distillation_set(cfg, ds, net, DistContext()) == (ds, net)
 
 
 def test_changed_weights_or_image_are_recomputed(setup):

@@ -36,7 +36,7 @@ from .baselines import BASELINE_TYPES, build_baseline
 from .derived import DerivedNetwork, build
 from .rrdbnet import RRDBNet, read_checkpoint, rrdbnet_from_state_dict, unwrap_checkpoint
 from .srvgg import SRVGGNetCompact
-from .weights import load_network, network_from_state_dict, sniff_format
+from .weights import check_state_dict, load_network, network_from_state_dict, sniff_format
 
 FORMAT = "trilevelnas-model"
 VERSION = 2
@@ -91,28 +91,12 @@ def _checked(obj: Any, source: str) -> dict[str, Any]:
     return obj
 
 
-def _check_tensors(target: dict, state: dict, source: str) -> None:
-    """InputFileError naming the first key of ``state`` that ``target`` (a state dict, maybe of
-    meta tensors) lacks or shapes otherwise, or the first key ``state`` misses."""
-    for k, v in state.items():
-        if k not in target:
-            raise InputFileError(f"{source}: unexpected key {k!r} for its architecture")
-        if not isinstance(v, torch.Tensor) or tuple(v.shape) != tuple(target[k].shape):
-            shape = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
-            raise InputFileError(f"{source}: key {k!r} has shape {shape}, its architecture needs "
-                            f"{tuple(target[k].shape)}")
-    missing = [k for k in target if k not in state]
-    if missing:
-        raise InputFileError(f"{source}: missing key {missing[0]!r}"
-                        + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-
-
 def _build_checked(make, state: dict, source: str) -> nn.Module:
     """``make()`` loaded strictly with ``state``, once ``make()`` built on the meta device (no
     memory) has shown that it holds exactly ``state``'s names and shapes."""
     with torch.device("meta"):
         skeleton = make()
-    _check_tensors(skeleton.state_dict(), state, source)
+    check_state_dict(skeleton.state_dict(), state, source)
     del skeleton
     model = make()
     model.load_state_dict(state, strict=True)

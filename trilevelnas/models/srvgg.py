@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
+from .weights import check_state_dict
 
 ACTIVATIONS = ("prelu", "relu", "leakyrelu")
 _KEY = re.compile(r"body\.(\d+)\.(weight|bias)$")
@@ -127,17 +128,7 @@ def srvgg_from_state_dict(state: Mapping[str, torch.Tensor], source: str = "weig
 
 
 def _load_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    target = model.state_dict()
-    for k, v in state.items():
-        if k not in target:
-            raise UserError(f"{source}: unexpected key {k!r} for {_describe(model)}")
-        if tuple(v.shape) != tuple(target[k].shape):
-            raise UserError(f"{source}: key {k!r} has shape {tuple(v.shape)}, expected "
-                            f"{tuple(target[k].shape)} for {_describe(model)}")
-    missing = [k for k in target if k not in state]
-    if missing:
-        raise UserError(f"{source}: missing key {missing[0]!r}"
-                        + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    check_state_dict(model.state_dict(), state, source, _describe(model))
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
 
 

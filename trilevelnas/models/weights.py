@@ -141,5 +141,21 @@ def load_network(path: str | os.PathLike, key: str | None = None) -> nn.Module:
         raise UserError(message if message.startswith(source) else f"{source}: {message}") from None
 
 
-__all__ = ["load_network", "network_from_state_dict", "read_safetensors", "sniff_format", "weight_files", "FORMATS",
+def check_state_dict(target: Mapping, state: Mapping, source: str, what: str = "its architecture") -> None:
+    """InputFileError naming the first key of ``state`` that ``target`` (a network's state dict,
+    maybe of meta tensors) lacks or shapes otherwise (``what``: the network, for the message), or
+    the first key ``state`` misses."""
+    for k, v in state.items():
+        if k not in target:
+            raise InputFileError(f"{source}: unexpected key {k!r} for {what}")
+        if not isinstance(v, torch.Tensor) or tuple(v.shape) != tuple(target[k].shape):
+            shape = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+            raise InputFileError(f"{source}: key {k!r} has shape {shape}, {what} needs {tuple(target[k].shape)}")
+    missing = [k for k in target if k not in state]
+    if missing:
+        raise InputFileError(f"{source}: missing key {missing[0]!r}"
+                             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+
+
+__all__ = ["check_state_dict", "load_network", "network_from_state_dict", "read_safetensors", "sniff_format", "weight_files", "FORMATS",
            "SAFETENSORS_DTYPES"]

@@ -191,18 +191,20 @@ def load_teacher(cfg: Config, device: torch.device) -> nn.Module | None:
 TEACHER_CACHE_OFF = "off"
 
 
-def teacher_cache_folder(cfg: Config, out_dir: str) -> str | None:
+def teacher_cache_folder(cfg: Config) -> str | None:
     """The run's teacher-output cache folder: ``loss.teacher_cache``; when that is null, the
     private per-user folder :func:`~trilevelnas.data.teacher_cache.default_folder` (shared by all
-    the user's runs: entries are keyed by content, see :mod:`trilevelnas.data.teacher_cache`);
+    the user's runs: entries are keyed by content, see :mod:`trilevelnas.data.teacher_cache`),
+    created and checked private (:func:`~trilevelnas.data.teacher_cache.check_private_folder`);
     None without a teacher or when it is ``"off"`` (the teacher then runs on every batch)."""
     folder = cfg.loss.teacher_cache
     if cfg.loss.teacher is None or folder == TEACHER_CACHE_OFF:
         return None
     if folder is None:
-        from ..data.teacher_cache import default_folder
+        from ..data.teacher_cache import check_private_folder, default_folder
 
         folder = default_folder()
+        check_private_folder(folder)
     return folder
 
 
@@ -223,7 +225,7 @@ class CachedTargets(torch.utils.data.Dataset):
         return item
 
 
-def distillation_set(cfg: Config, out_dir: str, train_set, teacher: nn.Module | None, ctx,
+def distillation_set(cfg: Config, train_set, teacher: nn.Module | None, ctx,
                      progress: bool | None = None):
     """``(training set, teacher)`` for the training steps.
 
@@ -232,14 +234,14 @@ def distillation_set(cfg: Config, out_dir: str, train_set, teacher: nn.Module | 
     earlier or interrupted run are reused), the set becomes a :class:`CachedTargets` over it and
     the teacher returned is None — the steps run no teacher. Otherwise both come back unchanged.
     """
-    folder = teacher_cache_folder(cfg, out_dir)
-    if teacher is None or folder is None:
+    if teacher is None:
+        return train_set, teacher
+    folder = teacher_cache_folder(cfg)
+    if folder is None:
         return train_set, teacher
     from ..data import teacher_cache as tc
     from .distributed import barrier
 
-    if cfg.loss.teacher_cache is None:
-        tc.check_private_folder(folder)
     precision, dtype = tc.autocast_request(next(teacher.parameters()).device)
     cache = tc.TeacherCache(folder, teacher, cfg.loss.teacher, cfg.data.scale, precision=precision,
                             dtype=dtype)
@@ -260,13 +262,11 @@ def teacher_fidelity(cfg: Config, student: nn.Module, teacher: nn.Module, val_se
     teacher | HR (:func:`~trilevelnas.evaluation.side_by_side`)."""
     from ..evaluation import cost_of, evaluate_model, reference_from_cache, side_by_side
 
-    folder = teacher_cache_folder(cfg, "")
+    folder = teacher_cache_folder(cfg)
     output = None
     if folder is not None:
         from ..data import teacher_cache as tc
 
-        if cfg.loss.teacher_cache is None:
-            tc.check_private_folder(folder)
         cache = tc.TeacherCache(folder, teacher, cfg.loss.teacher, cfg.data.scale)
         base = getattr(val_set, "dataset", val_set)
         if hasattr(base, "lr_origin"):

@@ -67,7 +67,7 @@ class Run:
         self.teacher = comp.load_teacher(cfg, device)
         self.teacher_model = self.teacher  # kept for the summary's fidelity figures
         # the teacher cache: one teacher pass per training image, the steps read its crops (teacher None)
-        self.train_full, self.teacher = comp.distillation_set(cfg, out_dir, self.train_full, self.teacher,
+        self.train_full, self.teacher = comp.distillation_set(cfg, self.train_full, self.teacher,
                                                               ctx, progress)
         self.content_only = comp.build_objective(cfg, device, perceptual=False)
         self.full_objective = comp.build_objective(cfg, device, perceptual=True)
