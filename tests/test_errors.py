@@ -17,7 +17,7 @@ from trilevelnas.supernet import SupernetConfig
 PACKAGE = pathlib.Path(trilevelnas.__file__).parent
 #: Modules that are programs or their argument parsing: they may use cli's helpers.
 PROGRAMS = {"cli", "search", "train", "evaluate", "upscale", "export", "ablate", "inference",
-            "training/program", "supernet/bench", "__main__", "commands", "zoo/__main__"}
+            "training/program", "__main__", "commands", "zoo/__main__"}
 
 
 def test_every_user_error_is_a_value_error():

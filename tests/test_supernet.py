@@ -1,6 +1,7 @@
 """Supernets (tree / trellis / fixed path, backbones A and B): structure, relaxations, sparse vs
 dense execution, derivation + extraction at radius 1, the expected-FLOPs model, width modes."""
 import math
+from collections import Counter
 
 import pytest
 import torch
@@ -185,6 +186,29 @@ def test_sparse_execution_skips_dead_tree_nodes():
     live = [i for i in range(len(q)) if any(q[j] > 0 for j in range(len(q)) if net.topology.desc[i, j])]
     rir_nodes = [i for i in live if net.topology.step[i] == 0]
     assert sum(calls) == len(rir_nodes)  # one batch row per live RiR node, nothing else
+
+
+@pytest.mark.parametrize("share", ["ordinal", "none"])
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+@pytest.mark.parametrize("backbone", ["A", "B"])
+def test_dense_counts_are_the_calls_of_a_dense_forward(backbone, topology, share):
+    """The topology's dense_counts (memory.py's estimate) name every cell, up and conv_hr call
+    of a dense forward pass, at its level (backbone A: read from the width; B: not observable)."""
+    net = make(small(backbone, topology, share=share, sparse_execution=False))
+    seen = Counter()
+
+    def level(x, after_up=False):
+        return int(math.log2(x.shape[-1] // 4)) + after_up if backbone == "A" else 0
+    run_cell, run_up, run_hr = net.run_cell, net.run_up, net.run_hr
+    net.run_cell = lambda m, x, c: seen.update({("cell", level(x)): x.shape[0]}) or run_cell(m, x, c)
+    net.run_up = lambda m, x: seen.update({("up", level(x, True)): x.shape[0]}) or run_up(m, x)
+    net.run_hr = lambda x: seen.update({("hr", level(x)): x.shape[0]}) or run_hr(x)
+    net(torch.randn(1, 3, 4, 4, dtype=DT))
+    want = Counter()
+    for (kind, b), n in net.topology.dense_counts().items():
+        if kind != "merge":
+            want[kind, b if backbone == "A" else 0] += n
+    assert seen == want
 
 
 # ------------------------------------------------------- independent computation of the tree

@@ -46,10 +46,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from math import comb
+from math import prod
 
 from .arch import Architecture, width_set
 from .errors import UserError
+from .supernet.config import SupernetConfig
+from .supernet.network import TOPOLOGY_CLASSES
 
 __all__ = ["Estimate", "supernet_params", "supernet_step", "model_step", "available_memory",
            "check_fits", "check_training_memory"]
@@ -124,67 +126,31 @@ def _head(backbone: str, c: int, scale: int, hr_inputs: int) -> int:
 
 
 # ------------------------------------------------------------------------------- supernet
-def _topology_counts(topology: str, backbone: str, n_rir: int, n_up: int, share: str,
-                     fixed_path) -> dict:
-    """What one dense forward pass computes, per level b (number of ups before it), and the
-    module counts: ``{"cells": {b: n}, "ups": {b: n}, "merges": {b: n}, "hr_inputs": n,
-    "cell_modules", "up_modules", "beta"}``."""
-    cells: dict[int, int] = {}
-    ups: dict[int, int] = {}
-    merges: dict[int, int] = {}
-    R, U = n_rir, n_up
-    if topology == "tree":
-        for a in range(R + 1):
-            for b in range(U + 1):
-                if a >= 1:
-                    cells[b] = cells.get(b, 0) + comb(a + b - 1, a - 1)
-                if b >= 1:
-                    ups[b] = ups.get(b, 0) + comb(a + b - 1, b - 1)
-        nodes = comb(R + U + 2, R + 1) - 1
-        hr_inputs = sum(comb(a + U, a) for a in range(R + 1))
-        ordinal = share == "ordinal"
-        return {"cells": cells, "ups": ups, "merges": merges, "hr_inputs": hr_inputs,
-                "cell_modules": R if ordinal else sum(cells.values()),
-                "up_modules": U if ordinal else sum(ups.values()), "beta": nodes}
-    if topology == "trellis":
-        for a in range(R + 1):
-            for b in range(U + 1):
-                if a >= 1:
-                    cells[b] = cells.get(b, 0) + 1
-                if b >= 1:
-                    ups[b] = ups.get(b, 0) + 1
-                if a >= 1 and b >= 1:
-                    merges[b] = merges.get(b, 0) + 1
-        ordinal = share == "ordinal"
-        return {"cells": cells, "ups": ups, "merges": merges, "hr_inputs": 1,
-                "cell_modules": R if ordinal else R * (U + 1),
-                "up_modules": U if ordinal else (R + 1) * U, "beta": 2 * R * U}
-    full = list(fixed_path) if fixed_path is not None else [0] * R + [1] * U
-    if backbone == "A":
-        full += [1] * (U - full.count(1))
-    b = 0
-    for step in full:
-        if step == 0:
-            cells[b] = cells.get(b, 0) + 1
-        else:
-            b += 1
-            ups[b] = ups.get(b, 0) + 1
-    return {"cells": cells, "ups": ups, "merges": merges, "hr_inputs": 1,
-            "cell_modules": full.count(0), "up_modules": full.count(1), "beta": 0}
+def _topology(backbone: str, topology: str, channels: int, n_rir: int, n_up: int, share: str,
+              scale: int, fixed_path):
+    """The topology object of ``Supernet(SupernetConfig(...))`` with these settings (no network)."""
+    cfg = SupernetConfig(backbone=backbone, topology=topology, channels=channels, n_rir=n_rir,
+                         n_up=n_up, share=share, scale=scale, fixed_path=fixed_path)
+    return TOPOLOGY_CLASSES[topology](cfg)
+
+
+def _of(counts, kind: str) -> dict[int, int]:
+    """``{level: calls}`` of one kind in a topology's :meth:`dense_counts`."""
+    return {b: n for (k, b), n in counts.items() if k == kind}
 
 
 def supernet_params(backbone: str, topology: str, channels: int, n_rir: int, n_up: int,
                     share: str, scale: int, fixed_path=None) -> int:
     """The parameter count of ``Supernet(SupernetConfig(...))`` with these settings (exact)."""
     c = channels
-    t = _topology_counts(topology, backbone, n_rir, n_up, share, fixed_path)
+    t = _topology(backbone, topology, channels, n_rir, n_up, share, scale, fixed_path)
     per_slot = 38 * c * c + 9 * EXPANSION * c  # 1x1, 3x3, resblock (2 convs + shortcut), dwsblock
     out = 3 if backbone == "A" else 3 * scale ** 2
-    n = 27 * c + c + t["cell_modules"] * SLOTS * per_slot + t["up_modules"] * (9 * c * c + c)
+    n = 27 * c + c + t.n_cells * SLOTS * per_slot + t.n_ups * (9 * c * c + c)
     if backbone == "A":
         n += 9 * c * c + c
     n += 9 * c * out + out
-    n += t["cell_modules"] * (SLOTS * 4 + (SLOTS - 1) * len(width_set(c))) + t["beta"]
+    n += t.n_cells * (SLOTS * 4 + (SLOTS - 1) * len(width_set(c))) + prod(t.beta_shape or (0,))
     return int(n)
 
 
@@ -193,18 +159,19 @@ def supernet_step(backbone: str, topology: str, channels: int, n_rir: int, n_up:
     """The memory of one dense training step of the supernet on ``batch`` HR patches of
     ``patch_size`` (see the module docstring)."""
     c = channels
-    t = _topology_counts(topology, backbone, n_rir, n_up, share, fixed_path)
+    t = _topology(backbone, topology, channels, n_rir, n_up, share, scale, fixed_path)
+    counts = t.dense_counts()
     grow = 4 if backbone == "A" else 1  # pixels x4 per up step on backbone A
     per_px = 3 + c
-    per_px += sum(n * _supernet_cell(c) * grow ** b for b, n in t["cells"].items())
-    per_px += sum(n * _up(backbone, c) * grow ** b for b, n in t["ups"].items())
-    per_px += sum(n * 3 * c * grow ** b for b, n in t["merges"].items())
+    per_px += sum(n * _supernet_cell(c) * grow ** b for b, n in _of(counts, "cell").items())
+    per_px += sum(n * _up(backbone, c) * grow ** b for b, n in _of(counts, "up").items())
+    per_px += sum(n * 3 * c * grow ** b for b, n in _of(counts, "merge").items())
     per_px += c  # the weighted sum of the node outputs
-    per_px += _head(backbone, c, scale, t["hr_inputs"])
+    per_px += _head(backbone, c, scale, sum(_of(counts, "hr").values()))
     lr = max(1, patch_size // scale)
     params = supernet_params(backbone, topology, channels, n_rir, n_up, share, scale, fixed_path)
-    path = (f"{n_rir} RiR + {n_up} up" if topology != "fixed" or fixed_path is None
-            else f"path {list(fixed_path)}")
+    runs = getattr(t, "path", None) if fixed_path is not None else None  # a fixed topology's one path
+    path = f"{n_rir} RiR + {n_up} up" if runs is None else f"path {runs}"
     what = (f"the supernet (backbone {backbone}, {topology}, {channels} channels, {path}, "
             f"batch {batch} of {lr}x{lr} LR patches)")
     return Estimate(what, params, int(per_px * lr * lr * batch * BYTES))
@@ -367,7 +334,7 @@ def check_training_memory(program: str, cfg, device, arch: Architecture | None =
         s = cfg.supernet
         batch = max(_batch(cfg.pretrain, cfg), _batch(cfg.search, cfg))
         est = supernet_step(s.backbone, s.topology, s.channels, s.n_rir, s.n_up, s.share, d.scale,
-                            d.patch_size, batch, s.fixed_path if s.topology == "fixed" else None)
+                            d.patch_size, batch, s.fixed_path)
         hint = "reduce supernet.channels, supernet.n_rir / n_up, the batch size or data.patch_size"
     else:
         if arch is None:

@@ -6,6 +6,8 @@ The path is ``config.fixed_path`` or, by default, the full backbone ``[0]*n_rir 
 """
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 
 from ..errors import UserError
@@ -32,6 +34,17 @@ class FixedTopology:
             k += s == 0
             m += s == 1
         self.steps = steps
+
+    def dense_counts(self) -> Counter:
+        """What one forward pass runs, by (kind, level = ups before it): RiR cell calls
+        ``("cell", b)``, up calls ``("up", b)`` and, on backbone A, the ``conv_hr`` call ``("hr", b)``."""
+        counts, b = Counter(), 0
+        for step, _ in self.steps:
+            b += step
+            counts[("cell", "up")[step], b] += 1
+        if self.cfg.backbone == "A":
+            counts["hr", b] = 1
+        return counts
 
     def make_relaxation(self, cfg):
         return None

@@ -19,6 +19,8 @@ Sparse execution: a node is computed iff it or a descendant has a non-zero outpu
 """
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import torch
 
@@ -100,6 +102,14 @@ class TreeTopology:
         self.desc = desc
         self.complete = [index[s + (1,) * (cfg.n_up - s.count(1))] for s in self.seqs]
         self.beta_shape = (n,)
+
+    def dense_counts(self) -> Counter:
+        """What one dense forward pass runs, by (kind, level = ups before it): RiR cell calls
+        ``("cell", b)``, up calls ``("up", b)`` and, on backbone A, ``conv_hr`` calls ``("hr", b)``."""
+        counts = Counter((("cell", "up")[self.step[i]], self.b[i]) for i in range(1, self.n_nodes))
+        if self.cfg.backbone == "A":
+            counts["hr", self.cfg.n_up] = self.b.count(self.cfg.n_up)
+        return counts
 
     # ------------------------------------------------------------------------------ relaxation
     def make_relaxation(self, cfg) -> PackedRelaxation:

@@ -19,6 +19,7 @@ node whose two inputs tie, the RiR edge).
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
 import torch
@@ -43,6 +44,18 @@ class TrellisTopology:
         self.n_ups = U if ordinal else (R + 1) * U
         self.beta_shape = (len(self.two), 2) if self.two else None
         self.end = (R, U)
+
+    def dense_counts(self) -> Counter:
+        """What one dense forward pass runs, by (kind, level = ups before it): RiR cell calls
+        ``("cell", b)``, up calls ``("up", b)``, two-input merges ``("merge", b)`` and, on
+        backbone A, ``conv_hr`` calls ``("hr", b)``."""
+        counts = Counter()
+        for a, b in self.nodes:
+            for kind, runs in (("cell", a >= 1), ("up", b >= 1), ("merge", a >= 1 and b >= 1)):
+                counts[kind, b] += runs
+        if self.cfg.backbone == "A":
+            counts["hr", self.cfg.n_up] = 1
+        return +counts
 
     def rir_module(self, a: int, b: int) -> int:
         return a - 1 if self.cfg.share == "ordinal" else (a - 1) * (self.cfg.n_up + 1) + b

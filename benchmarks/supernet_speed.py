@@ -1,7 +1,7 @@
 """Timing of supernet training steps on the current device: sparse vs dense execution at a given
 radius, and one paper-size step with its peak memory.
 
-``python -m trilevelnas.supernet.bench [--channels 16] [--batch 4] [--size 16] [--rho 0.9]
+``python benchmarks/supernet_speed.py [--channels 16] [--batch 4] [--size 16] [--rho 0.9]
 [--backbone B] [--topology tree] [--repeats 5] [--paper]``
 
 Architecture logits are drawn from N(0, 1) (a supernet some way into its search; the default
@@ -11,15 +11,18 @@ Reports median seconds per step.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
+import sys
 import time
 
 import torch
 
-from ..cli import run_main
-from .config import SupernetConfig
-from .network import Supernet
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from trilevelnas.cli import run_main  # noqa: E402
+from trilevelnas.supernet import Supernet, SupernetConfig  # noqa: E402
 
 
 def _step(net, x, target, seed):
@@ -94,7 +97,7 @@ def paper_step(batch=16, size=32, rho=0.0, repeats=1, sparse=True, checkpoint=Tr
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m trilevelnas.supernet.bench", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python benchmarks/supernet_speed.py", description=__doc__)
     ap.add_argument("--backbone", default="B")
     ap.add_argument("--topology", default="tree")
     ap.add_argument("--channels", type=int, default=16)
@@ -136,4 +139,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_main("trilevelnas.supernet.bench", main))
+    raise SystemExit(run_main("supernet_speed.py", main))
