@@ -42,7 +42,7 @@ from trilevelnas.errors import UserError
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-SUITES = ("relax", "superconv", "supernet", "overhead", "models")
+SUITES = ("relax", "superconv", "supernet", "overhead", "models", "inference")
 RELAX_BYTES_PER_ELEMENT = {"fwd": 8, "bwd": 12, "fwdbwd": 20}
 CONV_FLOPS_PER_MAC = {"fwd": 2, "fwdbwd": 6}
 #: Peak RSS growth of the paper-size dense step (ρ = 0, checkpoint) before the narrow-tensor
@@ -249,6 +249,8 @@ def rank(rows: list[dict], machine: dict) -> list[dict]:
             r["ratio_to_floor"] = r["median_s"] / r["floor_s"] if r["floor_s"] else None
             if "model" in r["extra_info"]:
                 r["images_per_s"] = r["extra_info"].get("batch", 1) / r["median_s"]
+            if "output_mp" in r["extra_info"]:
+                r["mp_per_s"] = r["extra_info"]["output_mp"] / r["median_s"]
     return rows
 
 
@@ -428,6 +430,9 @@ def write_markdown(path: Path, machine: dict, rows: list[dict], targets: list[di
             notes = []
             if "images_per_s" in r:
                 notes.append(f"{r['images_per_s']:.3g} img/s at {info.get('lr')}² LR")
+            if "mp_per_s" in r:
+                notes.append(f"{r['mp_per_s']:.3g} MP/s, {info['flops'] / r['median_s'] / 1e9:.3g} GFLOP/s, "
+                             f"max |path - eager| {info['max_diff']:.1e}")
             if "live_candidates" in info:
                 notes.append(f"live candidates {info['live_candidates']:.2f}")
             if "nonzero_net_weights" in info:
