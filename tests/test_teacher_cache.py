@@ -88,7 +88,7 @@ def test_crops_are_aligned_augmented_alike_and_draw_as_without_cache(setup):
         hr = np.asarray(Image.open(path).convert("RGB"))[:48, :64].astype(np.uint16) * 257
         paths.append(str(tmp / f"hr{i}.npy"))
         np.save(paths[-1], hr)
-    tc.attach(cached, tc.CachedOutputs(paths, SCALE))
+    cached = cached.with_teacher(tc.CachedOutputs(paths, SCALE))
     for k in range(40):
         a, b = plain[k % 4], cached[k % 4]
         assert torch.equal(a["lq"], b["lq"]) and torch.equal(a["gt"], b["gt"])  # the same draws
@@ -111,14 +111,14 @@ def context_target(teacher, dataset, index, box):
 def test_cached_targets_match_the_teacher_on_the_same_crops(setup):
     import random
 
-    from trilevelnas.training.components import targets
+    from trilevelnas.training.components import TargetSource
     from trilevelnas.training.losses import Objective
 
     tmp, data, weights = setup
     cache = cache_for(tmp / "cache", weights)
     ds = HRFolderDataset(data, SCALE, patch_size=32, augment=False, seed=1)
     assert cache.fill(ds, progress=False)["computed"] == 4
-    tc.attach(ds, cache.outputs(ds))
+    ds = ds.with_teacher(cache.outputs(ds))
     teacher = load_teacher(weights)
     student = torch.nn.Upsample(scale_factor=SCALE, mode="bicubic")
     objective = Objective(1.0, 0.0, None)
@@ -131,9 +131,8 @@ def test_cached_targets_match_the_teacher_on_the_same_crops(setup):
         ds._seeded.setstate(state)
         items.append(ds[i])
         fly.append(context_target(teacher, ds, i, (top, left, 8, 8)))
-    batch = collate(items, torch.device("cpu"))
-    batch["teacher"] = torch.stack([it["teacher"] for it in items])
-    cached_t, fly_t = targets(batch, teacher), torch.stack(fly)
+    batch = collate(items, torch.device("cpu"), TargetSource.KEYS["cached"])  # what a cached source stacks
+    cached_t, fly_t = batch["teacher"], torch.stack(fly)
     assert cached_t.shape == fly_t.shape == (8, 3, 32, 32)
     assert float((cached_t - fly_t).abs().max()) <= 1e-4  # 16-bit steps + float rounding
     out = student(batch["lq"]).clamp(0, 1)
@@ -142,32 +141,41 @@ def test_cached_targets_match_the_teacher_on_the_same_crops(setup):
 
 
 def test_the_pipeline_trains_on_the_cached_crops(setup, capsys):
+    import random
+
     from trilevelnas.training import build_config
     from trilevelnas.training import components as comp
     from trilevelnas.training.distributed import DistContext
 
     tmp, data, weights = setup
+    cpu = torch.device("cpu")
     cfg = build_config("smoke", flags={"data": {"root": data}, "loss": {"teacher": weights}})
     ds = comp.training_set(cfg)
-    net = comp.load_teacher(cfg, torch.device("cpu"))
-    train_set, teacher = comp.distillation_set(cfg, ds, net, DistContext())
-    assert teacher is None and isinstance(train_set, comp.CachedTargets)
+    source = comp.target_source(cfg, ds, cpu, DistContext())  # the choice, made once for the run
+    assert source.kind == "cached" and source.teacher is not None and source.train_set is not ds
+    assert not hasattr(ds, "teacher_crops") and "teacher" not in ds[0]  # the data set itself is left alone
     printed = capsys.readouterr().out  # not a terminal: progress lines
     assert "teacher cache: computing 4 of 4" in printed and "teacher cache 4/4 images" in printed
-    comp.distillation_set(cfg, comp.training_set(cfg), net, DistContext())
+    comp.target_source(cfg, comp.training_set(cfg), cpu, DistContext())
     assert "all 4 teacher outputs found" in capsys.readouterr().out
     default = tc.default_folder()  # the private per-user folder (XDG_CACHE_HOME: see conftest)
     assert os.stat(default).st_mode & 0o777 == 0o700
     stored = sorted(f for f in os.listdir(default) if f.endswith(".npy"))
-    assert set(os.path.basename(p) for p in ds.teacher_crops.paths) <= set(stored)
-    items = [train_set[i] for i in range(4)]
-    for it in items:
-        assert torch.equal(it["gt"], it["teacher"]) and it["hr"].shape == it["gt"].shape
-        assert not torch.equal(it["hr"], it["gt"])
-    batch = collate(items, torch.device("cpu"))  # what the steps see: lq, gt, name
-    assert torch.equal(comp.targets(batch, teacher), torch.stack([it["teacher"] for it in items]))
+    entries = tc.TeacherCache(default, source.teacher, weights, SCALE).entries(ds)
+    assert set(os.path.basename(e[0]) for e in entries) <= set(stored)
+    for it in (source.train_set[i] for i in range(4)):
+        assert it["teacher"].shape == it["gt"].shape and not torch.equal(it["teacher"], it["gt"])
+    random.seed(1), torch.manual_seed(0)
+    batch, target = source.sample(source.train_set, 4, cpu)  # what the steps see: lq and the teacher crops
+    assert set(batch) == {"lq", "teacher", "name"} and target is batch["teacher"]
+    random.seed(1), torch.manual_seed(0)
+    items = [source.train_set[i] for i in torch.randint(4, (4,)).tolist()]  # the same draws
+    assert torch.equal(target, torch.stack([it["teacher"] for it in items]))
     cfg.loss.teacher_cache = "off"
-    assert comp.distillation_set(cfg, ds, net, DistContext()) == (ds, net)
+    live = comp.target_source(cfg, ds, cpu, DistContext())
+    assert live.kind == "live" and live.train_set is ds
+    cfg.loss.teacher = None
+    assert comp.target_source(cfg, ds, cpu, DistContext()).kind == "hr"
 
 
 def test_changed_weights_or_image_are_recomputed(setup):
@@ -356,9 +364,9 @@ def test_autocast_needs_cuda(monkeypatch):
         tc.autocast_request(torch.device("cpu"))
 
 
-def test_resuming_a_run_from_before_the_cache_keeps_the_teacher_on_the_fly(setup, capsys):
-    import json
-
+def test_a_run_from_before_checkpoint_version_2_is_refused_in_one_line(setup, capsys):
+    """Version 1 checkpoints (before digests; some from before the teacher cache) no longer resume:
+    one line naming the version, and the run is left as it was."""
     tmp, data, weights = setup
     out = tmp / "runs" / "old"
     argv = TINY + ["--data", data, "--teacher", weights, "--out", str(out)]
@@ -366,11 +374,12 @@ def test_resuming_a_run_from_before_the_cache_keeps_the_teacher_on_the_fly(setup
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     del state["config"]["loss"]["teacher_cache"]  # as a checkpoint written before the cache existed
     del state["sha256"]
-    state["version"] = 1  # (which was before checkpoint digests too)
+    state["version"] = 1
     torch.save(state, out / "checkpoint.pt")
-    assert run_main("search", search.main, ["--out", str(out), "--resume", "--no-progress"]) == 0, \
-        capsys.readouterr().err
-    assert json.loads((out / "config.json").read_text())["loss"]["teacher_cache"] == "off"
+    capsys.readouterr()
+    assert run_main("search", search.main, ["--out", str(out), "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "checkpoint version 1" in err and "version 2 only" in err, err
 
 
 def test_an_ncnn_teachers_key_covers_its_bin(tmp_path):

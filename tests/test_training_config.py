@@ -105,3 +105,22 @@ def test_round_trip_through_dict():
 def test_parse_set_rejects_missing_equals():
     with pytest.raises(UserError, match="search.steps"):
         parse_set(["search.steps"])
+
+
+def test_the_supernet_section_is_a_supernet_config():
+    from trilevelnas.supernet.config import SupernetConfig, default_order_lambda
+    from trilevelnas.training.config import supernet_config
+
+    cfg = build_config("smoke", sets=["supernet.relaxation=softmax", "data.scale=2"])
+    assert type(cfg.supernet) is SupernetConfig
+    assert cfg.supernet.relaxations["op"] == cfg.supernet.relaxations["edge"] == "softmax"
+    section = cfg.to_dict()["supernet"]  # config.json's spelling: flat relaxation keys, no scale
+    assert list(section) == ["backbone", "topology", "channels", "n_rir", "n_up", "share", "relaxation",
+                             "node_relaxation", "order_lambda", "sparse_execution", "fixed_path", "gumbel_tau"]
+    assert section["relaxation"] == "softmax" and section["order_lambda"] is None
+    built = supernet_config(cfg)  # what the run builds: at data.scale, the open defaults filled in
+    assert built.scale == 2 and built.order_lambda == default_order_lambda("tree") == 0.01
+    assert default_order_lambda("trellis") == 0.0
+    assert cfg.supernet.order_lambda is None and cfg.supernet is not built
+    with pytest.raises(UserError, match="supernet.scale: unknown key"):
+        build_config("smoke", sets=["supernet.scale=2"])  # data.scale is the scale

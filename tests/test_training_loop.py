@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from trilevelnas.errors import UserError
 from trilevelnas.training import checkpoint as ckpt
 from trilevelnas.training import losses, plots
+from trilevelnas.training.config import RunConfig
 from trilevelnas.training.distributed import DistContext
 from trilevelnas.training.logging import RunLog, read_log
 from trilevelnas.training.loop import Loop, NonFiniteLoss, linear_radius, sample_batch
@@ -54,19 +55,21 @@ class ToyRun:
         self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, [6], 0.5)
         self.steps, self.nan_at = steps, nan_at
         self.log = RunLog(str(out), resume_step=resume_step, tensorboard=False)
-        self.loop = Loop(seed=3, ctx=DistContext(), device=torch.device("cpu"), out_dir=str(out),
-                         log=self.log, checkpoint_every=every, log_every=2,
-                         checkpoint_fn=lambda: {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
-                                                "sched": self.sched.state_dict()},
-                         finite_modules=lambda: [self.model], progress=False)
+        self.loop = Loop(RunConfig(seed=3, checkpoint_every=every, log_every=2), DistContext(), torch.device("cpu"),
+                         str(out), self.log, progress=False)
+
+    def save(self):
+        state = ckpt.Checkpoint(ckpt.Meta("train", {}), ckpt.Weights(model=self.model.state_dict()),
+                                ckpt.Optimizers({"opt": self.opt.state_dict(), "sched": self.sched.state_dict()}))
+        self.loop.save(state, [self.model])
 
     def restore(self, path):
-        state = ckpt.load(path)
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["opt"])
-        self.sched.load_state_dict(state["sched"])
-        self.loop.restore(state["loop"])
-        ckpt.set_rng_state(state["rng"])
+        state = ckpt.read(path)
+        self.model.load_state_dict(state.weights.model)
+        self.opt.load_state_dict(state.optimizers.states["opt"])
+        self.sched.load_state_dict(state.optimizers.states["sched"])
+        self.loop.restore(state.schedule)
+        ckpt.set_rng_state(state.rng)
 
     def step(self, t):
         self.loop.seed_data("train", t)
@@ -88,7 +91,10 @@ class ToyRun:
             if stop_after is not None and t == stop_after:
                 raise Killed
             return self.step(t)
-        self.loop.run_phase("train", self.steps, step)
+        for _ in self.loop.run_phase("train", self.steps, step):
+            self.save()
+        self.loop.end_phase("train")
+        self.save()
 
 
 class Killed(Exception):
@@ -108,6 +114,51 @@ def test_atomic_save_and_load(tmp_path):
     (tmp_path / "torn.pt").write_bytes(b"\x80garbage")
     with pytest.raises(UserError, match="torn.pt"):
         ckpt.load(str(tmp_path / "torn.pt"))
+
+
+def _sample_checkpoint(program="search") -> ckpt.Checkpoint:
+    return ckpt.Checkpoint(
+        ckpt.Meta(program, {"run": {"seed": 1}}, data={"train": {"a": "00"}, "val": {}}, val={"psnr_y": 20.5},
+                  best_val={"psnr_y": 21.0}, init={"file": "x.pt"} if program == "train" else None),
+        ckpt.Weights({"cells": []}, {"w": torch.arange(3.0)}),
+        ckpt.Optimizers({"weights": {"state": {}}}, "search"),
+        ckpt.Schedule("search", 3, 15, ["pretrain"], {"pretrain": 1.5, "search": 0.25}, {"loss": [0.5, 0.25]},
+                      {"columns": ["loss"], "rows": [{"loss": "0.5"}]}),
+        ckpt.SearchState({"channels": 8, "scale": 4}, {"s": torch.ones(2)}, {"alpha": torch.zeros(2, 3)},
+                         [{"step": 1, "radius": 0.5}], {"alpha": None, "node": None, "step_alpha": 4, "step_node": None},
+                         {"used": 3}),
+        rng=ckpt.rng_state())
+
+
+def test_checkpoint_round_trips_through_its_sections(tmp_path):
+    path = str(tmp_path / "checkpoint.pt")
+    state = _sample_checkpoint()
+    state.save(path)
+    back = ckpt.read(path)
+    assert back.version == ckpt.VERSION and back.meta == state.meta and back.schedule == state.schedule
+    assert back.optimizers == state.optimizers and back.weights.architecture == state.weights.architecture
+    assert torch.equal(back.weights.model["w"], state.weights.model["w"])
+    s, b = state.search, back.search
+    assert (b.supernet_config, b.history, b.one_hot, b.decisions) == (s.supernet_config, s.history, s.one_hot, s.decisions)
+    assert torch.equal(b.supernet["s"], s.supernet["s"]) and torch.equal(b.arch["alpha"], s.arch["alpha"])
+    assert torch.equal(back.rng["torch"], state.rng["torch"])
+    # the on-disk layout of version 2: flat keys, sealed with the content digest; "init" in train checkpoints only
+    on_disk = list(torch.load(path, weights_only=True))
+    assert on_disk == ["version", "program", "config", "supernet_config", "supernet", "arch", "architecture", "model",
+                       "optimizers", "optimizer_phase", "history", "val", "one_hot", "best_val", "decisions", "data",
+                       "loop", "rng", "sha256"]
+    _sample_checkpoint("train").save(path)
+    assert "init" in torch.load(path, weights_only=True) and ckpt.read(path).meta.init == {"file": "x.pt"}
+
+
+def test_a_checkpoint_of_another_version_is_one_line_naming_it(tmp_path):
+    path = str(tmp_path / "checkpoint.pt")
+    old = _sample_checkpoint().to_dict()
+    old["version"] = 1  # version 1 files were not sealed
+    torch.save(old, path)
+    with pytest.raises(UserError, match=r"has checkpoint version 1; this trilevelnas resumes version 2 only") as info:
+        ckpt.read(path)
+    assert "\n" not in str(info.value)
 
 
 def test_rng_state_round_trip():
@@ -161,7 +212,7 @@ def test_nan_weights_never_reach_a_checkpoint(tmp_path):
     with torch.no_grad():
         run.model.conv.weight[0, 0, 0, 0] = float("inf")
     with pytest.raises(NonFiniteLoss, match="weight"):
-        run.loop.save_checkpoint()
+        run.save()
     assert torch.isfinite(ckpt.load(str(tmp_path / "checkpoint.pt"))["model"]["conv.weight"]).all()
 
 

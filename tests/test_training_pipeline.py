@@ -94,11 +94,17 @@ def test_teacher_output_is_the_target(tmp_path):
     path = os.path.join(tmp_path, "teacher.pth")
     torch.save({"params_ema": teacher.state_dict()}, path)
     p = make_pipeline(tmp_path / "run", ["loss.teacher_cache=off"], teacher=path)  # the on-the-fly path
-    batch = {"lq": torch.rand(2, 3, 8, 8), "gt": torch.rand(2, 3, 32, 32)}
+    assert p.targets.kind == "live"
+    torch.manual_seed(0)
+    batch, target = p.targets.sample(p.half1, 2, torch.device("cpu"))
     with torch.no_grad():
         expected = teacher.eval()(batch["lq"]).clamp(0, 1)
-    assert torch.allclose(comp.targets(batch, p.teacher), expected, atol=1e-6)
-    assert torch.equal(comp.targets(batch, None), batch["gt"])  # no teacher: the HR images
+    assert torch.allclose(target, expected, atol=1e-6)
+    hr = comp.TargetSource("hr", p.train_full)  # no teacher: the HR images
+    batch, target = hr.sample(p.half1, 2, torch.device("cpu"))
+    assert target is batch["gt"]
+    with pytest.raises(ValueError):
+        comp.TargetSource("live", p.train_full)  # a live source needs its teacher
     p.run()
 
 

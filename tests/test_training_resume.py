@@ -100,8 +100,8 @@ def test_interrupted_in_the_training_phase_resumes_exactly(tmp_path, monkeypatch
     except _Killed:
         pass
     monkeypatch.setattr(SearchRun, "_train_step", real)
-    state = ckpt.load(str(tmp_path / "cut" / "checkpoint.pt"))
-    assert state["loop"]["phase"] == "train" and state["loop"]["step"] == 10
+    state = ckpt.read(str(tmp_path / "cut" / "checkpoint.pt"))
+    assert state.schedule.phase == "train" and state.schedule.step == 10
     resumed = pipeline(tmp_path / "cut", resume=state)
     resumed.run()
     for (k, a), b in zip(ref.model.state_dict().items(), resumed.model.state_dict().values()):

@@ -36,7 +36,7 @@ import sys
 from .cli import run_main
 from .errors import InputFileError, UserError
 from .fileio import check_out_dir, check_writable_dir, mark_out_dir, write_json, write_text
-from .supernet.config import DEFAULT_ORDER_LAMBDA
+from .supernet.config import default_order_lambda
 
 __all__ = ["STUDIES", "main", "study_variants", "variant_key"]
 
@@ -162,8 +162,8 @@ def _row(variant: str, out: str, summary: dict, config: dict) -> dict:
         arch = summary["architecture"]
         dec = summary.get("decisions") or {}
         lam = s.get("order_lambda")
-        if lam is None:  # the topology's default (SupernetConfig)
-            lam = DEFAULT_ORDER_LAMBDA if s["topology"] == "tree" else 0.0
+        if lam is None:
+            lam = default_order_lambda(s["topology"])
         return {"variant": variant, "order_lambda": lam, "relaxation": s["relaxation"],
                 "node_relaxation": s["node_relaxation"], "topology": s["topology"], "path": arch["path"],
                 "n_rir": sum(1 for v in arch["path"] if v == 0), "params": summary["params"],

@@ -41,9 +41,10 @@ def main(argv=None) -> int:
     def make_run(cfg, out, ctx, device, resume, progress):
         init = None
         if resume is not None:
+            record = resume.meta.init
             return TrainRun(cfg, out, ctx, device, check_resume(resume, arch, args.init, out),
-                            inherited=resume.get("init") is not None and resume["init"].get("inherited", False),
-                            resume=resume, progress=progress, init_record=resume.get("init"))
+                            inherited=record is not None and record.get("inherited", False),
+                            resume=resume, progress=progress, init_record=record)
         if args.init is not None:
             if cfg.train.init == "scratch":
                 raise ConfigError(f"--init {args.init!r} asks to inherit weights but the config says "
@@ -59,17 +60,18 @@ def main(argv=None) -> int:
     return 0
 
 
-def check_resume(resume: dict, arch, init: str | None, out: str):
-    """The architecture of a resumed train run: ``--arch`` must be the checkpoint's, and an
-    ``--init`` given again must be the file the run started from (by content); else ConfigError."""
+def check_resume(resume, arch, init: str | None, out: str):
+    """The architecture of a resumed train run (``resume``: its
+    :class:`~trilevelnas.training.checkpoint.Checkpoint`): ``--arch`` must be the checkpoint's, and
+    an ``--init`` given again must be the file the run started from (by content); else ConfigError."""
     from .arch import Architecture
 
     ckpt_path = os.path.join(out, "checkpoint.pt")
-    stored = resume.get("architecture")
+    stored = resume.weights.architecture
     if stored is not None and Architecture.from_dict(stored).to_dict() != arch.to_dict():
         raise ConfigError(f"--resume: --arch differs from the architecture of the run in {ckpt_path}; "
                           "give the same --arch, or start a new --out")
-    record = resume.get("init")
+    record = resume.meta.init
     if init is not None:
         if record is None:
             raise ConfigError(f"--resume: --init {init!r} was not given to the run in {ckpt_path} (it started "
@@ -103,12 +105,11 @@ def _run_scale(args) -> int:
     import os
 
     from .training import checkpoint as ckpt
-    from .training.presets import build_config
+    from .training import build_config
 
     path = os.path.join(args.out, "checkpoint.pt")
     if args.resume and os.path.isfile(path):
-        config = ckpt.load(path, required=("config",))["config"]
-        return int(build_config(None, None, [], {}, base=config).data.scale)
+        return int(build_config(None, None, [], {}, base=ckpt.read(path).meta.config).data.scale)
     return int(build_config(args.preset, args.config, args.sets).data.scale)
 
 
@@ -123,15 +124,15 @@ def load_init(path: str, arch):
     from .training.train_run import InitWeights
 
     state = ckpt.load(path, "--init file", required=())
-    if "supernet" in state and state.get("supernet") is not None and state.get("supernet_config"):
-        supernet_cfg = state["supernet_config"]
+    search = ckpt.Checkpoint.from_dict(state).search if ckpt.is_program_checkpoint(state) else None
+    if search is not None and search.supernet is not None and search.supernet_config:
+        supernet_cfg = search.supernet_config
         if arch.scale != supernet_cfg.get("scale", arch.scale) or \
                 arch.channels != supernet_cfg.get("channels", arch.channels) or \
                 arch.backbone != supernet_cfg.get("backbone", arch.backbone):
             raise InputFileError(f"--arch (backbone {arch.backbone}, {arch.channels} channels, "
                                  f"x{arch.scale}) does not fit the supernet of --init {path}")
-        return InitWeights(comp.extract_network(state["supernet"], supernet_cfg, arch), supernet_cfg,
-                           dict(state.get("arch", {})))
+        return InitWeights(comp.extract_network(search.supernet, supernet_cfg, arch), supernet_cfg, search.arch)
     try:
         model = load_model(path)
     except UserError:

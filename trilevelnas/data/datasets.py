@@ -10,14 +10,16 @@
 
 With ``patch_size`` (GT patch side, a multiple of ``scale``) each sample is a random aligned crop;
 without it, whole images. ``augment`` applies random flips and 90° rotations. Alpha channels are
-dropped and grey images are replicated to RGB. With a teacher-output cache attached
-(:mod:`~trilevelnas.data.teacher_cache`) each sample also carries ``"teacher"``: the cached teacher
-output at the sample's crop, flipped and rotated with it. Problems with the data (an empty
+dropped and grey images are replicated to RGB. The view ``dataset.with_teacher(crops)`` of a data
+set (``crops``: the teacher-output cache's :class:`~trilevelnas.data.teacher_cache.CachedOutputs`)
+also carries ``"teacher"`` in each sample: the cached teacher output at the sample's crop,
+flipped and rotated with it. Problems with the data (an empty
 folder, a missing LR file, an image smaller than the patch, a GT/LR size mismatch) raise
 :class:`~trilevelnas.errors.UserError` naming the culprit when the data set is built.
 """
 from __future__ import annotations
 
+import copy
 import os
 import random as _random
 import warnings
@@ -102,10 +104,7 @@ class _SRBase(Dataset):
         self.repeat = int(repeat)
         self._seeded = _random.Random(seed) if seed is not None else _random
         self._worker_rng = (None, None)
-        #: Set by :func:`trilevelnas.data.teacher_cache.attach`: ``crop(index, box)`` gives the
-        #: cached teacher output of image ``index`` at the LR box ``(top, left, height, width)``;
-        #: then every item also carries it as ``"teacher"``.
-        self.teacher_crops = None
+        self._teacher_crops = None  # see with_teacher
 
     @property
     def _rng(self):
@@ -136,9 +135,20 @@ class _SRBase(Dataset):
         ``"lr_size"`` (the LR image's ``(height, width)``)."""
         raise NotImplementedError
 
+    def with_teacher(self, crops) -> "_SRBase":
+        """This data set (the same images and random draws) whose samples also carry
+        ``"teacher"``: ``crops.crop(index, box)``, the teacher's output of image ``index`` at the
+        sample's LR box ``(top, left, height, width)``, flipped and rotated with the sample.
+        ``crops`` holds one entry per image (:class:`~trilevelnas.data.teacher_cache.CachedOutputs`)."""
+        if len(crops) != self._num_images():
+            raise ValueError(f"{len(crops)} teacher outputs for {self._num_images()} images")
+        view = copy.copy(self)
+        view._teacher_crops = crops
+        return view
+
     def _teacher(self, index: int, box: tuple[int, int, int, int]) -> np.ndarray | None:
-        """The cached teacher output at LR ``box`` of image ``index`` (HR-sized), if one is attached."""
-        return None if self.teacher_crops is None else self.teacher_crops.crop(index, box)
+        """The teacher output at LR ``box`` of image ``index`` (HR-sized) of a :meth:`with_teacher` view."""
+        return None if self._teacher_crops is None else self._teacher_crops.crop(index, box)
 
     def _finish(self, gt: np.ndarray, lq: np.ndarray, name: str, teacher: np.ndarray | None = None) -> dict:
         images = [gt, lq] if teacher is None else [gt, lq, teacher]

@@ -57,7 +57,7 @@ from ..errors import UserError
 from ..fileio import atomic_write, check_writable_dir, os_error
 
 __all__ = ["FORMAT", "TILE", "default_folder", "check_private_folder", "AUTOCAST_ENV", "AUTOCAST_MEAN_BOUND", "AUTOCAST_MAX_BOUND",
-           "sha256_file", "sha256_array", "autocast_request", "TeacherCache", "CachedOutputs", "attach"]
+           "sha256_file", "sha256_array", "autocast_request", "TeacherCache", "CachedOutputs"]
 
 FORMAT = 2
 #: LR tile side of the teacher pass (images up to this size a side run whole).
@@ -323,7 +323,8 @@ class TeacherCache:
 
 
 class CachedOutputs:
-    """The cached teacher outputs of a data set's images, read by aligned crops.
+    """The cached teacher outputs of a data set's images, read by aligned crops (a data set's
+    ``with_teacher`` view carries them in its samples).
 
     ``crop(index, (top, left, h, w))`` is the output at the LR box: the HR rows
     ``top*s .. (top+h)*s`` and columns ``left*s .. (left+w)*s`` as float32 in [0, 1]. The entry is
@@ -346,13 +347,6 @@ class CachedOutputs:
             raise UserError(f"teacher cache entry {path} ({arr.shape[0]}x{arr.shape[1]}) has no "
                             f"{h * s}x{w * s} crop at ({top * s}, {left * s})")
         return patch.astype(np.float32) / np.float32(65535)
-
-
-def attach(dataset, outputs: CachedOutputs) -> None:
-    """Make ``dataset``'s samples carry ``"teacher"``: the aligned crop of ``outputs``."""
-    if len(outputs) != _num_images(dataset):
-        raise ValueError(f"{len(outputs)} cached outputs for {_num_images(dataset)} images")
-    dataset.teacher_crops = outputs
 
 
 def _num_images(dataset) -> int:

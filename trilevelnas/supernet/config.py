@@ -25,6 +25,14 @@ DEFAULT_RELAXATIONS = {"op": "sparsestmax", "edge": "sparsestmax", "node": "sort
 FLAT_RELAXATIONS = {"relaxation": ("op", "edge"), "node_relaxation": ("node",)}
 #: The paper's λ (Table 4's middle row) for the tree's ordering term.
 DEFAULT_ORDER_LAMBDA = 0.01
+
+
+def default_order_lambda(topology: str) -> float:
+    """The ordering term's λ when ``order_lambda`` is None: :data:`DEFAULT_ORDER_LAMBDA` for the
+    tree, 0 for the topologies without root-to-node paths."""
+    return DEFAULT_ORDER_LAMBDA if topology == "tree" else 0.0
+
+
 #: The tree's depth limit: ``n_rir + n_up`` levels at most.
 MAX_TREE_LEVELS = 12
 
@@ -85,7 +93,7 @@ class SupernetConfig:
             self.fixed_path = list(self.fixed_path)
         check_combinations(self, self.scale)
         if self.order_lambda is None:
-            self.order_lambda = DEFAULT_ORDER_LAMBDA if self.topology == "tree" else 0.0
+            self.order_lambda = default_order_lambda(self.topology)
 
     @property
     def path(self) -> list[int]:

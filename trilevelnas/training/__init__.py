@@ -1,6 +1,7 @@
 """The search and training pipeline behind ``python -m trilevelnas.search`` and ``trilevelnas.train``.
 
-- :mod:`.config` / :mod:`.presets`: dataclass configs, preset JSON files, ``--set`` overrides;
+- :mod:`.config`: the dataclass config, built in one pass from its layers (:mod:`.presets`: the
+  preset files, ``--config``, ``--set``, flags);
 - :mod:`.run`: what both runs share (data, training the derived network, checkpoints, summary);
   :mod:`.search_run`: the paper's Algorithm 1 (pretrain, search, derive, train from search);
   :mod:`.train_run`: training an architecture file; :mod:`.architect`: the architecture step;
@@ -8,8 +9,7 @@
 - :mod:`.loop`: the shared training loop (per-step seeding, NaN stop, checkpoints, logs);
 - :mod:`.losses`, :mod:`.checkpoint`, :mod:`.logging`, :mod:`.plots`, :mod:`.distributed`.
 """
-from .config import Config
+from .config import Config, build_config
 from .presets import available as available_presets
-from .presets import build_config
 
 __all__ = ["Config", "available_presets", "build_config"]

@@ -1,4 +1,10 @@
-"""Atomic checkpoints and the random-number-generator state they carry.
+"""Checkpoints: the program checkpoint's layout (:class:`Checkpoint`), atomic writes and the
+random-number-generator state they carry.
+
+This module is the only one that knows a program checkpoint's keys: :meth:`Checkpoint.to_dict`
+and :meth:`Checkpoint.from_dict` map its sections to the flat dict on disk, :func:`load` checks a
+file against :data:`SCHEMA` and its digest, and :func:`read` gives the :class:`Checkpoint` of a
+file.
 
 A checkpoint is written to a temporary file in the same folder, flushed and fsync'ed, then renamed
 over the old one with ``os.replace`` (atomic on POSIX), and the folder is fsync'ed: a run killed at
@@ -9,6 +15,7 @@ file never runs code.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,11 +24,10 @@ import torch
 from ..errors import InputFileError
 from ..fileio import check_seal, load_torch, save_torch
 
-#: The checkpoint format written by this trilevelnas; 2 adds the content digest, the log rows and
-#: running means, the data digests and the train program's init record (docs/pipeline.md).
+#: The checkpoint format written and resumed by this trilevelnas; 2 added the content digest, the
+#: log rows and running means, the data digests and the train program's init record
+#: (docs/pipeline.md). A file of another version is a one-line error naming its version.
 VERSION = 2
-#: Checkpoint versions this trilevelnas resumes (version 1: before the digest; checked by schema only).
-READS = (1, 2)
 #: The phases a checkpoint's loop position may name ("" before the first phase).
 PHASES = ("", "pretrain", "search", "train", "finetune")
 
@@ -47,8 +53,9 @@ def load(path: str, what: str = "checkpoint", required: tuple[str, ...] = REQUIR
 
     A missing, unreadable, unsafe or foreign file, or one that lacks any of ``required``, raises a
     InputFileError naming the file (and the missing keys). A program checkpoint (``required`` =
-    :data:`PROGRAM_KEYS`) is also checked against its schema (:func:`check_schema`) and, from
-    version 2 on, against its digest: a changed, truncated or mistyped field is a one-line error.
+    :data:`PROGRAM_KEYS`, or a file that holds them) is also checked against its version, its
+    schema and its digest (:func:`check_schema`): a changed, truncated or mistyped field is a
+    one-line error.
     """
     obj = load_torch(path, what)
     if not isinstance(obj, dict):
@@ -119,15 +126,14 @@ _LOOP = {
 
 
 def check_schema(obj: dict, path: str, what: str = "checkpoint") -> None:
-    """InputFileError naming the first field of the program checkpoint ``obj`` that is not what
-    :data:`SCHEMA` says (and its version, when this trilevelnas does not read it); from version 2
-    on, also unless the content matches its digest."""
+    """InputFileError naming the version of the program checkpoint ``obj`` when it is not
+    :data:`VERSION`, else unless its content matches its digest, else naming its first field that
+    is not what :data:`SCHEMA` says."""
     version = obj.get("version")
-    if not _is_int(version) or version not in READS:
+    if not _is_int(version) or version != VERSION:
         raise InputFileError(f"{what} {path!r} has checkpoint version {version!r}; this trilevelnas resumes "
-                             f"versions {', '.join(map(str, READS))}")
-    if version >= 2:
-        check_seal(obj, path, what)
+                             f"version {VERSION} only")
+    check_seal(obj, path, what)
     for key, (expected, ok) in SCHEMA.items():
         if not ok(obj.get(key)) and (key in obj or not ok(None)):
             raise InputFileError(f"{what} {path!r}: its {key!r} is not {expected} "
@@ -142,6 +148,137 @@ def check_schema(obj: dict, path: str, what: str = "checkpoint") -> None:
     if loop["global_step"] < loop["step"]:
         raise InputFileError(f"{what} {path!r}: its loop global_step {loop['global_step']} is below its "
                              f"step {loop['step']}")
+
+
+def is_program_checkpoint(obj) -> bool:
+    """Whether ``obj`` (a loaded file) holds the keys of a program checkpoint."""
+    return isinstance(obj, dict) and all(k in obj for k in PROGRAM_KEYS)
+
+
+@dataclass
+class Meta:
+    """What the run is: its ``program`` (``"search"`` or ``"train"``), its ``config``
+    (``Config.to_dict()``), the digests of the images it trains on (``data``), its last and best
+    validation (``val``, ``best_val``) and the train program's ``--init`` record (``init``)."""
+
+    program: str
+    config: dict
+    data: dict | None = None
+    val: dict = field(default_factory=dict)
+    best_val: dict | None = None
+    init: dict | None = None
+
+
+@dataclass
+class Weights:
+    """The derived network: its ``architecture`` (a dict; None before the search derived it) and
+    its state dict ``model`` (None before it is built)."""
+
+    architecture: dict | None = None
+    model: dict | None = None
+
+
+@dataclass
+class Optimizers:
+    """The optimiser and scheduler states of the phase in progress, by name (``weights``,
+    ``weights_sched``, the search's ``arch``), and that phase."""
+
+    states: dict = field(default_factory=dict)
+    phase: str = ""
+
+
+@dataclass
+class Schedule:
+    """Where the loop stands: the phase (one of :data:`PHASES`), the steps done in it and in all,
+    the finished phases, the seconds spent per phase, the step values gathered since the last
+    log row (``running``) and the log's columns and rows (``log``)."""
+
+    phase: str = ""
+    step: int = 0
+    global_step: int = 0
+    done: list = field(default_factory=list)
+    timing: dict = field(default_factory=dict)
+    running: dict = field(default_factory=dict)
+    log: dict | None = None
+
+
+def _fresh_one_hot() -> dict:
+    from ..supernet.decisions import OneHotTracker
+
+    return OneHotTracker().state()
+
+
+@dataclass
+class SearchState:
+    """The search's state: the supernet's configuration (the run's ``supernet`` settings and
+    ``scale``, as :meth:`SupernetConfig.from_dict` reads them) and weights, the architecture
+    tensors (α, β, γ), their logged ``history``, the one-hot tracker's state and the decision
+    report. A train run keeps the configuration and tensors of the search it inherited from."""
+
+    supernet_config: dict | None = None
+    supernet: dict | None = None
+    arch: dict = field(default_factory=dict)
+    history: list = field(default_factory=list)
+    one_hot: dict = field(default_factory=_fresh_one_hot)
+    decisions: dict | None = None
+
+
+@dataclass
+class Checkpoint:
+    """A program checkpoint of format :data:`VERSION`: everything a run needs to continue exactly
+    (docs/pipeline.md, "Checkpoints"), in sections. ``rng`` is the generator state at the save
+    (:func:`rng_state`)."""
+
+    meta: Meta
+    weights: Weights = field(default_factory=Weights)
+    optimizers: Optimizers = field(default_factory=Optimizers)
+    schedule: Schedule = field(default_factory=Schedule)
+    search: SearchState = field(default_factory=SearchState)
+    rng: dict | None = None
+    version: int = VERSION
+
+    def to_dict(self) -> dict:
+        """The flat dict written to disk (the ``init`` record in train checkpoints only)."""
+        m, w, o, s, sc = self.meta, self.weights, self.optimizers, self.search, self.schedule
+        d = {"version": self.version, "program": m.program, "config": m.config,
+             "supernet_config": s.supernet_config, "supernet": s.supernet, "arch": s.arch,
+             "architecture": w.architecture, "model": w.model, "optimizers": o.states, "optimizer_phase": o.phase,
+             "history": s.history, "val": m.val, "one_hot": s.one_hot, "best_val": m.best_val,
+             "decisions": s.decisions, "data": m.data}
+        if m.program == "train":
+            d["init"] = m.init
+        d["loop"] = {"phase": sc.phase, "step": sc.step, "global_step": sc.global_step, "done": list(sc.done),
+                     "timing": dict(sc.timing), "running": {k: list(v) for k, v in sc.running.items()},
+                     "log": sc.log}
+        d["rng"] = self.rng
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Checkpoint":
+        """The checkpoint of a dict :func:`load` checked (a program checkpoint)."""
+        loop = d["loop"]
+        return cls(
+            meta=Meta(d["program"], d["config"], d.get("data"), dict(d.get("val") or {}), d.get("best_val"),
+                      d.get("init")),
+            weights=Weights(d.get("architecture"), d.get("model")),
+            optimizers=Optimizers(d.get("optimizers") or {}, d.get("optimizer_phase", "")),
+            schedule=Schedule(loop["phase"], loop["step"], loop["global_step"], list(loop["done"]),
+                              dict(loop["timing"]), {str(k): [float(x) for x in v]
+                                                     for k, v in (loop.get("running") or {}).items()},
+                              loop.get("log")),
+            search=SearchState(d.get("supernet_config"), d.get("supernet"), dict(d.get("arch") or {}),
+                               list(d.get("history") or []), d.get("one_hot") or _fresh_one_hot(),
+                               d.get("decisions")),
+            rng=d["rng"], version=d["version"])
+
+    def save(self, path: str) -> None:
+        """Write it to ``path`` atomically, sealed with its digest (:func:`save_atomic`)."""
+        save_atomic(self.to_dict(), path)
+
+
+def read(path: str, what: str = "checkpoint") -> Checkpoint:
+    """The program checkpoint in ``path``, checked (:func:`load` with :data:`PROGRAM_KEYS`)."""
+    return Checkpoint.from_dict(load(path, what, required=PROGRAM_KEYS))
 
 
 def rng_state() -> dict:

@@ -4,7 +4,6 @@ This is the one place where the pipeline meets the data, supernet and models pac
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 
@@ -13,7 +12,8 @@ import torch
 import torch.nn as nn
 
 from ..errors import InputFileError, UserError
-from .config import Config
+from .config import Config, supernet_config
+from .loop import sample_batch
 from .losses import Objective, PerceptualLoss
 
 
@@ -112,8 +112,6 @@ def check_data_unchanged(stored: dict | None, now: dict, allow: bool, ckpt_path:
 def _image_ids(dataset) -> list[str]:
     """Identities of a data set's images: real paths of files, ``embedded:<name>`` otherwise."""
     base = dataset.dataset if isinstance(dataset, Subset) else dataset
-    if isinstance(base, CachedTargets):
-        base = base.dataset
     idx = list(dataset.indices) if isinstance(dataset, Subset) else range(len(base.names))
     paths = getattr(base, "paths", None) or getattr(base, "gt_paths", None)
     if paths is not None:
@@ -142,28 +140,20 @@ def split_halves(dataset) -> tuple[Subset, Subset]:
     return Subset(dataset, range(0, n, 2)), Subset(dataset, range(1, n, 2))
 
 
-def supernet_config_dict(cfg: Config) -> dict:
-    """The ``SupernetConfig.from_dict`` mapping for ``cfg``: the ``supernet`` section's settings
-    and the scale of ``data.scale`` (what a checkpoint stores as ``supernet_config``)."""
-    return {**dataclasses.asdict(cfg.supernet), "scale": cfg.data.scale}
-
-
 def build_supernet(cfg: Config) -> nn.Module:
-    """A freshly initialised supernet for ``cfg.supernet``."""
-    return supernet_from_dict(supernet_config_dict(cfg))
+    """A freshly initialised supernet for ``cfg.supernet`` at ``data.scale``."""
+    from ..supernet import Supernet
 
-
-def supernet_from_dict(d: dict) -> nn.Module:
-    """A supernet from the config dict a checkpoint stored."""
-    from ..supernet import Supernet, SupernetConfig
-
-    return Supernet(SupernetConfig.from_dict(d))
+    return Supernet(supernet_config(cfg))
 
 
 def extract_network(supernet_state: dict, supernet_cfg: dict, arch) -> nn.Module:
     """The derived network ``arch`` with the weights of a stored supernet (train from search):
-    the supernet at ρ = 1 (one-hot), in eval mode, ``extract``-ed."""
-    net = supernet_from_dict(supernet_cfg)
+    ``supernet_state`` and ``supernet_cfg`` as a checkpoint's search state holds them, the
+    supernet at ρ = 1 (one-hot), in eval mode, ``extract``-ed."""
+    from ..supernet import Supernet, SupernetConfig
+
+    net = Supernet(SupernetConfig.from_dict(supernet_cfg))
     net.load_state_dict(supernet_state)
     net.set_radius(1.0)
     net.eval()
@@ -208,37 +198,49 @@ def teacher_cache_folder(cfg: Config) -> str | None:
     return folder
 
 
-class CachedTargets(torch.utils.data.Dataset):
-    """A training set whose items' ``"gt"`` is the cached teacher crop, what the student imitates
-    (:func:`~trilevelnas.training.loop.collate` stacks only ``lq``, ``gt`` and ``name``); the HR
-    crop moves to ``"hr"``. Indices, lengths and random draws are those of ``dataset``."""
+class TargetSource:
+    """What the student imitates, chosen once per run (:func:`target_source`). ``kind``:
 
-    def __init__(self, dataset):
-        self.dataset = dataset
+    - ``"hr"``: the HR crops (no teacher);
+    - ``"cached"``: the teacher's stored output at each crop, which the items of ``train_set``
+      carry as ``"teacher"`` (the steps run no teacher);
+    - ``"live"``: the teacher's output of each LR batch.
 
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i):
-        item = dict(self.dataset[i])
-        item["hr"], item["gt"] = item["gt"], item["teacher"]
-        return item
-
-
-def distillation_set(cfg: Config, train_set, teacher: nn.Module | None, ctx,
-                     progress: bool | None = None):
-    """``(training set, teacher)`` for the training steps.
-
-    With the teacher cache (:func:`teacher_cache_folder`): the teacher's output of every training
-    image is computed once into the cache (the ranks share the images; finished entries of an
-    earlier or interrupted run are reused), the set becomes a :class:`CachedTargets` over it and
-    the teacher returned is None — the steps run no teacher. Otherwise both come back unchanged.
+    ``train_set``: the training images the steps draw from; ``teacher``: the teacher network
+    (None for ``"hr"``).
     """
+
+    KEYS = {"hr": ("lq", "gt"), "cached": ("lq", "teacher"), "live": ("lq",)}
+
+    def __init__(self, kind: str, train_set, teacher: nn.Module | None = None):
+        if kind not in self.KEYS or (kind == "hr") != (teacher is None):
+            raise ValueError(f"target source {kind!r} with teacher {type(teacher).__name__}")
+        self.kind, self.train_set, self.teacher = kind, train_set, teacher
+
+    def sample(self, dataset, batch_size: int, device: torch.device) -> tuple[dict, torch.Tensor]:
+        """``(batch, target)``: ``batch_size`` items of ``dataset`` (:attr:`train_set` or a part of
+        it) drawn with the seeded generators (:func:`~trilevelnas.training.loop.sample_batch`),
+        and what the student imitates on them."""
+        keys = self.KEYS[self.kind]
+        batch = sample_batch(dataset, batch_size, device, keys)
+        if self.kind != "live":
+            return batch, batch[keys[1]]
+        with torch.no_grad():
+            return batch, self.teacher(batch["lq"]).clamp_(0, 1)
+
+
+def target_source(cfg: Config, train_set, device: torch.device, ctx, progress: bool | None = None) -> TargetSource:
+    """Where the run's targets come from, decided once: without ``loss.teacher`` the HR crops;
+    with a teacher and its cache (:func:`teacher_cache_folder`) the cached teacher crops: the
+    teacher's output of every training image is computed once into the cache (the ranks share
+    the images; finished entries of an earlier or interrupted run are reused); with the cache
+    ``"off"`` the teacher on every batch."""
+    teacher = load_teacher(cfg, device)
     if teacher is None:
-        return train_set, teacher
+        return TargetSource("hr", train_set)
     folder = teacher_cache_folder(cfg)
     if folder is None:
-        return train_set, teacher
+        return TargetSource("live", train_set, teacher)
     from ..data import teacher_cache as tc
     from .distributed import barrier
 
@@ -248,8 +250,7 @@ def distillation_set(cfg: Config, train_set, teacher: nn.Module | None, ctx,
     cache.fill(train_set, rank=ctx.rank, world=ctx.world_size,
                progress=progress if ctx.is_main else False)
     barrier(ctx)
-    tc.attach(train_set, cache.outputs(train_set))
-    return CachedTargets(train_set), None
+    return TargetSource("cached", train_set.with_teacher(cache.outputs(train_set)), teacher)
 
 
 def teacher_fidelity(cfg: Config, student: nn.Module, teacher: nn.Module, val_set, device: torch.device,
@@ -297,18 +298,6 @@ def build_objective(cfg: Config, device: torch.device, perceptual: bool) -> Obje
         vgg = VGG19Features(lc.vgg_weights).to(device)
         return Objective(lc.content_weight, lc.perceptual_weight, PerceptualLoss(vgg))
     return Objective(lc.content_weight, 0.0, None)
-
-
-def targets(batch: dict, teacher: nn.Module | None) -> torch.Tensor:
-    """What the student imitates: the batch's cached teacher crops (``"teacher"``) when it
-    carries them, else the teacher's output on the LR batch, else ``batch["gt"]`` (the HR crops;
-    the cached teacher crops for a :class:`CachedTargets` set, whose steps get teacher None)."""
-    if "teacher" in batch:
-        return batch["teacher"]
-    if teacher is None:
-        return batch["gt"]
-    with torch.no_grad():
-        return teacher(batch["lq"]).clamp_(0, 1)
 
 
 @torch.no_grad()

@@ -1,6 +1,6 @@
 """Run configuration: nested dataclasses, JSON files, ``key=value`` overrides, validation.
 
-A configuration is built in layers: the dataclass defaults, then a preset file
+:func:`build_config` builds a configuration in one pass of layers: the dataclass defaults, then a preset file
 (``trilevelnas/configs/<name>.json``), then a user ``--config`` file, then ``--set section.key=value``
 overrides, then the dedicated command-line flags (``--data``, ``--teacher``, ``--seed``, ...).
 Every layer is a nested dict of overrides; an unknown section or key, a value of the wrong type or
@@ -10,9 +10,11 @@ an inconsistent combination raises :class:`~trilevelnas.errors.ConfigError` nami
 Every field declares its rule where it is defined: ``x: int = setting(default, integer(ge=0))``
 (:mod:`trilevelnas.settings`). The same rule converts a layer's value (:func:`apply_overrides`:
 JSON values or ``--set`` text) and checks the finished configuration (:func:`validate`: every
-field first, then the combinations of fields). The ``supernet`` section is derived from
-:class:`~trilevelnas.supernet.SupernetConfig`'s fields and rules, and its combinations are the
-supernet's own checks. See docs/pipeline.md, "Configuration rules".
+field first, then the combinations of fields). The ``supernet`` section is a
+:class:`~trilevelnas.supernet.SupernetConfig`: its fields and rules are the settings (less
+``scale``, which is ``data.scale``, and the activation checkpointing), ``relaxations`` spelled as
+the flat keys of the config files, and its combinations are the supernet's own checks
+(:func:`supernet_config`: the supernet a run builds). See docs/pipeline.md, "Configuration rules".
 """
 from __future__ import annotations
 
@@ -20,8 +22,9 @@ import dataclasses
 import json
 import os
 import re
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 from ..devices import available_cores
 from ..errors import ConfigError, InputFileError
@@ -30,6 +33,7 @@ from ..settings import (Rule, boolean, check_value, choice, coerce_value, declar
                         number, pair, parse_json, path, setting, show_value, text)
 from ..supernet.config import FLAT_RELAXATIONS, SupernetConfig
 from ..supernet.config import check_combinations as check_supernet_combinations
+from .presets import DEFAULT_PRESET, preset_file
 
 
 def _filename_template(value: str) -> str | None:
@@ -79,27 +83,19 @@ class DataConfig:
 _NOT_RUN_SETTINGS = ("scale", "checkpoint", "checkpoint_rows")
 
 
-def _supernet_section() -> type:
-    """The ``supernet`` section's dataclass, derived from :class:`SupernetConfig`: its fields with
-    their defaults and rules, in its order, less :data:`_NOT_RUN_SETTINGS`, with the
-    ``relaxations`` mapping spelled as the config files' flat keys (:data:`FLAT_RELAXATIONS`)."""
-    specs = []
-    for f in dataclasses.fields(SupernetConfig):
-        if f.name in _NOT_RUN_SETTINGS:
-            continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        if f.name == "relaxations":
-            level_rules = dict(f.metadata["rule"].entries)
-            specs += [(key, str, setting(default[levels[0]], level_rules[levels[0]]))
-                      for key, levels in FLAT_RELAXATIONS.items()]
-        else:
-            specs.append((f.name, f.type, setting(default, f.metadata["rule"])))
-    return dataclasses.make_dataclass("SupernetSection", specs, namespace={
-        "__doc__": "The search space (docs/supernet.md): SupernetConfig's settings, see _supernet_section.",
-        "__module__": __name__})
+def _supernet_section() -> SupernetConfig:
+    """The ``supernet`` section's defaults: :class:`SupernetConfig`'s, with ``order_lambda`` left
+    open (None: the topology's default, filled in when the supernet is built, :func:`supernet_config`)."""
+    section = SupernetConfig()
+    section.order_lambda = None
+    return section
 
 
-SupernetSection = _supernet_section()
+def supernet_config(cfg: "Config") -> SupernetConfig:
+    """The supernet ``cfg`` builds: its ``supernet`` section at ``data.scale``, validated with the
+    open defaults filled in (a new object; the section is left as it is)."""
+    s = cfg.supernet
+    return dataclasses.replace(s, scale=cfg.data.scale, relaxations=dict(s.relaxations))
 
 
 @dataclass
@@ -193,7 +189,7 @@ class Config:
     """A whole run: the search space, the data, the objective and every phase."""
 
     data: DataConfig = field(default_factory=DataConfig)
-    supernet: SupernetSection = field(default_factory=SupernetSection)
+    supernet: SupernetConfig = field(default_factory=_supernet_section)
     loss: LossConfig = field(default_factory=LossConfig)
     pretrain: PhaseConfig = field(default_factory=PhaseConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
@@ -202,8 +198,10 @@ class Config:
     preset: str | None = None
 
     def to_dict(self) -> dict:
-        """A JSON-ready nested dict (tuples become lists)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        """A JSON-ready nested dict of the settings (tuples become lists), what ``config.json`` holds."""
+        d = {name: {key: get_setting(getattr(self, name), key) for key, _ in _settings(cls)}
+             for name, cls in sections().items()}
+        return json.loads(json.dumps({**d, "preset": self.preset}))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Config":
@@ -216,18 +214,46 @@ class Config:
 
 def sections() -> dict[str, type]:
     """``{section name: its dataclass}`` of :class:`Config`, in declaration order."""
-    return {f.name: f.default_factory for f in dataclasses.fields(Config)
-            if f.default_factory is not dataclasses.MISSING}
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config) if f.default_factory is not dataclasses.MISSING}
+
+
+def _settings(cls: type) -> Iterator[tuple[str, Rule]]:
+    """``(key, rule)`` of the settings of a section's dataclass, in declaration order: its fields;
+    for :class:`SupernetConfig` less :data:`_NOT_RUN_SETTINGS`, with the ``relaxations`` mapping
+    spelled as the config files' flat keys (:data:`FLAT_RELAXATIONS`)."""
+    for name, rule in declared_rules(cls):
+        if cls is not SupernetConfig:
+            yield name, rule
+        elif name == "relaxations":
+            level_rules = dict(rule.entries)
+            yield from ((key, level_rules[levels[0]]) for key, levels in FLAT_RELAXATIONS.items())
+        elif name not in _NOT_RUN_SETTINGS:
+            yield name, rule
+
+
+def get_setting(section, key: str):
+    """The value of setting ``key`` of a ``section`` object (a flat relaxation key reads its first level)."""
+    levels = FLAT_RELAXATIONS.get(key) if isinstance(section, SupernetConfig) else None
+    return section.relaxations[levels[0]] if levels else getattr(section, key)
+
+
+def _set_setting(section, key: str, value) -> None:
+    levels = FLAT_RELAXATIONS.get(key) if isinstance(section, SupernetConfig) else None
+    if levels:
+        section.relaxations.update(dict.fromkeys(levels, value))
+    else:
+        setattr(section, key, value)
 
 
 def field_rules() -> Iterator[tuple[str, str, Rule]]:
-    """``(section, key, rule)`` for every field of every section, in declaration order.
+    """``(section, key, rule)`` for every setting of every section, in declaration order.
 
     A field declared without a rule is a programming error (TypeError naming it), so a new field
     cannot slip past :func:`validate`.
     """
     for name, cls in sections().items():
-        for key, rule in declared_rules(cls):
+        for key, rule in _settings(cls):
             yield name, key, rule
 
 
@@ -264,7 +290,7 @@ def apply_overrides(cfg: Config, overrides: Mapping[str, Any], source: str) -> N
             where = f"{source}: {name}.{key}"
             if key not in known:
                 raise ConfigError(f"{where}: unknown key (known in {name}: {', '.join(sorted(known))})")
-            setattr(section, key, coerce_value(v, known[key], where))
+            _set_setting(section, key, coerce_value(v, known[key], where))
 
 
 def parse_set(items: list[str] | None) -> dict:
@@ -279,6 +305,32 @@ def parse_set(items: list[str] | None) -> dict:
         section, name = key.split(".")
         out.setdefault(section, {})[name] = value
     return out
+
+
+def build_config(preset: str | None = None, config_file: str | None = None,
+                 sets: Sequence[str] | None = None, flags: Mapping[str, Mapping[str, Any]] | None = None,
+                 base: Mapping[str, Any] | None = None) -> Config:
+    """The validated configuration of the layers defaults ← ``base`` (e.g. a checkpoint's config)
+    ← preset ← config file ← ``--set`` ← flags, each applied as it is read.
+
+    ``preset`` None means the default preset unless ``base`` is given; ``flags`` is a nested dict
+    of the dedicated command-line options (None values are skipped).
+    """
+    cfg = Config()
+    if base is not None:
+        apply_overrides(cfg, base, source="checkpoint config")
+    if preset is None and base is None:
+        preset = DEFAULT_PRESET
+    if preset is not None:
+        apply_overrides(cfg, load_json(preset_file(preset), "preset file"), source=f"preset {preset}")
+        cfg.preset = preset
+    if config_file is not None:
+        apply_overrides(cfg, load_json(config_file, "--config file"), source=f"--config {config_file}")
+    apply_overrides(cfg, parse_set(list(sets or [])), source="--set")
+    given = {sec: {k: v for k, v in vals.items() if v is not None} for sec, vals in (flags or {}).items()}
+    apply_overrides(cfg, {sec: vals for sec, vals in given.items() if vals}, source="command line")
+    validate(cfg)
+    return cfg
 
 
 def load_json(path: str, what: str) -> dict:
@@ -323,7 +375,7 @@ def validate(cfg: Config) -> None:
     if cfg.preset is not None and not isinstance(cfg.preset, str):
         raise ConfigError(f"preset = {show_value(cfg.preset)}: expected a preset name (a string)")
     for sec, key, rule in field_rules():
-        check_value(getattr(getattr(cfg, sec), key), rule, f"{sec}.{key}")
+        check_value(get_setting(getattr(cfg, sec), key), rule, f"{sec}.{key}")
     _check_combinations(cfg)
 
 
@@ -341,7 +393,7 @@ def _check_combinations(cfg: Config) -> None:
     for sec, key, rule in field_rules():
         if rule.at_most is not None:
             section = getattr(cfg, sec)
-            check_value(getattr(section, key), rule, f"{sec}.{key}", section)
+            check_value(get_setting(section, key), rule, f"{sec}.{key}", section)
     check_supernet_combinations(s, d.scale, lambda key: "data.scale" if key == "scale" else f"supernet.{key}")
     if d.patch_size < d.scale * 4 or d.patch_size % d.scale:
         raise ConfigError(f"data.patch_size = {d.patch_size}: must be a multiple of data.scale "
@@ -366,7 +418,7 @@ def check_paths(cfg: Config, files: Mapping[str, str | None] | None = None) -> N
     _check_threads(cfg)
     items = []
     for sec, key, rule in field_rules():
-        value = getattr(getattr(cfg, sec), key)
+        value = get_setting(getattr(cfg, sec), key)
         if rule.kind == "path" and value is not None:
             name = f"{sec}.{key}" + (f" ({rule.flag})" if rule.flag else "")
             items.append((name, value, rule.path_kind))

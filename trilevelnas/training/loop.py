@@ -8,7 +8,8 @@ returning scalars for the log) plus its step count; the loop adds what every pha
   (Gumbel widths), so a resumed run replays exactly what an uninterrupted one draws;
 - a non-finite loss stops the run with :class:`NonFiniteLoss` and the last good checkpoint kept
   (a checkpoint is only written when every weight is finite);
-- periodic atomic checkpoints, the CSV log, a progress bar, periodic validation.
+- periodic atomic checkpoints (the loop says when one is due; its owner supplies the state),
+  the CSV log, a progress bar, periodic validation.
 """
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -38,19 +39,18 @@ class NonFiniteLoss(UserError):
     """A loss became NaN or infinite; the run stops and the last good checkpoint is kept."""
 
 
-def collate(items: Sequence[dict], device: torch.device) -> dict:
-    """Stack dataset items ``{"lq", "gt", "name"}`` into a batch on ``device``."""
-    return {
-        "lq": torch.stack([it["lq"] for it in items]).to(device, non_blocking=True),
-        "gt": torch.stack([it["gt"] for it in items]).to(device, non_blocking=True),
-        "name": [it["name"] for it in items],
-    }
+def collate(items: Sequence[dict], device: torch.device, keys: Sequence[str] = ("lq", "gt")) -> dict:
+    """Stack the images ``keys`` of dataset items into a batch on ``device``, with their ``"name"``s."""
+    batch = {key: torch.stack([it[key] for it in items]).to(device, non_blocking=True) for key in keys}
+    batch["name"] = [it["name"] for it in items]
+    return batch
 
 
-def sample_batch(dataset, batch_size: int, device: torch.device) -> dict:
-    """``batch_size`` items drawn uniformly with replacement, using the (seeded) global generators."""
+def sample_batch(dataset, batch_size: int, device: torch.device, keys: Sequence[str] = ("lq", "gt")) -> dict:
+    """``batch_size`` items drawn uniformly with replacement, using the (seeded) global generators,
+    collated (:func:`collate`)."""
     idx = torch.randint(len(dataset), (batch_size,)).tolist()
-    return collate([dataset[i] for i in idx], device)
+    return collate([dataset[i] for i in idx], device, keys)
 
 
 def params_finite(modules: Sequence[torch.nn.Module]) -> bool:
@@ -74,21 +74,18 @@ class LoopState:
 
 
 class Loop:
-    """Drives phases; the owner supplies ``checkpoint_fn(path)`` that writes the full state."""
+    """Drives the phases of a run writing into ``out_dir``: ``run.seed``, ``run.checkpoint_every``
+    and ``run.log_every`` of its configuration; ``log`` the run's :class:`~.logging.RunLog` (None
+    on ranks other than 0). It calls no one back for checkpoints: :meth:`run_phase` yields when
+    one is due and the owner hands its state to :meth:`save`."""
 
-    def __init__(self, seed: int, ctx: DistContext, device: torch.device, out_dir: str,
-                 log, checkpoint_every: int, log_every: int,
-                 checkpoint_fn: Callable[[], dict], finite_modules: Callable[[], Sequence[torch.nn.Module]],
+    def __init__(self, run, ctx: DistContext, device: torch.device, out_dir: str, log,
                  progress: bool | None = None):
-        self.seed = seed
+        self.seed, self.checkpoint_every, self.log_every = run.seed, run.checkpoint_every, run.log_every
         self.ctx = ctx
         self.device = device
         self.out_dir = out_dir
         self.log = log
-        self.checkpoint_every = checkpoint_every
-        self.log_every = log_every
-        self.checkpoint_fn = checkpoint_fn
-        self.finite_modules = finite_modules
         self.progress = progress
         self.state = LoopState()
         #: The step values gathered since the last log row (checkpointed: a resumed run's next
@@ -98,6 +95,7 @@ class Loop:
         self.interrupted = False
         #: What to tell the user on Ctrl-C (the command that resumes the run).
         self.resume_hint = "rerun with --resume"
+        self._clock = (0.0, 0.0)  # (seconds spent in the phase before this process, its start time)
 
     @property
     def checkpoint_path(self) -> str:
@@ -111,28 +109,29 @@ class Loop:
         """Seed the generators for the step's noise (the same on every rank)."""
         ckpt.seed_all(ckpt.step_seed(self.seed, PHASE_IDS[phase], step, _NOISE_STREAM + stream))
 
-    def save_checkpoint(self) -> None:
-        """Write the owner's state atomically (rank 0), unless some weight is no longer finite."""
-        if not params_finite(self.finite_modules()):
+    def schedule(self) -> ckpt.Schedule:
+        """The loop's position, timing, running values and log rows, as a checkpoint stores them."""
+        st = self.state
+        return ckpt.Schedule(st.phase, st.step, st.global_step, list(st.done), dict(st.timing),
+                             {k: list(v) for k, v in self.running.items()},
+                             self.log.state() if self.log is not None else None)
+
+    def save(self, checkpoint: ckpt.Checkpoint | None, modules: Sequence[torch.nn.Module]) -> None:
+        """Write ``checkpoint`` (the owner's state; None on ranks other than 0) with the loop's
+        :meth:`schedule` and the generator state, atomically — unless a weight of ``modules`` is
+        no longer finite: then :class:`NonFiniteLoss`, and the last good checkpoint is kept."""
+        if not params_finite(modules):
             self._stop_non_finite("network weight", "nan or inf")
         if self.ctx.is_main:
-            state = self.checkpoint_fn()
-            state["loop"] = {"phase": self.state.phase, "step": self.state.step,
-                             "global_step": self.state.global_step, "done": list(self.state.done),
-                             "timing": dict(self.state.timing),
-                             "running": {k: list(v) for k, v in self.running.items()},
-                             "log": self.log.state() if self.log is not None else None}
-            state["rng"] = ckpt.rng_state()
-            ckpt.save_atomic(state, self.checkpoint_path)
+            replace(checkpoint, schedule=self.schedule(), rng=ckpt.rng_state()).save(self.checkpoint_path)
         self.last_checkpoint_step = (self.state.phase, self.state.step)
         barrier(self.ctx)
 
-    def restore(self, loop_state: dict) -> None:
-        """Continue from a checkpoint's ``loop`` entry."""
-        self.state = LoopState(loop_state["phase"], loop_state["step"], loop_state["global_step"],
-                               list(loop_state["done"]), dict(loop_state["timing"]))
-        running = loop_state.get("running") or {}
-        self.running = {str(k): [float(x) for x in v] for k, v in running.items()}
+    def restore(self, schedule: ckpt.Schedule) -> None:
+        """Continue from a checkpoint's schedule."""
+        self.state = LoopState(schedule.phase, schedule.step, schedule.global_step, list(schedule.done),
+                               dict(schedule.timing))
+        self.running = {k: list(v) for k, v in schedule.running.items()}
         self.last_checkpoint_step = (self.state.phase, self.state.step)
 
     def _stop_non_finite(self, what: str, value: str) -> None:
@@ -166,12 +165,6 @@ class Loop:
             for sig, old in previous.items():
                 signal.signal(sig, old)
 
-    def _stop_interrupted(self, name: str) -> None:
-        """Save the state after the last finished step and stop with :class:`Interrupted`."""
-        self.save_checkpoint()
-        raise Interrupted(f"stopped after {name} step {self.state.step}; the state is saved in "
-                          f"{self.checkpoint_path}; {self.resume_hint}")
-
     def check_finite(self, losses: dict[str, torch.Tensor]) -> None:
         """Stop (on every rank) when any of the step's losses is NaN or infinite."""
         bad = [k for k, v in losses.items() if not bool(torch.isfinite(v.detach()).all())]
@@ -180,14 +173,17 @@ class Loop:
             self._stop_non_finite(f"loss {bad[0]!r}" if bad else "loss", value)
 
     def run_phase(self, name: str, total: int, step_fn: Callable[[int], dict],
-                  extra_fn: Callable[[], dict] | None = None, extra_every: int = 0,
-                  on_end: Callable[[], None] | None = None) -> None:
-        """Run steps ``state.step .. total-1`` of phase ``name`` (all of them unless resuming in it).
+                  extra_fn: Callable[[], dict] | None = None, extra_every: int = 0) -> Iterator[None]:
+        """Run steps ``state.step .. total-1`` of phase ``name`` (all of them unless resuming in it;
+        none once it is done), yielding whenever a checkpoint is due: every ``checkpoint_every``
+        steps before the last. The owner writes it (:meth:`save`) before going on, and once the
+        generator is exhausted ends the phase with :meth:`end_phase` and saves again.
 
         ``step_fn(t)`` performs step t and returns the scalars to log; every ``extra_every`` steps
-        (0: never) ``extra_fn()`` adds scalars (validation) to that step's log row. ``on_end`` runs
-        once the last step is done, before the phase's final checkpoint. Ctrl-C lets the current
-        step finish, writes a checkpoint and raises :class:`~trilevelnas.errors.Interrupted`.
+        (0: never) ``extra_fn()`` adds scalars (validation) to that step's log row. Ctrl-C (SIGINT
+        or SIGTERM) lets the current step finish and yields, and once that checkpoint is written
+        raises :class:`~trilevelnas.errors.Interrupted`. Close the generator when leaving early
+        (``contextlib.closing``): that restores the signal handlers.
         """
         if name in self.state.done:
             return
@@ -196,6 +192,7 @@ class Loop:
             self.running = {}
         start_time = time.time()
         spent_before = self.state.timing.get(name, 0.0)
+        self._clock = (spent_before, start_time)
         bar = tqdm(total=total, initial=self.state.step, desc=name, unit="step", dynamic_ncols=True,
                    disable=(self.progress is False or not self.ctx.is_main
                             or (self.progress is None and not sys.stderr.isatty())),
@@ -230,17 +227,20 @@ class Loop:
                     lines.step(self.state.step)
                     self.state.timing[name] = spent_before + time.time() - start_time
                     if any_flag(self.interrupted, self.ctx, self.device):
-                        self._stop_interrupted(name)
+                        yield
+                        raise Interrupted(f"stopped after {name} step {self.state.step}; the state is saved in "
+                                          f"{self.checkpoint_path}; {self.resume_hint}")
                     if self.state.step % self.checkpoint_every == 0 and self.state.step < total:
-                        self.save_checkpoint()
+                        yield
             finally:
                 bar.close()
         lines.done(self.state.step)
-        if on_end is not None:
-            on_end()
+
+    def end_phase(self, name: str) -> None:
+        """Mark phase ``name``, whose steps :meth:`run_phase` ran, as done (with its time)."""
+        spent_before, start_time = self._clock
         self.state.timing[name] = spent_before + time.time() - start_time
         self.state.done.append(name)
-        self.save_checkpoint()
 
 
 class ProgressLines:

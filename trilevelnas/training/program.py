@@ -11,13 +11,13 @@ from ..errors import ConfigError, InputFileError
 from ..fileio import RunLock, check_writable_dir, check_out_dir, mark_out_dir, remove_stale_temps, write_json, write_text
 from ..memory import check_training_memory
 from . import checkpoint as ckpt
-from .config import check_paths
+from .config import build_config, check_paths
 from .distributed import init_from_env, pick_device, shutdown
-from .presets import DEFAULT_PRESET, available, build_config
+from .presets import DEFAULT_PRESET, available
 from .run import Run
 from .summary import format_summary
 
-#: ``make_run(cfg, out_dir, ctx, device, resume=checkpoint or None, progress=...)``: the program's
+#: ``make_run(cfg, out_dir, ctx, device, resume=Checkpoint or None, progress=...)``: the program's
 #: run (a :class:`~trilevelnas.training.run.Run`), e.g. the SearchRun class itself.
 MakeRun = Callable[..., Run]
 
@@ -134,14 +134,11 @@ def _run_locked(program: str, args: argparse.Namespace, make_run: MakeRun, arch,
         if not args.resume:
             raise InputFileError(f"--out {out!r} already holds a run (checkpoint.pt); pass --resume to "
                                  "continue it or choose another --out")
-        resume_state = ckpt.load(ckpt_path, required=ckpt.PROGRAM_KEYS)
-        if resume_state.get("program") != program:
-            raise InputFileError(f"{ckpt_path} was written by the {resume_state.get('program')} program, "
+        resume_state = ckpt.read(ckpt_path)
+        if resume_state.meta.program != program:
+            raise InputFileError(f"{ckpt_path} was written by the {resume_state.meta.program} program, "
                                  f"not by {program}")
-        stored_loss = resume_state["config"].get("loss") if isinstance(resume_state["config"], dict) else None
-        if isinstance(stored_loss, dict) and "teacher_cache" not in stored_loss:
-            stored_loss["teacher_cache"] = "off"  # a run from before the teacher cache keeps its targets
-        cfg = resume_config(resume_state["config"], ckpt_path, args, flags)
+        cfg = resume_config(resume_state.meta.config, ckpt_path, args, flags)
     else:
         cfg = build_config(args.preset, args.config, args.sets, flags)
     if arch is not None and arch.scale != cfg.data.scale:

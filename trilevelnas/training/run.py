@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import closing
 
 import torch
 import torch.nn as nn
@@ -18,13 +19,12 @@ from ..arch import Architecture
 from ..devices import available_cores
 from ..errors import InputFileError
 from ..fileio import write_json
-from ..supernet.decisions import OneHotTracker
 from . import checkpoint as ckpt
 from . import components as comp
 from .config import Config, PhaseConfig
 from .distributed import DistContext, barrier, unwrap, wrap
 from .logging import RunLog
-from .loop import Loop, sample_batch
+from .loop import Loop
 
 
 def adam(params, section) -> torch.optim.Adam:
@@ -43,39 +43,30 @@ class Run:
     arch: Architecture | None = None  # the derived architecture (a TrainRun is given it)
 
     def __init__(self, cfg: Config, out_dir: str, ctx: DistContext, device: torch.device,
-                 resume: dict | None = None, progress: bool | None = None):
+                 resume: ckpt.Checkpoint | None = None, progress: bool | None = None):
         self.cfg, self.out_dir, self.ctx, self.device = cfg, out_dir, ctx, device
         torch.set_num_threads(min(cfg.run.threads or available_cores(), available_cores()))
-        self.supernet_cfg: dict | None = None
-        self.arch_tensors: dict = {}
         self.model: nn.Module | None = None
         self.net: nn.Module | None = None  # what the current phase runs (maybe DDP-wrapped)
         self.opt_w = self.sched_w = None
-        self.history: list[dict] = []
         self.last_val: dict = {}
-        self.one_hot = OneHotTracker()
         self.best_val: dict | None = None  # the best validation during training (model_best.pt)
-        self.decisions: dict | None = None  # decision_report at the end of the search
         self._pending_optim: dict | None = None
 
         self.train_full = comp.training_set(cfg)
         self.val_set = comp.validation_set(cfg)
         self.data_digests = comp.data_digests(self.train_full, self.val_set)
         if resume is not None:
-            comp.check_data_unchanged(resume.get("data"), self.data_digests, cfg.run.allow_data_change,
+            comp.check_data_unchanged(resume.meta.data, self.data_digests, cfg.run.allow_data_change,
                                       os.path.join(out_dir, "checkpoint.pt"))
-        self.teacher = comp.load_teacher(cfg, device)
-        self.teacher_model = self.teacher  # kept for the summary's fidelity figures
-        # the teacher cache: one teacher pass per training image, the steps read its crops (teacher None)
-        self.train_full, self.teacher = comp.distillation_set(cfg, self.train_full, self.teacher,
-                                                              ctx, progress)
+        self.targets = comp.target_source(cfg, self.train_full, device, ctx, progress)
+        self.train_full = self.targets.train_set
         self.content_only = comp.build_objective(cfg, device, perceptual=False)
         self.full_objective = comp.build_objective(cfg, device, perceptual=True)
 
-        self.log = RunLog(out_dir, resume_step=resume["loop"]["global_step"] if resume else None,
-                          resume=resume["loop"].get("log") if resume else None) if ctx.is_main else None
-        self.loop = Loop(cfg.run.seed, ctx, device, out_dir, self.log, cfg.run.checkpoint_every,
-                         cfg.run.log_every, self._checkpoint_state, self._live_modules, progress)
+        self.log = RunLog(out_dir, resume_step=resume.schedule.global_step if resume else None,
+                          resume=resume.schedule.log if resume else None) if ctx.is_main else None
+        self.loop = Loop(cfg.run, ctx, device, out_dir, self.log, progress)
 
     # -- state ------------------------------------------------------------------------------
     def _live_modules(self) -> list[nn.Module]:
@@ -87,65 +78,48 @@ class Run:
         return {key: obj.state_dict() for key, obj in (("weights", self.opt_w), ("weights_sched", self.sched_w))
                 if obj is not None}
 
-    def _checkpoint_state(self) -> dict:
-        """Everything :meth:`_restore` needs to continue exactly (docs/pipeline.md, "Checkpoints")."""
-        return {
-            "version": ckpt.VERSION,
-            "program": self.program,
-            "config": self.cfg.to_dict(),
-            "supernet_config": self.supernet_cfg,
-            "supernet": None,
-            "arch": self.arch_tensors,
-            "architecture": self.arch.to_dict() if self.arch is not None else None,
-            "model": self.model.state_dict() if self.model is not None else None,
-            "optimizers": self._optimizer_states(),
-            "optimizer_phase": self.loop.state.phase,
-            "history": self.history,
-            "val": self.last_val,
-            "one_hot": self.one_hot.state(),
-            "best_val": self.best_val,
-            "decisions": self.decisions,
-            "data": self.data_digests,
-        }
+    def _checkpoint(self) -> ckpt.Checkpoint:
+        """The run's state, everything :meth:`_restore` needs to continue exactly (the loop adds
+        its schedule and the generator state when it saves; docs/pipeline.md, "Checkpoints")."""
+        return ckpt.Checkpoint(
+            meta=ckpt.Meta(self.program, self.cfg.to_dict(), self.data_digests, self.last_val, self.best_val),
+            weights=ckpt.Weights(self.arch.to_dict() if self.arch is not None else None,
+                                 self.model.state_dict() if self.model is not None else None),
+            optimizers=ckpt.Optimizers(self._optimizer_states(), self.loop.state.phase))
 
-    def _restore(self, state: dict) -> None:
-        """Continue from a checkpoint of this program: the loop position, the networks, the
+    def _save_checkpoint(self) -> None:
+        """Write the run's checkpoint (:meth:`Loop.save <trilevelnas.training.loop.Loop.save>`)."""
+        self.loop.save(self._checkpoint() if self.ctx.is_main else None, self._live_modules())
+
+    def _restore(self, state: ckpt.Checkpoint) -> None:
+        """Continue from a checkpoint of this program: the loop position, the network, the
         pending optimiser states of an unfinished phase, and last the RNG states. A position past
-        its phase's steps, or weights that do not fit the networks, are a one-line InputFileError."""
+        its phase's steps, or weights that do not fit the network, are a one-line InputFileError."""
         path = os.path.join(self.out_dir, "checkpoint.pt")
-        loop = state["loop"]
-        if loop["phase"] and loop["step"] > self._phase_steps(loop["phase"]):
-            raise InputFileError(f"checkpoint {path!r}: its loop is at {loop['phase']} step {loop['step']}, past "
-                                 f"the phase's {self._phase_steps(loop['phase'])} steps")
-        self.loop.restore(loop)
-        self.supernet_cfg = state.get("supernet_config")
-        self.history = list(state.get("history", []))
-        self.last_val = dict(state.get("val", {}))
-        self.one_hot.load(state.get("one_hot"))
-        self.best_val = state.get("best_val")
-        self.decisions = state.get("decisions")
-        self.arch_tensors = dict(state.get("arch", {}))
-        if state.get("architecture") is not None:
-            self.arch = Architecture.from_dict(state["architecture"])
-        self._restore_supernet(state)
-        if state.get("model") is not None:
+        at = state.schedule
+        if at.phase and at.step > self._phase_steps(at.phase):
+            raise InputFileError(f"checkpoint {path!r}: its loop is at {at.phase} step {at.step}, past "
+                                 f"the phase's {self._phase_steps(at.phase)} steps")
+        self.loop.restore(at)
+        self.last_val = dict(state.meta.val)
+        self.best_val = state.meta.best_val
+        if state.weights.architecture is not None:
+            self.arch = Architecture.from_dict(state.weights.architecture)
+        if state.weights.model is not None:
             from ..models import build
 
             if self.arch is None:
                 raise InputFileError(f"checkpoint {path!r} holds a network's weights but no 'architecture'")
             self.model = build(self.arch).to(self.device)
-            load_weights(self.model, state["model"], path, "model")
-        if self.loop.state.phase not in self.loop.state.done:
-            self._pending_optim = state.get("optimizers")
-        ckpt.set_rng_state(state["rng"])
+            load_weights(self.model, state.weights.model, path, "model")
+        if at.phase not in at.done:
+            self._pending_optim = state.optimizers.states
+        ckpt.set_rng_state(state.rng)
 
     def _phase_steps(self, phase: str) -> int:
         """The number of steps of ``phase`` in this run's configuration."""
         return {"pretrain": self.cfg.pretrain.steps, "search": self.cfg.search.steps,
                 "train": self.cfg.train.steps, "finetune": self.cfg.train.finetune_steps}[phase]
-
-    def _restore_supernet(self, state: dict) -> None:
-        """The supernet of a checkpoint; a run without one has nothing to restore."""
 
     # -- the phases of the derived network --------------------------------------------------
     def _setup_phase(self, name: str) -> None:
@@ -196,8 +170,7 @@ class Run:
         """One Adam update of the current phase's weights on a batch of ``batch_set``."""
         loop = self.loop
         loop.seed_data(phase, t, stream)
-        batch = sample_batch(batch_set, self._batch_size(phase), self.device)
-        target = comp.targets(batch, self.teacher)
+        batch, target = self.targets.sample(batch_set, self._batch_size(phase), self.device)
         loop.seed_noise(phase, t, stream)
         self.opt_w.zero_grad(set_to_none=True)
         loss, parts = objective(self.net(batch["lq"]), target)
@@ -245,10 +218,25 @@ class Run:
                 trained = trained or name in loop.state.done
                 continue
             self._setup_phase(name)
-            loop.run_phase(name, total, self._train_step(name), extra_fn=self._validate,
-                           extra_every=cfg.run.val_every, on_end=None)
+            self._run_phase(name, total, self._train_step(name), self._validate, cfg.run.val_every)
             trained = True
         return trained
+
+    def _run_phase(self, name: str, total: int, step_fn, extra_fn=None, extra_every: int = 0,
+                   on_end=None) -> None:
+        """Run phase ``name`` unless it is done (:meth:`Loop.run_phase
+        <trilevelnas.training.loop.Loop.run_phase>`: ``step_fn``, ``extra_fn``, ``extra_every``),
+        writing a checkpoint whenever one is due; ``on_end`` runs once its last step is done,
+        before the phase's last checkpoint."""
+        if name in self.loop.state.done:
+            return
+        with closing(self.loop.run_phase(name, total, step_fn, extra_fn, extra_every)) as due:
+            for _ in due:
+                self._save_checkpoint()
+        if on_end is not None:
+            on_end()
+        self.loop.end_phase(name)
+        self._save_checkpoint()
 
     # -- driver -----------------------------------------------------------------------------
     def run(self) -> dict:
@@ -271,7 +259,9 @@ class Run:
         """Whether ``model.pt`` is written: the train program always writes it."""
         return True
 
-    def _summary(self, trained: bool) -> dict:
+    def _summary(self, trained: bool, extra: dict | None = None, history: list[dict] | None = None) -> dict:
+        """The summary (written to ``summary.json`` with the model and the plots); ``extra``: the
+        program's own entries; ``history``: the architecture parameters to plot (the search's)."""
         from .. import profile
 
         model = self.model.eval()
@@ -294,11 +284,10 @@ class Run:
             "trained": trained,
             "train_init": self._train_init(),
         }
-        if self.teacher_model is not None and self.ctx.is_main:
-            summary["teacher"] = comp.teacher_fidelity(self.cfg, model, self.teacher_model, self.val_set,
+        if self.targets.teacher is not None and self.ctx.is_main:
+            summary["teacher"] = comp.teacher_fidelity(self.cfg, model, self.targets.teacher, self.val_set,
                                                        self.device, os.path.join(self.out_dir, "fidelity.png"))
-        if self.decisions is not None:
-            summary["decisions"] = self.decisions
+        summary.update(extra or {})
         if self.best_val is not None:
             summary["best_val"] = self.best_val
         if self.ctx.is_main:
@@ -309,7 +298,7 @@ class Run:
             write_json(summary, os.path.join(self.out_dir, "summary.json"))
             from . import plots
 
-            plots.write_all(self.out_dir, self.history, self.arch)
+            plots.write_all(self.out_dir, history or [], self.arch)
             self.log.close()
         return summary
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import os
+from dataclasses import replace
 
 import torch
 import torch.nn as nn
@@ -23,36 +24,44 @@ import torch.nn as nn
 from ..fileio import write_json
 from ..complexity import arch_cost
 from ..space import SANDWICH
-from ..supernet import SupernetConfig
 from ..supernet.budget import FLOPS_TOLERANCE, check_flops_target, derive_within
-from ..supernet.decisions import decision_report, logit_margins
+from ..supernet.decisions import OneHotTracker, decision_report, logit_margins
 from . import checkpoint as ckpt
 from . import components as comp
 from .architect import Architect
-from .config import Config
+from .config import Config, supernet_config
 from .distributed import DistContext, all_reduce_grads, broadcast_module
-from .loop import linear_radius, sample_batch
+from .loop import linear_radius
 from .run import Run, clip_gradients, load_weights
 
 
 class SearchRun(Run):
     """pretrain → search → derive on the supernet, then (``run.train_after_search``) the derived
     network's train phases, starting from the supernet's weights (``train.init = search``) or
-    from scratch."""
+    from scratch.
+
+    The search state is this run's: the supernet (its weights as a state dict once the search is
+    over), the architecture tensors, their logged history, the one-hot tracker and the decision
+    report; checkpoints keep it in their :class:`~trilevelnas.training.checkpoint.SearchState`.
+    """
 
     program = "search"
 
     def __init__(self, cfg: Config, out_dir: str, ctx: DistContext, device: torch.device,
-                 resume: dict | None = None, progress: bool | None = None):
+                 resume: ckpt.Checkpoint | None = None, progress: bool | None = None):
         self.flops_range = None  # (least, largest) GFLOPs of the space, with a FLOPs target
         if cfg.loss.flops_target is not None:  # before any data is read
-            self.flops_range = check_flops_target(SupernetConfig.from_dict(comp.supernet_config_dict(cfg)),
-                                                  cfg.loss.flops_target)
+            self.flops_range = check_flops_target(supernet_config(cfg), cfg.loss.flops_target)
         super().__init__(cfg, out_dir, ctx, device, resume=resume, progress=progress)
         self.half1, self.half2 = comp.split_halves(self.train_full)
+        #: the supernet's settings at the run's scale, as checkpoints store them (SupernetConfig.from_dict)
+        self.supernet_record = {**cfg.to_dict()["supernet"], "scale": cfg.data.scale}
         self.supernet_state: dict | None = None  # the supernet at the end of the search
         self.architect: Architect | None = None  # during the search phase
-        self.supernet_cfg = comp.supernet_config_dict(cfg)
+        self.arch_tensors: dict = {}  # α, β, γ at the last checkpoint or at the derivation
+        self.history: list[dict] = []  # α, β, γ and their relaxed weights every log_every search steps
+        self.one_hot = OneHotTracker()
+        self.decisions: dict | None = None  # decision_report at the end of the search
         ckpt.seed_all(ckpt.step_seed(cfg.run.seed, 0))
         self.supernet: nn.Module | None = comp.build_supernet(cfg).to(device)
         if resume is not None:
@@ -71,20 +80,26 @@ class SearchRun(Run):
             states["arch"] = self.architect.state_dict()
         return states
 
-    def _checkpoint_state(self) -> dict:
+    def _checkpoint(self) -> ckpt.Checkpoint:
         if self.supernet is not None:
             self.arch_tensors = {k: v.detach().cpu().clone() for k, v in self._arch_params().items()}
-        state = super()._checkpoint_state()
-        state["supernet"] = self.supernet.state_dict() if self.supernet is not None else self.supernet_state
-        return state
+        supernet = self.supernet.state_dict() if self.supernet is not None else self.supernet_state
+        return replace(super()._checkpoint(), search=ckpt.SearchState(
+            self.supernet_record, supernet, self.arch_tensors, self.history, self.one_hot.state(), self.decisions))
 
-    def _restore_supernet(self, state: dict) -> None:
-        """The checkpoint's supernet; after the search it is kept as a state dict only."""
-        if state.get("supernet") is None:
+    def _restore(self, state: ckpt.Checkpoint) -> None:
+        """Continue from a search checkpoint: :meth:`Run._restore
+        <trilevelnas.training.run.Run._restore>`, then the search state; after the search the
+        supernet is kept as a state dict only."""
+        super()._restore(state)
+        s = state.search
+        self.arch_tensors, self.history, self.decisions = dict(s.arch), list(s.history), s.decisions
+        self.one_hot.load(s.one_hot)
+        if s.supernet is None:
             return
-        load_weights(self.supernet, state["supernet"], os.path.join(self.out_dir, "checkpoint.pt"), "supernet")
+        load_weights(self.supernet, s.supernet, os.path.join(self.out_dir, "checkpoint.pt"), "supernet")
         if "search" in self.loop.state.done:
-            self.supernet_state = state["supernet"]
+            self.supernet_state = s.supernet
             self.supernet = None
 
     # -- the supernet's phases --------------------------------------------------------------
@@ -117,8 +132,7 @@ class SearchRun(Run):
         """One χ1 batch, one weight update per sandwich width, content loss only."""
         loop = self.loop
         loop.seed_data("pretrain", t)
-        batch = sample_batch(self.half1, self._batch_size("pretrain"), self.device)
-        target = comp.targets(batch, self.teacher)
+        batch, target = self.targets.sample(self.half1, self._batch_size("pretrain"), self.device)
         loop.seed_noise("pretrain", t)
         total = 0.0
         for mode in SANDWICH:
@@ -144,8 +158,7 @@ class SearchRun(Run):
         out = self._weight_step(self.half1, "search", t, self._search_objective(), stream=0)
         self.sched_w.step()
         loop.seed_data("search", t, 1)
-        batch = sample_batch(self.half2, self._batch_size("search"), self.device)
-        target = comp.targets(batch, self.teacher)
+        batch, target = self.targets.sample(self.half2, self._batch_size("search"), self.device)
         loop.seed_noise("search", t, 1)
         out.update(self.architect.step(batch["lq"], target))
         self.opt_w.zero_grad(set_to_none=True)  # the arch step's weight gradients are not used
@@ -188,7 +201,7 @@ class SearchRun(Run):
         if self.cfg.train.init == "scratch":
             self.model = self._fresh_model()
         else:
-            self.model = comp.extract_network(self.supernet_state, self.supernet_cfg, self.arch).to(self.device)
+            self.model = comp.extract_network(self.supernet_state, self.supernet_record, self.arch).to(self.device)
 
     # -- driver -----------------------------------------------------------------------------
     def run(self) -> dict:
@@ -199,7 +212,7 @@ class SearchRun(Run):
             if name in loop.state.done:
                 continue
             self._setup_supernet_phase(name)
-            loop.run_phase(name, total, step, on_end=self._end_search if name == "search" else None)
+            self._run_phase(name, total, step, on_end=self._end_search if name == "search" else None)
         if self.supernet is not None:  # the architect goes with the supernet it optimises
             self.supernet_state = copy.deepcopy(self.supernet.state_dict())
             self.supernet = self.architect = None
@@ -216,10 +229,11 @@ class SearchRun(Run):
         return trained
 
     def _summary(self, trained: bool) -> dict:
-        """The run's summary; with a FLOPs target also ``flops_target``: the target, the derived
-        network's GFLOPs and their ratio, whether it lies within ±10%, the plain (argmax)
-        derivation's GFLOPs and the space's range."""
-        summary = super()._summary(trained)
+        """The run's summary with the decision report (``decisions``); with a FLOPs target also
+        ``flops_target``: the target, the derived network's GFLOPs and their ratio, whether it lies
+        within ±10%, the plain (argmax) derivation's GFLOPs and the space's range."""
+        summary = super()._summary(trained, {"decisions": self.decisions} if self.decisions is not None else None,
+                                   self.history)
         budget = (self.decisions or {}).get("flops_target")
         if budget is None or summary.get("gflops") is None:
             return summary

@@ -3,7 +3,7 @@
 textbook baseline from scratch (:class:`BaselineRun`)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn as nn
@@ -26,6 +26,10 @@ class InitWeights:
     supernet_config: dict | None = None
     arch_tensors: dict = field(default_factory=dict)
 
+    def search_record(self) -> ckpt.SearchState:
+        """What the run's checkpoints keep of the search it inherits from."""
+        return ckpt.SearchState(supernet_config=self.supernet_config, arch=dict(self.arch_tensors))
+
 
 class TrainRun(Run):
     """The train (and finetune) phases of ``arch``. ``init``: the weights to start from (None:
@@ -35,24 +39,30 @@ class TrainRun(Run):
     program = "train"
 
     def __init__(self, cfg: Config, out_dir: str, ctx: DistContext, device: torch.device, arch: Architecture,
-                 init: InitWeights | None = None, inherited: bool = False, resume: dict | None = None,
+                 init: InitWeights | None = None, inherited: bool = False, resume: ckpt.Checkpoint | None = None,
                  progress: bool | None = None, init_record: dict | None = None):
         self.arch = arch
         self.inherited = inherited
         #: ``{"file", "sha256", "inherited"}`` of ``--init`` (None: from scratch), kept in checkpoints
         self.init_record = init_record
+        #: the supernet config and architecture tensors of the search checkpoint ``--init`` named
+        self.search_record = ckpt.SearchState()
         super().__init__(cfg, out_dir, ctx, device, resume=resume, progress=progress)
         if resume is not None:
             self._restore(resume)
         elif init is not None:
-            self.supernet_cfg = init.supernet_config
-            self.arch_tensors = dict(init.arch_tensors)
+            self.search_record = init.search_record()
             self.model = init.model.to(device)
         else:
             self.model = self._fresh_model()
 
-    def _checkpoint_state(self) -> dict:
-        return dict(super()._checkpoint_state(), init=self.init_record)
+    def _checkpoint(self) -> ckpt.Checkpoint:
+        state = super()._checkpoint()
+        return replace(state, meta=replace(state.meta, init=self.init_record), search=self.search_record)
+
+    def _restore(self, state: ckpt.Checkpoint) -> None:
+        super()._restore(state)
+        self.search_record = state.search
 
     def _train_init(self) -> str:
         return "inherited" if self.inherited else "scratch"
@@ -67,11 +77,12 @@ class BaselineRun(TrainRun):
         ckpt.seed_all(ckpt.step_seed(self.cfg.run.seed, 99))
         return self.arch.build().to(self.device)
 
-    def _restore(self, state: dict) -> None:
-        if state.get("architecture") != self.arch.to_dict():
-            raise ConfigError(f"--resume: the run in {self.out_dir} trained {state.get('architecture')!r}, not the "
+    def _restore(self, state: ckpt.Checkpoint) -> None:
+        stored = state.weights.architecture
+        if stored != self.arch.to_dict():
+            raise ConfigError(f"--resume: the run in {self.out_dir} trained {stored!r}, not the "
                               f"baseline {self.arch.to_dict()!r}; give the same --baseline, or start a new --out")
-        super()._restore({**state, "architecture": None, "model": None})
-        if state.get("model") is not None:
+        super()._restore(replace(state, weights=ckpt.Weights()))
+        if state.weights.model is not None:
             self.model = self.arch.build().to(self.device)
-            self.model.load_state_dict(state["model"])
+            self.model.load_state_dict(state.weights.model)
