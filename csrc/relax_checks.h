@@ -1,10 +1,10 @@
-// The argument checks of each relaxation op (schemas in relax.cpp), written once: the CPU kernels
-// (relax.cpp), the CUDA glue (cuda/relax.cu) and the check ops `<op>_check` that the Triton
-// variants run (trilevelnas/ops/relax.py) all call these, with their own checks::Kernel first
-// and then the op's arguments. They read
-// metadata and float arguments only. The CPU kernels then also check the values of offsets
-// (0 = o[0] <= ... <= o[G] = n), parent (-1 or an earlier index of its group) and a per-group
-// radius (finite, >= 0); the GPU kernels cannot without a host synchronisation (docs/ops.md).
+// The argument checks of each relaxation op, written once: the CPU kernels (relax_cpu.cpp), the
+// CUDA glue (cuda/relax.cu) and the check ops `<op>_check` that the Triton variants run
+// (check_ops.cpp) all call these, with their own checks::Kernel first and then the op's
+// arguments. They read metadata and float arguments only. The CPU kernels then also check the
+// values of offsets (0 = o[0] <= ... <= o[G] = n), parent (-1 or an earlier index of its group)
+// and a per-group radius (finite, >= 0); the GPU kernels cannot without a host synchronisation
+// (docs/ops.md).
 #pragma once
 
 #include <ATen/ATen.h>

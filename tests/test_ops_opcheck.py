@@ -14,6 +14,7 @@ import torch
 import trilevelnas.ops as ops
 from trilevelnas.ops import _library
 from trilevelnas.ops import reference as ref
+from trilevelnas.ops.op_table import OPS
 from trilevelnas.ops.superconv import ACTIVATIONS
 
 lib = torch.ops.trilevelnas
@@ -176,6 +177,38 @@ def test_every_op_has_sample_inputs():
     cpp_ops = {n for n in names if not n.endswith(("_triton", "_check"))}
     assert cpp_ops == set(SAMPLE_INPUTS)
     assert {n for n in names if n.endswith("_triton")} == {f"{n}_triton" for n in SAMPLE_INPUTS}
+
+
+def _companions(op) -> set[str]:
+    """The dispatcher ops of one row of the op table: the op, its check op and Triton variant."""
+    return ({op.name} | ({f"{op.name}_check"} if op.check else set())
+            | ({f"{op.name}_triton"} if op.triton else set()))
+
+
+def test_the_dispatcher_holds_exactly_the_op_table():
+    """Every op of ``torch.ops.trilevelnas`` comes from a row of the op table, with the kernels its
+    row declares: C++ kernels for its ``cpp`` keys (CUDA where compiled), the check op's C++
+    kernel, the Triton variant's kernels, an autograd kernel for each variant of a differentiable
+    op and none for the others; C++ registers kernels for no op outside the table."""
+    table = set().union(*(_companions(op) for op in OPS))
+    assert _library_op_names() == table
+    has = torch._C._dispatch_has_kernel_for_dispatch_key
+    for op in OPS:
+        name = f"trilevelnas::{op.name}"
+        for key in op.cpp:
+            assert has(name, key) == (key != "CUDA" or ops.backend()["cuda_kernels"]), (name, key)
+        assert not any(has(name, key) for key in {"CPU", "CUDA"} - set(op.cpp)), name
+        if op.check:
+            assert has(f"{name}_check", "CompositeExplicitAutograd"), name
+        if op.triton:
+            assert has(f"{name}_triton", "CPU") and has(f"{name}_triton", "CUDA"), name
+        for backend in op.variants():
+            variant = f"trilevelnas::{_library.variant(op.name, backend)}"
+            assert has(variant, "Autograd") == (op.autograd is not None), variant
+    for key in ("CPU", "CUDA", "CompositeExplicitAutograd", "Autograd"):
+        registered = {n.split("::")[1] for n in torch._C._dispatch_get_registrations_for_dispatch_key(key)
+                      if n.startswith("trilevelnas::")}
+        assert registered <= table, (key, registered - table)
 
 
 def test_check_ops_take_their_ops_arguments():

@@ -1,6 +1,6 @@
 // CUDA glue of the relaxation ops: argument checks (relax_checks.h), output allocation, dtype
 // dispatch, and one launch of the torch-free kernels in kernels/sparsestmax.cuh on the current
-// stream. Schemas: csrc/relax.cpp.
+// stream. Schemas: trilevelnas/ops/op_table.py.
 // Offsets and parent are not validated on the device (that would need a host synchronisation):
 // offsets are clamped into [0, numel] and a parent that is not an earlier index counts as a root
 // (order_penalty_packed).
@@ -14,7 +14,6 @@
 
 #include "checks.h"
 #include "dtypes.cuh"
-#include "relax.h"
 #include "relax_checks.h"
 #include "sparsestmax.cuh"
 
@@ -172,9 +171,14 @@ Tensor order_penalty_packed_backward_cuda(const Tensor& grad_in, const Tensor& q
 }  // namespace
 
 TORCH_LIBRARY_IMPL(trilevelnas, CUDA, m) {
-#define TRILEVELNAS_IMPL_CUDA(name) m.impl(#name, &name##_cuda);
-  TRILEVELNAS_RELAX_OPS(TRILEVELNAS_IMPL_CUDA)
-#undef TRILEVELNAS_IMPL_CUDA
+  m.impl("sparsestmax_packed", &sparsestmax_packed_cuda);
+  m.impl("sparsestmax_rows", &sparsestmax_rows_cuda);
+  m.impl("sparsestmax_packed_backward", &sparsestmax_packed_backward_cuda);
+  m.impl("sparsestmax_rows_backward", &sparsestmax_rows_backward_cuda);
+  m.impl("softmax_packed", &softmax_packed_cuda);
+  m.impl("softmax_packed_backward", &softmax_packed_backward_cuda);
+  m.impl("order_penalty_packed", &order_penalty_packed_cuda);
+  m.impl("order_penalty_packed_backward", &order_penalty_packed_backward_cuda);
 }
 
 }  // namespace trilevelnas

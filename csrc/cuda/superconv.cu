@@ -5,6 +5,8 @@
 #include "dtypes.cuh"
 #include "superconv.cuh"
 #include "superconv.h"
+#include "superconv_checks.h"
+#include "superconv_conv.h"
 
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAException.h>

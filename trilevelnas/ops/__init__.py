@@ -5,8 +5,10 @@
   ``order_penalty_packed`` (the forest ordering term, for any relaxation's output);
 - superkernel convolution (:mod:`.superconv`): ``superconv2d``;
 - ``backend()``: what the ops run on; ``reference``: the pure-torch definition of every op.
+
+Importing this package registers the dispatcher ops of :mod:`.op_table` (when the extension loaded).
 """
-from . import reference
+from . import _backend, _library, op_table, reference
 from ._backend import backend, gpu_backend, set_gpu_backend
 from .relax import (
     order_penalty_packed,
@@ -18,6 +20,9 @@ from .relax import (
     sparsestmax_packed,
 )
 from .superconv import superconv2d
+
+if _backend._C is not None:
+    _library.register(op_table.OPS)
 
 __all__ = [
     "backend",

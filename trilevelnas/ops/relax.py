@@ -15,11 +15,9 @@ Public functions (docs/ops.md); gradients flow to the values (or ``q``) only:
   group, the ordering term the caller adds to the architecture loss.
 
 ``r`` is the absolute radius of Eq. 2 (``r >= sqrt(1 - 1/K)`` gives one-hot). The work is done by the
-dispatcher ops ``torch.ops.trilevelnas.*`` (C++ on CPU, CUDA kernels on GPU) registered by the
-extension (schemas in ``csrc/relax.cpp``, C++ kernels only); this module registers their fake
-kernels and autograd, and on CUDA tensors with ``gpu_backend() == "triton"`` routes to the Triton
-variants ``trilevelnas::<op>_triton``, defined here with the schema of each C++ op and sharing its
-fake kernel and autograd formula.
+dispatcher ops ``torch.ops.trilevelnas.*`` (C++ on CPU, CUDA kernels on GPU; on CUDA tensors with
+``gpu_backend() == "triton"`` their Triton variants ``trilevelnas::<op>_triton``), declared with
+their fake kernels and autograd in :mod:`trilevelnas.ops.op_table`.
 Bad arguments raise ``ValueError``: from the ops' own checks (``csrc/relax_checks.h``, alike for
 every kernel; the Triton variants run them through the check ops ``<op>_check``), and as
 :class:`~trilevelnas.errors.OpArgumentError` from the few checks of this module (Python types,
@@ -29,7 +27,6 @@ active, else 0) which, with the output, is all the backward needs.
 """
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 
@@ -37,7 +34,7 @@ import torch
 
 from ..errors import OpArgumentError
 from . import _library
-from ._backend import _C, gpu_backend, require_extension
+from ._backend import gpu_backend, require_extension
 
 __all__ = [  # alphabetical
     "order_penalty_packed", "softmax_packed", "sorted_sparsestmax_packed", "sparsemax", "sparsemax_packed",
@@ -184,114 +181,3 @@ def sparsestmax(x: torch.Tensor, r, dim: int = -1) -> torch.Tensor:
 def sparsemax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """Sparsemax (projection onto the simplex) along ``dim``."""
     return sparsestmax(x, 0.0, dim)
-
-
-# ---------------------------------------------------------------------------------------------
-# Fake kernels and autograd of the dispatcher ops
-
-
-def _packed_fake(values, offsets, *rest):
-    return torch.empty_like(values), values.new_empty((offsets.shape[0] - 1,), dtype=_gain_dtype(values))
-
-
-def _rows_fake(x, radius, radius_scalar):
-    return torch.empty_like(x), x.new_empty(x.shape[:-1], dtype=_gain_dtype(x))
-
-
-def _setup_packed(ctx, inputs, output):
-    out, gain = output
-    ctx.mark_non_differentiable(gain)
-    ctx.save_for_backward(out, gain, inputs[1])
-
-
-def _setup_rows(ctx, inputs, output):
-    out, gain = output
-    ctx.mark_non_differentiable(gain)
-    ctx.save_for_backward(out, gain)
-
-
-def _setup_softmax(ctx, inputs, output):
-    ctx.save_for_backward(output, inputs[1])
-
-
-def _setup_order_penalty(ctx, inputs, output):
-    ctx.save_for_backward(*inputs)  # q, offsets, parent
-
-
-def _register(backend: str | None) -> None:
-    """Fake kernels and autograd of the relaxation ops' variant for ``backend`` (None: the C++ ops);
-    each backward calls the backward op of the same variant."""
-    def op(name):
-        return _library.handle(name, backend)
-
-    packed_bwd = op("sparsestmax_packed_backward")
-    rows_bwd = op("sparsestmax_rows_backward")
-    softmax_bwd = op("softmax_packed_backward")
-    penalty_bwd = op("order_penalty_packed_backward")
-
-    def packed_backward(ctx, grad_out, grad_gain):
-        out, gain, offsets = ctx.saved_tensors
-        return packed_bwd(grad_out.contiguous(), out, gain, offsets), None, None, None
-
-    def rows_backward(ctx, grad_out, grad_gain):
-        out, gain = ctx.saved_tensors
-        return rows_bwd(grad_out.contiguous(), out, gain), None, None
-
-    def softmax_backward(ctx, grad_out):
-        out, offsets = ctx.saved_tensors
-        return softmax_bwd(grad_out.contiguous(), out, offsets), None
-
-    def penalty_backward(ctx, grad_out):
-        q, offsets, parent = ctx.saved_tensors
-        return penalty_bwd(grad_out.contiguous(), q, offsets, parent), None, None
-
-    reg = functools.partial(_library.register, backend=backend)
-    reg("sparsestmax_packed", fake=_packed_fake, backward=packed_backward, setup_context=_setup_packed)
-    reg("sparsestmax_rows", fake=_rows_fake, backward=rows_backward, setup_context=_setup_rows)
-    reg("softmax_packed", fake=lambda values, offsets: torch.empty_like(values), backward=softmax_backward,
-        setup_context=_setup_softmax)
-    reg("order_penalty_packed", fake=lambda q, offsets, parent: q.new_empty((offsets.shape[0] - 1,)),
-        backward=penalty_backward, setup_context=_setup_order_penalty)
-    reg("sparsestmax_packed_backward", fake=lambda grad, out, gain, offsets: torch.empty_like(out))
-    reg("sparsestmax_rows_backward", fake=lambda grad, out, gain: torch.empty_like(out))
-    reg("softmax_packed_backward", fake=lambda grad, out, offsets: torch.empty_like(out))
-    reg("order_penalty_packed_backward", fake=lambda grad, q, offsets, parent: torch.empty_like(q))
-
-
-# ---------------------------------------------------------------------------------------------
-# Triton variants ``<op>_triton`` (CUDA tensors with gpu_backend() == "triton"): the schema of each
-# C++ op, its argument checks (the check op ``<op>_check``) and the launcher in ops/triton/relax.py.
-# The kernels module is imported on first use so that importing trilevelnas never compiles or
-# interprets Triton code.
-
-_TRITON_LAUNCHERS = {
-    "sparsestmax_packed": "sparsestmax_packed_fwd",
-    "sparsestmax_rows": "sparsestmax_rows_fwd",
-    "sparsestmax_packed_backward": "sparsestmax_packed_bwd",
-    "sparsestmax_rows_backward": "sparsestmax_rows_bwd",
-    "softmax_packed": "softmax_packed_fwd",
-    "softmax_packed_backward": "softmax_packed_bwd",
-    "order_penalty_packed": "order_penalty_packed_fwd",
-    "order_penalty_packed_backward": "order_penalty_packed_bwd",
-}
-
-
-def _triton_kernel(name: str, launcher: str):
-    """The Triton variant's kernel: the C++ argument checks of ``name`` (its check op), then the
-    launcher."""
-    check = _library.handle(name + "_check")
-
-    def kernel(*args):
-        check(*args)
-        from .triton import relax as kernels
-
-        return getattr(kernels, launcher)(*args)
-
-    return kernel
-
-
-if _C is not None:
-    for _name, _launcher in _TRITON_LAUNCHERS.items():
-        _library.define_variant(_name, "triton", _triton_kernel(_name, _launcher))
-    for _backend_name in (None, "triton"):
-        _register(_backend_name)

@@ -1,21 +1,20 @@
-"""Superkernel convolution ``superconv2d``: the public wrapper, the fake kernels, the Triton variant's kernels.
+"""Superkernel convolution ``superconv2d``: the public wrapper and the layout of the saved convolution.
 
 The op computes, with ``conv = F.conv2d(x[:, :in_width], weight[:out_width, :in_width],
 bias[:out_width], stride, padding)`` (depthwise: the first ``w`` channels), an output of the full
 channel count whose channels ``[:out_width]`` are ``accumulate + scale * act(conv)`` and whose
 other channels are ``accumulate`` (zeros without one). Shapes never depend on the widths.
 
-Two dispatcher ops implement it, with one argument list, one fake kernel (registered here for both)
-and one autograd formula (``SuperconvFunction`` in ``csrc/superconv.cpp``, registered there for
-both: a formula in Python cost a small fwd+bwd call about 100 µs, a third of its time):
+Two dispatcher ops implement it, with one argument list, one fake kernel and one autograd
+formula (all declared in :mod:`trilevelnas.ops.op_table`; the formula is a C++
+``torch::autograd::Function`` in ``csrc/superconv_autograd.cpp``, for speed: docs/ops.md "Autograd"):
 
-- ``trilevelnas::superconv2d``: C++ kernels only, CPU (``csrc/superconv.cpp``) and CUDA via cuDNN
+- ``trilevelnas::superconv2d``: C++ kernels only, CPU (``csrc/superconv_cpu.cpp``) and CUDA via cuDNN
   on the active block plus a fused CUDA epilogue (``csrc/cuda/superconv.cu``);
 - ``trilevelnas::superconv2d_triton``: Triton implicit-GEMM kernels
   (:mod:`trilevelnas.ops.triton.superconv`), used for CUDA tensors when
-  ``gpu_backend() == "triton"``; its schema is defined in C++ beside ``superconv2d``'s from the
-  same argument list, and it runs the C++ argument checks (``trilevelnas::superconv2d_check``). On CPU
-  tensors it runs only under ``TRITON_INTERPRET=1`` (how the tests check it without a GPU).
+  ``gpu_backend() == "triton"``; it runs the C++ argument checks (``trilevelnas::superconv2d_check``)
+  first. On CPU tensors it runs only under ``TRITON_INTERPRET=1`` (how the tests check it without a GPU).
 
 The backward ops are ``superconv2d_backward`` and ``superconv2d_backward_triton``.
 Each returns ``(out, conv_out)``; ``conv_out`` is the raw convolution of the active block that the
@@ -75,70 +74,12 @@ def superconv2d(x, weight, bias=None, in_width=None, out_width=None, stride=1, p
               scale_t, factor, accumulate)[0]
 
 
-def _out_hw(x, weight, stride, padding):
-    oh = (x.shape[2] + 2 * padding - weight.shape[2]) // stride + 1
-    ow = (x.shape[3] + 2 * padding - weight.shape[3]) // stride + 1
-    return oh, ow
-
-
 def conv_out_format(x, in_width) -> torch.memory_format:
     """Layout of the saved ``conv_out``: on CPU the C++ kernel convolves in channels-last when x is
-    channels-last or narrowed (``cpu_format`` in csrc/superconv.cpp, for oneDNN), else contiguous.
+    channels-last or narrowed (``cpu_format`` in csrc/superconv_cpu.cpp, for oneDNN), else contiguous.
     The fake kernel follows it, and so does the Triton variant on CPU tensors."""
     from torch._prims_common import suggest_memory_format
 
     if x.device.type == "cpu" and (in_width < x.shape[1] or suggest_memory_format(x) == torch.channels_last):
         return torch.channels_last
     return torch.contiguous_format
-
-
-def _fake_forward(x, weight, bias, in_width, out_width, stride, padding, groups, activation,
-                  negative_slope, scale, scale_factor, accumulate):
-    oh, ow = _out_hw(x, weight, stride, padding)
-    out = x.new_empty((x.shape[0], weight.shape[0], oh, ow))
-    if activation != 0 or scale is not None:
-        conv_out = x.new_empty((x.shape[0], out_width, oh, ow)).contiguous(
-            memory_format=conv_out_format(x, in_width))
-    else:
-        conv_out = x.new_empty((0,))
-    return out, conv_out
-
-
-def _fake_backward(grad, x, weight, conv_out, in_width, out_width, stride, padding, groups,
-                   activation, negative_slope, scale, scale_factor, output_mask):
-    return (
-        x.new_empty(x.shape) if output_mask[0] else None,
-        weight.new_empty(weight.shape) if output_mask[1] else None,
-        weight.new_empty((weight.shape[0],)) if output_mask[2] else None,
-        scale.new_empty(()) if (output_mask[3] and scale is not None) else None,
-    )
-
-
-def _triton_forward(*args):
-    torch.ops.trilevelnas.superconv2d_check.default(*args)  # the C++ op's checks, and the Triton dtypes
-    from .triton import superconv as kernels
-
-    x = args[0]
-    out, conv_out = kernels.forward(*args)
-    if conv_out.dim() == 4:  # saved for the backward pass (else an empty tensor)
-        conv_out = conv_out.contiguous(memory_format=conv_out_format(x, args[3]))
-    return out, conv_out
-
-
-def _triton_backward(*args):
-    from .triton import superconv as kernels
-
-    return kernels.backward(*args)
-
-
-def _register() -> None:
-    # Schemas and the autograd formula of both variants: csrc/superconv.cpp.
-    _library.impl_variant("superconv2d", "triton", _triton_forward)
-    _library.impl_variant("superconv2d_backward", "triton", _triton_backward)
-    for backend in (None, "triton"):
-        _library.register("superconv2d", backend, _fake_forward)
-        _library.register("superconv2d_backward", backend, _fake_backward)
-
-
-if _backend._C is not None:
-    _register()

@@ -11,8 +11,8 @@ element is written once and nothing is computed for inactive channels.
   sums for the bias and scale gradients, then an implicit-GEMM kernel for the input gradient and a
   split-K implicit-GEMM kernel for the weight gradient (depthwise: direct kernels).
 
-Argument checking is done by the caller (the C++ checks, ``trilevelnas::superconv2d_check``, run
-by :mod:`trilevelnas.ops.superconv` before these launchers). The kernels
+Argument checking is done by the caller (the C++ checks, ``trilevelnas::superconv2d_check``, that
+the kernel of ``trilevelnas::superconv2d_triton`` runs first: trilevelnas/ops/_library.py). The kernels
 take float32 / float16 / bfloat16 and accumulate in float32; float32 products use TF32 when
 ``torch.backends.cudnn.allow_tf32`` is set (as cuDNN convolutions do). On CPU tensors they run only
 under ``TRITON_INTERPRET=1``.
@@ -24,6 +24,8 @@ import os
 import torch
 import triton
 import triton.language as tl
+
+from ..superconv import conv_out_format
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -367,9 +369,17 @@ def _n_sms(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def forward(x, weight, bias, in_width, out_width, stride, padding, groups, activation,
-            negative_slope, scale, scale_factor, accumulate):
-    """``(out, conv_out)`` as the C++ op ``trilevelnas::superconv2d`` returns them."""
+def forward(*args):
+    """``(out, conv_out)`` as the C++ op ``trilevelnas::superconv2d`` returns them: a saved
+    ``conv_out`` in the layout of the C++ op and the fake kernel (``conv_out_format``)."""
+    out, conv_out = _forward(*args)
+    if conv_out.dim() == 4:
+        conv_out = conv_out.contiguous(memory_format=conv_out_format(args[0], args[3]))
+    return out, conv_out
+
+
+def _forward(x, weight, bias, in_width, out_width, stride, padding, groups, activation,
+             negative_slope, scale, scale_factor, accumulate):
     _check_device(x)
     x = x.contiguous()
     weight = weight.contiguous()

@@ -1,31 +1,17 @@
-// Relaxation ops (sparsestmax family, packed softmax, forest ordering penalty): schemas and CPU kernels.
-//
-// Schemas (namespace trilevelnas; the Python layer in trilevelnas/ops/relax.py adds autograd and
-// fake kernels and exposes the public functions):
-//   sparsestmax_packed(values, offsets, radius?, radius_scalar) -> (out, gain)
-//   sparsestmax_rows(x, radius?, radius_scalar) -> (out, gain)      groups = rows of the last dim
-//   sparsestmax_packed_backward(grad, out, gain, offsets) -> grad_values
-//   sparsestmax_rows_backward(grad, out, gain) -> grad_x
-//   softmax_packed(values, offsets) -> out;  softmax_packed_backward(grad, out, offsets) -> grad
-//   order_penalty_packed(q, offsets, parent) -> out [G]: sum over each group's edges of
-//       max(0, q_child - q_parent) (the ordering term of sorted sparsestmax, docs/ops.md)
-//   order_penalty_packed_backward(grad [G], q, offsets, parent) -> grad_q
-// `radius` is a per-group tensor; when absent the scalar applies to every group. `gain` is per
-// group (float64 for float64 inputs, float32 otherwise): 1/Z when the circle is active, else 0.
-// Each op <op> has a check op <op>_check (same arguments, no results) that makes the argument checks
-// of relax_checks.h for the Triton variants. The CPU kernels make those checks, then the value
-// checks below, and run in parallel over groups; each group is handled by the routines of relax.h.
+// CPU kernels of the relaxation ops (sparsestmax family, packed softmax, forest ordering penalty).
+// Schemas and what the ops compute: trilevelnas/ops/op_table.py and docs/ops.md. Each kernel makes
+// the argument checks of relax_checks.h, then the value checks below, and runs in parallel over
+// the groups; each group is handled by the torch-free routines of relax_groups.h.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 
 #include <cmath>
-#include <string>
 #include <tuple>
 
 #include "checks.h"
-#include "relax.h"
+#include "relax_groups.h"
 #include "relax_checks.h"
 
 namespace trilevelnas {
@@ -290,56 +276,17 @@ Tensor order_penalty_packed_backward_cpu(const Tensor& grad_in, const Tensor& q_
   return dq;
 }
 
-// ------------------------------------------------------------------------------------------------
-// The check ops <op>_check: relax_checks::<op> for the Triton kernels, which run on CUDA or, under
-// TRITON_INTERPRET=1, on the CPU. TritonCheck<&f>::run takes f's arguments but the Kernel.
-
-template <auto F>
-struct TritonCheck;
-
-template <typename R, typename... Args, R (*F)(checks::Kernel, Args...)>
-struct TritonCheck<F> {
-  static void run(Args... args) { F(checks::Kernel::kTriton, args...); }
-};
-
-// Each op's name, argument list and results: the schema of the op and, with no results, of its
-// check op.
-struct Schema {
-  const char* name;
-  const char* args;
-  const char* returns;
-};
-
-constexpr Schema kSchemas[] = {
-    {"sparsestmax_packed", "(Tensor values, Tensor offsets, Tensor? radius, float radius_scalar)", "(Tensor, Tensor)"},
-    {"sparsestmax_rows", "(Tensor x, Tensor? radius, float radius_scalar)", "(Tensor, Tensor)"},
-    {"sparsestmax_packed_backward", "(Tensor grad, Tensor out, Tensor gain, Tensor offsets)", "Tensor"},
-    {"sparsestmax_rows_backward", "(Tensor grad, Tensor out, Tensor gain)", "Tensor"},
-    {"softmax_packed", "(Tensor values, Tensor offsets)", "Tensor"},
-    {"softmax_packed_backward", "(Tensor grad, Tensor out, Tensor offsets)", "Tensor"},
-    {"order_penalty_packed", "(Tensor q, Tensor offsets, Tensor parent)", "Tensor"},
-    {"order_penalty_packed_backward", "(Tensor grad, Tensor q, Tensor offsets, Tensor parent)", "Tensor"},
-};
-
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(trilevelnas, m) {
-  for (const Schema& s : kSchemas) {
-    m.def((std::string(s.name) + s.args + " -> " + s.returns).c_str());
-    m.def((std::string(s.name) + "_check" + s.args + " -> ()").c_str());
-  }
-}
-
 TORCH_LIBRARY_IMPL(trilevelnas, CPU, m) {
-#define TRILEVELNAS_IMPL_CPU(name) m.impl(#name, &name##_cpu);
-  TRILEVELNAS_RELAX_OPS(TRILEVELNAS_IMPL_CPU)
-#undef TRILEVELNAS_IMPL_CPU
-}
-
-TORCH_LIBRARY_IMPL(trilevelnas, CompositeExplicitAutograd, m) {
-#define TRILEVELNAS_IMPL_CHECK(name) m.impl(#name "_check", &TritonCheck<&relax_checks::name>::run);
-  TRILEVELNAS_RELAX_OPS(TRILEVELNAS_IMPL_CHECK)
-#undef TRILEVELNAS_IMPL_CHECK
+  m.impl("sparsestmax_packed", &sparsestmax_packed_cpu);
+  m.impl("sparsestmax_rows", &sparsestmax_rows_cpu);
+  m.impl("sparsestmax_packed_backward", &sparsestmax_packed_backward_cpu);
+  m.impl("sparsestmax_rows_backward", &sparsestmax_rows_backward_cpu);
+  m.impl("softmax_packed", &softmax_packed_cpu);
+  m.impl("softmax_packed_backward", &softmax_packed_backward_cpu);
+  m.impl("order_penalty_packed", &order_penalty_packed_cpu);
+  m.impl("order_penalty_packed_backward", &order_penalty_packed_backward_cpu);
 }
 
 }  // namespace trilevelnas

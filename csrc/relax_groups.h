@@ -20,13 +20,6 @@ namespace relax {
 
 using kernels::kOneHotTol;  // a group is one-hot when c = r^2 + 1/K >= 1 - kOneHotTol
 
-// The relaxation ops (schemas in relax.cpp): X(name) for each, so that the CPU (relax.cpp) and
-// CUDA (cuda/relax.cu) kernels and the check ops are registered from one list, as <name>_<device>
-// and <name>_check.
-#define TRILEVELNAS_RELAX_OPS(X)                                                                 \
-  X(sparsestmax_packed) X(sparsestmax_rows) X(sparsestmax_packed_backward) X(sparsestmax_rows_backward) \
-  X(softmax_packed) X(softmax_packed_backward) X(order_penalty_packed) X(order_penalty_packed_backward)
-
 // Scratch space reused across the groups handled by one thread.
 struct Workspace {
   std::vector<double> b, v;
