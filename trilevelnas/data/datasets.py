@@ -41,6 +41,11 @@ __all__ = ["HRFolderDataset", "PairedFolderDataset", "EmbeddedDataset", "build_d
            "image_size", "lr_patch"]
 
 
+LR_CACHE_BYTES = 1 << 30
+"""At most this many bytes of LR images are kept per HR-source data set (the embedded set needs
+~10 MB; a DIV2K-sized folder, more: past the budget, crops are resized from HR windows)."""
+
+
 def image_size(path: str) -> tuple[int, int]:
     """``(height, width)`` of an image file from its header (:class:`UserError` if unreadable)."""
     check_image(path)
@@ -168,6 +173,8 @@ class _HRSource(_SRBase):
         self.names = list(names)
         self.sizes = [tuple(hw) for hw in sizes]  # (height, width) of each image
         self.quantize = bool(quantize)
+        self._lr_cache: dict[int, np.ndarray] = {}
+        self._lr_cached_bytes = 0
         for name, (h, w) in zip(self.names, sizes):
             self._check_size(name, h, w)
 
@@ -187,27 +194,46 @@ class _HRSource(_SRBase):
     def __getitem__(self, index: int) -> dict:
         index %= len(self.names)
         raw = modcrop(self._load(index), self.scale)
-        max_value = 65535 if raw.dtype == np.uint16 else 255
-        gt = to_float(raw)
         if self.patch_size:
-            lq_patch = self.patch_size // self.scale
-            top, left = random_crop_box((gt.shape[0] // self.scale, gt.shape[1] // self.scale),
-                                        lq_patch, self._rng, self.names[index])
-            lq = lr_patch(gt, top, left, lq_patch, self.scale)
-            s = self.scale
-            gt = gt[top * s:(top + lq_patch) * s, left * s:(left + lq_patch) * s]
+            s, lq_patch = self.scale, self.patch_size // self.scale
+            top, left = random_crop_box((raw.shape[0] // s, raw.shape[1] // s), lq_patch, self._rng,
+                                        self.names[index])
+            gt = to_float(raw[top * s:(top + lq_patch) * s, left * s:(left + lq_patch) * s])
+            lq = self._lr_crop(index, raw, top, left, lq_patch)
             box = (top, left, lq_patch, lq_patch)
         else:
-            lq = imresize(gt, 1.0 / self.scale)
+            gt, lq = to_float(raw), self._whole_lr(index, raw).copy()
             box = (0, 0, gt.shape[0] // self.scale, gt.shape[1] // self.scale)
-        if self.quantize:
-            lq = _quantize(lq, max_value)
         return self._finish(gt, lq, self.names[index], self._teacher(index, box))
 
-    def lr_image(self, index: int) -> np.ndarray:
-        raw = modcrop(self._load(index % len(self.names)), self.scale)
-        lq = imresize(to_float(raw), 1.0 / self.scale)
+    def _whole_lr(self, index: int, raw: np.ndarray) -> np.ndarray:
+        """The LR image of the (modcropped) ``raw`` image ``index``, kept while the kept LR images
+        total at most :data:`LR_CACHE_BYTES` (crops are then cut from it instead of resized)."""
+        lr = self._lr_cache.get(index)
+        if lr is None:
+            lr = imresize(to_float(raw), 1.0 / self.scale)
+            if self.quantize:
+                lr = _quantize(lr, 65535 if raw.dtype == np.uint16 else 255)
+            if self._lr_cached_bytes + lr.nbytes <= LR_CACHE_BYTES:
+                self._lr_cache[index] = lr
+                self._lr_cached_bytes += lr.nbytes
+        return lr
+
+    def _lr_crop(self, index: int, raw: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
+        """The ``size`` square at LR ``(top, left)`` of image ``index``'s LR image: cut from the
+        kept LR image, or (past the cache's budget) resized from an HR window (:func:`lr_patch`,
+        the same values)."""
+        if index not in self._lr_cache and self._lr_cached_bytes < LR_CACHE_BYTES:
+            self._whole_lr(index, raw)
+        lr = self._lr_cache.get(index)
+        if lr is not None:
+            return lr[top:top + size, left:left + size].copy()
+        lq = lr_patch(to_float(raw), top, left, size, self.scale)
         return _quantize(lq, 65535 if raw.dtype == np.uint16 else 255) if self.quantize else lq
+
+    def lr_image(self, index: int) -> np.ndarray:
+        index %= len(self.names)
+        return self._whole_lr(index, modcrop(self._load(index), self.scale)).copy()
 
     def _lr_origin(self, index: int, **source) -> dict:
         h, w = self.sizes[index % len(self.names)]
