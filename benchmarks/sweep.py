@@ -42,7 +42,7 @@ from trilevelnas.errors import UserError
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-SUITES = ("relax", "superconv", "supernet", "overhead", "models", "inference")
+SUITES = ("relax", "superconv", "supernet", "overhead", "models", "inference", "training")
 RELAX_BYTES_PER_ELEMENT = {"fwd": 8, "bwd": 12, "fwdbwd": 20}
 CONV_FLOPS_PER_MAC = {"fwd": 2, "fwdbwd": 6}
 #: Peak RSS growth of the paper-size dense step (ρ = 0, checkpoint) before the narrow-tensor

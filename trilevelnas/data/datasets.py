@@ -42,7 +42,7 @@ __all__ = ["HRFolderDataset", "PairedFolderDataset", "EmbeddedDataset", "build_d
 
 
 LR_CACHE_BYTES = 1 << 30
-"""At most this many bytes of LR images are kept per HR-source data set (the embedded set needs
+"""At most this many bytes of LR images are kept per HR-source data set by default (the embedded set needs
 ~10 MB; a DIV2K-sized folder, more: past the budget, crops are resized from HR windows)."""
 
 
@@ -175,6 +175,7 @@ class _HRSource(_SRBase):
         self.quantize = bool(quantize)
         self._lr_cache: dict[int, np.ndarray] = {}
         self._lr_cached_bytes = 0
+        self.lr_cache_bytes = LR_CACHE_BYTES  #: this data set's budget of kept LR images
         for name, (h, w) in zip(self.names, sizes):
             self._check_size(name, h, w)
 
@@ -208,13 +209,13 @@ class _HRSource(_SRBase):
 
     def _whole_lr(self, index: int, raw: np.ndarray) -> np.ndarray:
         """The LR image of the (modcropped) ``raw`` image ``index``, kept while the kept LR images
-        total at most :data:`LR_CACHE_BYTES` (crops are then cut from it instead of resized)."""
+        total at most :attr:`lr_cache_bytes` (crops are then cut from it instead of resized)."""
         lr = self._lr_cache.get(index)
         if lr is None:
             lr = imresize(to_float(raw), 1.0 / self.scale)
             if self.quantize:
                 lr = _quantize(lr, 65535 if raw.dtype == np.uint16 else 255)
-            if self._lr_cached_bytes + lr.nbytes <= LR_CACHE_BYTES:
+            if self._lr_cached_bytes + lr.nbytes <= self.lr_cache_bytes:
                 self._lr_cache[index] = lr
                 self._lr_cached_bytes += lr.nbytes
         return lr
@@ -223,7 +224,7 @@ class _HRSource(_SRBase):
         """The ``size`` square at LR ``(top, left)`` of image ``index``'s LR image: cut from the
         kept LR image, or (past the cache's budget) resized from an HR window (:func:`lr_patch`,
         the same values)."""
-        if index not in self._lr_cache and self._lr_cached_bytes < LR_CACHE_BYTES:
+        if index not in self._lr_cache and self._lr_cached_bytes < self.lr_cache_bytes:
             self._whole_lr(index, raw)
         lr = self._lr_cache.get(index)
         if lr is not None:

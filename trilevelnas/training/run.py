@@ -52,6 +52,7 @@ class Run:
         self.last_val: dict = {}
         self.best_val: dict | None = None  # the best validation during training (model_best.pt)
         self._pending_optim: dict | None = None
+        self._input_format = torch.contiguous_format  # of the batches :attr:`net` is given
 
         self.train_full = comp.training_set(cfg)
         self.val_set = comp.validation_set(cfg)
@@ -128,6 +129,9 @@ class Run:
         cfg = self.cfg
         milestones = cfg.train.finetune_milestones if name == "finetune" else cfg.train.milestones
         self.model.train()
+        if cfg.run.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+            self._input_format = torch.channels_last
         self.net = wrap(self.model, self.ctx, self.device)
         self._new_weight_optimizer([p for p in self.model.parameters() if p.requires_grad], cfg.train, milestones)
         self._load_pending_optim(name)
@@ -173,7 +177,7 @@ class Run:
         batch, target = self.targets.sample(batch_set, self._batch_size(phase), self.device)
         loop.seed_noise(phase, t, stream)
         self.opt_w.zero_grad(set_to_none=True)
-        loss, parts = objective(self.net(batch["lq"]), target)
+        loss, parts = objective(self.net(batch["lq"].contiguous(memory_format=self._input_format)), target)
         loop.check_finite({"loss": loss})
         loss.backward()
         self._sync_weights()
