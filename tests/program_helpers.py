@@ -4,8 +4,9 @@ from trilevelnas.cli import run_main
 
 
 def run(module, argv, capsys):
-    """``(exit status, stdout, stderr)`` of ``module.main(argv)`` run through ``run_main``."""
-    code = run_main(module.__name__, module.main, [str(a) for a in argv])
+    """``(exit status, stdout, stderr)`` of ``module.main(argv)`` run through ``run_main`` under
+    the name ``python -m trilevelnas.PROG`` gives it."""
+    code = run_main("trilevelnas." + module.__name__.rsplit(".", 1)[-1], module.main, [str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
 

@@ -19,9 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trilevelnas import ablate, evaluate, export, search, train, upscale
 from trilevelnas.arch import Architecture
-from trilevelnas.cli import run_main
+from trilevelnas.cli import ablate, evaluate, export, run_main, search, train, upscale
 from trilevelnas.devices import available_cores
 from trilevelnas.errors import UserError
 from trilevelnas.models import build, save_model
@@ -206,7 +205,7 @@ def test_export_memory_grows_with_the_pixels(model_file):
 def _fake_search(calls):
     """search.main writing what a finished run writes (config.json as the real program builds it,
     a summary whose PSNR depends on the seed), without running anything."""
-    from trilevelnas.training.program import add_common_arguments
+    from trilevelnas.cli.program import add_common_arguments
 
     def main(argv):
         p = argparse.ArgumentParser()

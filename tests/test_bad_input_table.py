@@ -17,9 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trilevelnas import evaluate, export, search, train, upscale
 from trilevelnas.arch import Architecture
-from trilevelnas.cli import run_main
+from trilevelnas.cli import evaluate, export, run_main, search, train, upscale
 from trilevelnas.models import build, save_model
 from trilevelnas.training import build_config
 from trilevelnas.training.config import Rule, field_rules
@@ -31,7 +30,8 @@ SMOKE = build_config("smoke")
 
 
 def run(module, argv, capsys):
-    code = run_main(module.__name__, module.main, [str(a) for a in argv])
+    prog = "trilevelnas." + module.__name__.rsplit(".", 1)[-1]  # as python -m trilevelnas.PROG names it
+    code = run_main(prog, module.main, [str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
 

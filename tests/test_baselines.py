@@ -6,8 +6,7 @@ import os
 import pytest
 import torch
 
-from trilevelnas import evaluate, train
-from trilevelnas.cli import run_main
+from trilevelnas.cli import evaluate, run_main, train
 from trilevelnas.complexity import profile
 from trilevelnas.errors import InputFileError, UserError
 from trilevelnas.models import ESPCN, FSRCNN, PlainSR, build_baseline, load_model, save_model

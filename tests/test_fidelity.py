@@ -9,9 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from trilevelnas import evaluate, search
 from trilevelnas.arch import Architecture
-from trilevelnas.cli import run_main
+from trilevelnas.cli import evaluate, run_main, search
 from trilevelnas.data import EmbeddedDataset, imresize
 from trilevelnas.data.io import tensor_to_image
 from trilevelnas.evaluation import evaluate_model

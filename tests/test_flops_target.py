@@ -7,9 +7,8 @@ import os
 import pytest
 import torch
 
-from trilevelnas import search
 from trilevelnas.arch import OP_NAMES, Architecture, width_set
-from trilevelnas.cli import run_main
+from trilevelnas.cli import run_main, search
 from trilevelnas.complexity import arch_cost, profile
 from trilevelnas.supernet import Supernet, SupernetConfig
 from trilevelnas.supernet.budget import derive_within, gflops_range

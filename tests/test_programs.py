@@ -11,12 +11,11 @@ from torch import nn
 
 from trilevelnas import profile
 from trilevelnas.arch import Architecture
-from trilevelnas.cli import run_main
+from trilevelnas.cli import evaluate, export, run_main, upscale
 from trilevelnas.data import imresize, modcrop, read_image, write_image
 from trilevelnas.inference import receptive_radius, upscale_tensor
 from trilevelnas.metrics import psnr, ssim
 from trilevelnas.models import RRDBNet, build, load_model, save_model
-from trilevelnas import evaluate, export, upscale
 
 CELL = [["conv3x3", 8], ["resblock", 8], ["dwsblock", 16], ["conv1x1", 8], ["conv3x3", 16]]
 # receptive-field radius in LR pixels: conv_first 1 + cell (1 + 2 + 1 + 0 + 1) + step 1 + conv_last 1

@@ -579,7 +579,7 @@ def _run(module, argv, capsys):
 
 
 def test_upscale_program_with_a_shipped_param(shipped, tmp_path, capsys):
-    from trilevelnas import upscale
+    from trilevelnas.cli import upscale
     from trilevelnas.data import read_image, write_image
 
     rng = np.random.default_rng(0)
@@ -591,7 +591,7 @@ def test_upscale_program_with_a_shipped_param(shipped, tmp_path, capsys):
 
 
 def test_programs_refuse_a_bad_ncnn_file_in_one_line(small_ncnn, tmp_path, capsys):
-    from trilevelnas import evaluate
+    from trilevelnas.cli import evaluate
 
     os.remove(small_ncnn[:-len(".param")] + ".bin")
     code, _, err = _run(evaluate, ["--model", small_ncnn], capsys)

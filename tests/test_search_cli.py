@@ -10,8 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from trilevelnas import search, train
-from trilevelnas.cli import run_main
+from trilevelnas.cli import run_main, search, train
 
 TINY = ["--preset", "smoke", "--no-progress", "--set", "pretrain.steps=2", "--set", "search.steps=3",
         "--set", "train.steps=2", "--set", "data.val_max_images=1"]

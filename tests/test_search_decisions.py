@@ -8,8 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trilevelnas import ablate, search
-from trilevelnas.cli import run_main
+from trilevelnas.cli import ablate, run_main, search
 from trilevelnas.errors import UserError
 from trilevelnas.supernet import Supernet, SupernetConfig
 from trilevelnas.supernet.decisions import OneHotTracker, decision_report, logit_margins, undecided_threshold

@@ -12,8 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from trilevelnas import search
-from trilevelnas.cli import run_main
+from trilevelnas.cli import run_main, search
 from trilevelnas.errors import UserError
 from trilevelnas.data import HRFolderDataset
 from trilevelnas.data import teacher_cache as tc

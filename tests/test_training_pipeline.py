@@ -8,8 +8,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from trilevelnas import search
-from trilevelnas.cli import run_main
+from trilevelnas.cli import run_main, search
 from trilevelnas.models import RRDBNet
 from trilevelnas.training import build_config
 from trilevelnas.training import components as comp

@@ -9,8 +9,7 @@ import time
 
 import torch
 
-from trilevelnas import search
-from trilevelnas.cli import run_main
+from trilevelnas.cli import run_main, search
 
 ARGS = ["--preset", "smoke", "--no-progress", "--seed", "5", "--set", "pretrain.steps=2",
         "--set", "search.steps=24", "--set", "run.checkpoint_every=2", "--set", "run.train_after_search=false",
@@ -268,7 +267,7 @@ def test_train_resume_keeps_its_init_and_refuses_another_arch_or_init(tmp_path, 
     """F13: a train run started from --init and resumed without it still records train_init
     "inherited"; a different --arch, or an --init other than the one it started from, is
     refused on resume with one line; the same --init again is accepted."""
-    from trilevelnas import train
+    from trilevelnas.cli import train
     from trilevelnas.arch import Architecture
 
     src = _finished(tmp_path, "search", ["--set", "search.steps=4"])

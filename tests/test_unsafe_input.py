@@ -12,9 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from trilevelnas import evaluate, export, search, train, upscale
 from trilevelnas.arch import Architecture
-from trilevelnas.cli import run_main
+from trilevelnas.cli import evaluate, export, run_main, search, train, upscale
 from trilevelnas.models import build, save_model
 from trilevelnas.training import checkpoint as ckpt
 
@@ -336,7 +335,7 @@ def test_unavailable_device_is_named_with_what_is_available(tmp_path, capsys):
 def test_ablate_out_holding_a_users_files_is_refused(tmp_path, capsys):
     """F2 for ablate: its --out gets results.json, results.md and a plot; a folder of the user's
     files is refused with one line unless --overwrite, and left as it was."""
-    from trilevelnas import ablate
+    from trilevelnas.cli import ablate
 
     out = tmp_path / "mine"
     out.mkdir()

@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from trilevelnas import evaluate, upscale, zoo
+from trilevelnas import zoo
 from trilevelnas.arch import Architecture
-from trilevelnas.cli import run_main
+from trilevelnas.cli import evaluate, run_main, upscale
 from trilevelnas.data import EmbeddedDataset, read_image, write_image
 from trilevelnas.data.io import tensor_to_image, to_float
 from trilevelnas.errors import UserError
 from trilevelnas.evaluation import evaluate_model
 from trilevelnas.inference import upscale_tensor
 from trilevelnas.models import RRDBNet, build, save_model
+from trilevelnas.cli.zoo import main as zoo_main
 from trilevelnas.zoo import cards as zoo_cards
-from trilevelnas.zoo.__main__ import main as zoo_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CARDS = zoo.list_models()
@@ -266,13 +266,17 @@ def test_write_card_measures_the_model_and_the_zoo_api_reads_it(small_model, tmp
     capsys.readouterr()
 
 
+def _not_measured(model_file, teacher_file):
+    pytest.fail("a refused model was measured")
+
+
 def test_write_card_refuses_a_big_file_and_a_bad_name(tmp_path):
     big = tmp_path / "big.pt"
     big.write_bytes(b"\0" * zoo_cards.MAX_BYTES)
     with pytest.raises(UserError, match="under 1024 KB"):
-        zoo_cards.make_card("big", str(big), description="d", recipe="r", data="x")
+        zoo_cards.make_card("big", str(big), evaluate=_not_measured, description="d", recipe="r", data="x")
     with pytest.raises(UserError, match="lower-case"):
-        zoo_cards.make_card("Bad Name", str(big), description="d", recipe="r", data="x")
+        zoo_cards.make_card("Bad Name", str(big), evaluate=_not_measured, description="d", recipe="r", data="x")
 
 
 def test_unknown_name_from_the_api_names_the_known_ones():

@@ -2,8 +2,9 @@
 
 Subpackages, in layering order: ``ops`` (fused kernels and their references) ← ``space`` (candidate
 operations, superkernels, cells) ← ``supernet`` (tree / trellis / fixed-path supernets) ←
-``models`` / ``data`` ← the programs (``trilevelnas search|train|evaluate|upscale|export|ablate``,
-the console script of :mod:`trilevelnas.commands`; or ``python -m trilevelnas.search`` etc.).
+``models`` / ``data`` ← ``training`` ← the programs in ``cli`` (``trilevelnas
+search|train|evaluate|upscale|export|ablate``, the console script of :mod:`trilevelnas.cli.commands`;
+or ``python -m trilevelnas.search`` etc.), which nothing in the library imports (docs/layout.md).
 """
 
 __version__ = "0.1.0"

@@ -1,7 +1,7 @@
-"""``python -m trilevelnas PROG ...``: the ``trilevelnas`` command (:mod:`trilevelnas.commands`)."""
+"""``python -m trilevelnas PROG ...``: the ``trilevelnas`` command (:mod:`trilevelnas.cli.commands`)."""
 import sys
 
-from .commands import main
+from .cli.commands import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,35 +7,21 @@ receptive-field radius (in LR pixels), tiled and whole-image outputs agree up to
 """
 from __future__ import annotations
 
-import argparse
 import math
 import warnings
 
 import torch
 from torch import nn
 
-from .cli import DEBUG_FLAG, DEBUG_HELP
 from .errors import UserError
 from .devices import resolve_device
 
-__all__ = ["ArgumentParser", "choose_device", "model_scale", "upscale_tensor", "autocast_dtype",
+__all__ = ["choose_device", "model_scale", "upscale_tensor", "autocast_dtype",
            "load_model_file", "receptive_radius", "check_tile", "MIN_TILE", "outscale_size",
            "lanczos_resize", "pre_pad_input"]
 
 MIN_TILE = 16
 """The smallest ``--tile`` the programs take (besides 0, no tiling): see :func:`check_tile`."""
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """``argparse.ArgumentParser`` whose errors are :class:`UserError` (one line, status 2), with
-    the ``--debug`` flag every program takes (:func:`trilevelnas.cli.run_main` reads it)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)
-
-    def error(self, message):
-        raise UserError(message)
 
 
 def choose_device(name: str = "auto") -> torch.device:

@@ -5,7 +5,7 @@
 - :mod:`.run`: what both runs share (data, training the derived network, checkpoints, summary);
   :mod:`.search_run`: the paper's Algorithm 1 (pretrain, search, derive, train from search);
   :mod:`.train_run`: training an architecture file; :mod:`.architect`: the architecture step;
-- :mod:`.program`: the command-line plumbing of both programs; :mod:`.summary`: the summary table;
+- :mod:`.summary`: the summary table (the programs' command-line plumbing: :mod:`trilevelnas.cli.program`);
 - :mod:`.loop`: the shared training loop (per-step seeding, NaN stop, checkpoints, logs);
 - :mod:`.losses`, :mod:`.checkpoint`, :mod:`.logging`, :mod:`.plots`, :mod:`.distributed`.
 """

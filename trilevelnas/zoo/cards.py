@@ -14,8 +14,9 @@ A card (``<name>.json`` beside ``<name>.pt`` in the zoo folder) holds::
      "training": {"data", "recipe"},                    # what it was trained on, the command that made it
      "card_command": "python -m trilevelnas.zoo --write-card NAME"}   # re-measures this card
 
-:func:`write_card` runs the ``evaluate`` program itself (with ``--reference teacher:FILE`` for a
-student), so the card holds exactly what ``trilevelnas evaluate -n NAME`` prints.
+:func:`make_card` takes its numbers from the ``evaluate`` program's JSON (the zoo program,
+:mod:`trilevelnas.cli.zoo`, runs it, with ``--reference teacher:FILE`` for a student), so the card
+holds exactly what ``trilevelnas evaluate -n NAME`` prints.
 """
 from __future__ import annotations
 
@@ -24,7 +25,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 from ..errors import InputFileError, UserError
@@ -104,21 +104,6 @@ def _sha256(path: str) -> str:
     return sha256_file(path)
 
 
-def _evaluate(model_file: str, teacher_path: str | None) -> dict:
-    """The ``evaluate`` program's JSON for ``model_file`` on the embedded validation photographs
-    (CPU; ``--reference teacher:FILE`` with a teacher)."""
-    from ..evaluate import main as evaluate_main
-
-    with tempfile.TemporaryDirectory(prefix="trilevelnas-card-") as tmp:
-        out = os.path.join(tmp, "result.json")
-        argv = ["--model", model_file, "--device", "cpu", "--no-progress", "--json", out]
-        if teacher_path is not None:
-            argv += ["--reference", f"teacher:{teacher_path}"]
-        evaluate_main(argv)
-        with open(out, encoding="utf-8") as f:
-            return json.load(f)
-
-
 def _training_data(model_file: str) -> str | None:
     """What the run beside ``model_file`` trained on, from its ``config.json`` (None without one)."""
     config = Path(model_file).resolve().parent / "config.json"
@@ -141,11 +126,12 @@ def _training_data(model_file: str) -> str | None:
     return f"{images}, x{data.get('scale', 4)} MATLAB-bicubic LR; {target}; {loss.get('objective', 'psnr')} objective"
 
 
-def make_card(name: str, model_file: str, *, description: str, recipe: str, data: str | None = None,
+def make_card(name: str, model_file: str, *, evaluate, description: str, recipe: str, data: str | None = None,
               teacher: str | None = None, teacher_licence: str | None = None, default: bool = False,
               stand_in: bool = False, command: str | None = None) -> dict:
     """The card of ``model_file`` as the shipped model ``name``: its cost and its scores measured
-    now by the ``evaluate`` program (against the teacher's output too, for a ``teacher``: a
+    now by ``evaluate(model_file, teacher_file)``, which returns the ``evaluate`` program's JSON
+    (against the teacher's output too when ``teacher_file`` is not None: the file of ``teacher``, a
     :data:`TEACHERS` name or a weight file). ``data`` defaults to what the ``config.json``
     beside the model file says. UserError for a bad name, a file over :data:`MAX_BYTES`, or
     training data that is neither given nor recorded."""
@@ -166,7 +152,7 @@ def make_card(name: str, model_file: str, *, description: str, recipe: str, data
     if not data:
         raise UserError(f"no config.json beside {model_file!r} says what it was trained on: give --data TEXT")
     teacher_entry, teacher_path = _teacher(teacher, teacher_licence)
-    result = _evaluate(model_file, teacher_path)
+    result = evaluate(model_file, teacher_path)
     keys = ("psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y")
     card = {
         "name": name, "description": description, "default": bool(default), "stand_in": bool(stand_in),

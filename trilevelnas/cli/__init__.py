@@ -1,4 +1,11 @@
-"""Shared command-line plumbing: one-line errors with exit status 2, and argument helpers.
+"""The programs and their shared command-line plumbing: one-line errors with exit status 2, and
+argument helpers.
+
+The programs are the modules of this package: ``search``, ``train`` (with ``program``, their
+shared runner: arguments, resume, locking), ``evaluate``, ``upscale``, ``export``, ``ablate``,
+``commands`` (the ``trilevelnas`` command) and ``zoo`` (``python -m trilevelnas.zoo``). The
+library never imports this package; ``python -m trilevelnas.PROG`` runs the shim
+``trilevelnas/PROG.py``, which forwards here.
 
 Every program wraps its ``main`` with :func:`run_main`. Errors caused by the user's input (a missing
 or corrupt file, an inconsistent config, a wrong weight file) are raised as :class:`UserError`; they
@@ -9,13 +16,13 @@ environment, a user error's traceback is printed to stderr before its one-line m
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import traceback
 from typing import Callable, Sequence
 
-
-from .errors import Interrupted, UserError  # noqa: F401  (formatted here, defined there)
+from ..errors import Interrupted, UserError  # noqa: F401  (formatted here, defined there)
 
 
 DEBUG_FLAG = "--debug"
@@ -55,3 +62,15 @@ def run_main(prog: str, main: Callable[[Sequence[str] | None], int | None],
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     return 0 if code is None else int(code)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose errors are :class:`UserError` (one line, status 2), with
+    the ``--debug`` flag every program takes (:func:`run_main` reads it)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)
+
+    def error(self, message):
+        raise UserError(message)

@@ -6,16 +6,16 @@ import os
 import shlex
 from typing import Callable
 
-from ..cli import DEBUG_FLAG, DEBUG_HELP
+from . import DEBUG_FLAG, DEBUG_HELP
 from ..errors import ConfigError, InputFileError
 from ..fileio import RunLock, check_writable_dir, check_out_dir, mark_out_dir, remove_stale_temps, write_json, write_text
 from ..memory import check_training_memory
-from . import checkpoint as ckpt
-from .config import build_config, check_paths
-from .distributed import init_from_env, pick_device, shutdown
-from .presets import DEFAULT_PRESET, available
-from .run import Run
-from .summary import format_summary
+from ..training import checkpoint as ckpt
+from ..training.config import build_config, check_paths
+from ..training.distributed import init_from_env, pick_device, shutdown
+from ..training.presets import DEFAULT_PRESET, available
+from ..training.run import Run
+from ..training.summary import format_summary
 
 #: ``make_run(cfg, out_dir, ctx, device, resume=Checkpoint or None, progress=...)``: the program's
 #: run (a :class:`~trilevelnas.training.run.Run`), e.g. the SearchRun class itself.
