@@ -23,13 +23,22 @@ from .errors import UserError
 from .inference import upscale_tensor
 from .metrics import psnr, ssim
 
-__all__ = ["evaluate_model", "cost_of", "side_by_side", "reference_from_cache", "METRICS", "CHANNELS",
-           "check_metrics"]
+__all__ = ["evaluate_model", "cost_of", "side_by_side", "reference_from_cache", "METRICS", "PERCEPTUAL",
+           "CHANNELS", "check_metrics", "metric_key"]
 
 #: metric name → function(img, ref, crop_border, y_channel) (BasicSR's definitions, :mod:`.metrics`)
 METRICS = {"psnr": psnr, "ssim": ssim}
+#: the perceptual metrics of :mod:`.iqa`, which need a model file (``iqa_models`` of
+#: :func:`evaluate_model`): LPIPS (full-reference, on RGB, no border crop, as BasicSR's script)
+#: and NIQE (no-reference, on Y, the border cropped). Lower is better for both; keys carry no channel.
+PERCEPTUAL = ("lpips", "niqe")
 #: ``channel`` → measured on BT.601 Y (``"y"``, BasicSR's ``test_y_channel: true``) or on RGB
 CHANNELS = ("y", "rgb")
+
+
+def metric_key(metric: str, channel: str) -> str:
+    """The result key of ``metric``: ``psnr_y``, ``ssim_rgb``, ...; ``lpips`` and ``niqe`` as they are."""
+    return metric if metric in PERCEPTUAL else f"{metric}_{channel}"
 
 
 def check_metrics(metrics, channel: str) -> tuple[str, ...]:
@@ -37,10 +46,10 @@ def check_metrics(metrics, channel: str) -> tuple[str, ...]:
     :data:`METRICS` and ``channel`` against :data:`CHANNELS`; UserError naming a wrong one."""
     names = [m.strip().lower() for m in (metrics.split(",") if isinstance(metrics, str) else metrics)]
     names = [m for m in names if m]
-    unknown = [m for m in names if m not in METRICS]
+    unknown = [m for m in names if m not in METRICS and m not in PERCEPTUAL]
     if unknown or not names:
         raise UserError(f"--metrics {','.join(names)!r}: expected a comma-separated list of "
-                        f"{', '.join(METRICS)}" + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
+                        f"{', '.join([*METRICS, *PERCEPTUAL])}" + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
     if channel not in CHANNELS:
         raise UserError(f"--channel {channel!r}: expected one of {', '.join(CHANNELS)}")
     return tuple(dict.fromkeys(names))
@@ -54,7 +63,7 @@ def evaluate_model(model: nn.Module, dataset, *, scale: int, crop_border: int | 
                    progress: bool = False, reference: nn.Module | None = None,
                    reference_output: ReferenceOutput | None = None, ref_tile: int = 0,
                    ref_tile_pad: int | None = None, keep_images: bool = False,
-                   metrics=("psnr", "ssim"), channel: str = "y") -> dict:
+                   metrics=("psnr", "ssim"), channel: str = "y", iqa_models: dict | None = None) -> dict:
     """PSNR/SSIM (Y channel) of ``model`` and of bicubic upscaling on every sample of ``dataset``.
 
     Returns ``{"images": [{"name", "psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y"}],
@@ -69,7 +78,9 @@ def evaluate_model(model: nn.Module, dataset, *, scale: int, crop_border: int | 
     ``metrics`` (a subset of :data:`METRICS`, default both) and ``channel`` (``"y"``, default, or
     ``"rgb"``: BasicSR's ``test_y_channel: false``) choose what is measured; every key above then
     reads ``<metric>_<channel>`` (``psnr_rgb``, ``bicubic_ssim_rgb``, ``ref_psnr_rgb``, ...), and
-    only the chosen metrics appear.
+    only the chosen metrics appear. ``lpips`` / ``niqe`` (:data:`PERCEPTUAL`) need their model in
+    ``iqa_models`` (an :class:`~trilevelnas.iqa.LPIPS` / :class:`~trilevelnas.iqa.NIQEModel`);
+    NIQE, a no-reference score, has no ``_vs_ref`` key.
     """
     from tqdm import tqdm
 
@@ -77,8 +88,24 @@ def evaluate_model(model: nn.Module, dataset, *, scale: int, crop_border: int | 
     metrics = check_metrics(metrics, channel)
     y_channel = channel == "y"
 
+    iqa_models = iqa_models or {}
+    missing = [m for m in metrics if m in PERCEPTUAL and m not in iqa_models]
+    if missing:
+        raise UserError(f"--metrics {missing[0]} needs its model file (evaluate --{missing[0]}-"
+                        f"{'backbone' if missing[0] == 'lpips' else 'params'} FILE; docs/toolkit.md)")
+
+    def score(m: str, img, ref) -> float:
+        from . import iqa
+
+        if m == "lpips":
+            return iqa.lpips(img, ref, iqa_models[m])
+        if m == "niqe":
+            return iqa.niqe(img, iqa_models[m], crop_border=crop)
+        return METRICS[m](img, ref, crop, y_channel)
+
     def measure(prefix: str, img, ref, suffix: str = "") -> dict:
-        return {f"{prefix}{m}_{channel}{suffix}": METRICS[m](img, ref, crop, y_channel) for m in metrics}
+        return {f"{prefix}{metric_key(m, channel)}{suffix}": score(m, img, ref) for m in metrics
+                if not (m == "niqe" and suffix)}
 
     with_ref = reference is not None or reference_output is not None
     rows = []

@@ -2,14 +2,17 @@
 
     python -m trilevelnas.evaluate [--model MODEL | -n NAME] [--data HR_DIR | --gt GT_DIR --lq LQ_DIR
                                    [--filename-tmpl '{}x4']] ... | [--sets FILE]
-                                   [--metrics psnr,ssim] [--channel y|rgb] [--json FILE]
+                                   [--metrics psnr,ssim[,lpips,niqe]] [--channel y|rgb] [--json FILE]
+                                   [--lpips-backbone FILE] [--niqe-params FILE]
                                    [--save-dir DIR] [--reference teacher:FILE]
 
 ``--data``: a folder of HR images, LR made with MATLAB bicubic after modcrop; ``--gt/--lq``:
 BasicSR-style paired folders; neither: the embedded validation photographs. Prints per-image and
 mean PSNR/SSIM of the model and of bicubic upscaling, the model's parameters and its GFLOPs at a
 256x256 LR input (the paper's convention). ``--metrics`` chooses the metrics and ``--channel rgb``
-measures on RGB instead of Y (BasicSR's ``test_y_channel: false``). ``-n NAME`` evaluates a
+measures on RGB instead of Y (BasicSR's ``test_y_channel: false``); ``lpips`` and ``niqe``
+(:mod:`trilevelnas.iqa`, lower is better) read their weights from the files named by
+``--lpips-backbone`` / ``--niqe-params`` (nothing is downloaded). ``-n NAME`` evaluates a
 shipped model (:mod:`trilevelnas.zoo`; ``--list-models`` prints their cards), and with neither
 ``--model`` nor ``-n`` the default shipped model is evaluated.
 
@@ -30,7 +33,7 @@ from ..errors import UserError
 from ..fileio import check_writable_dir, check_writable_file, write_text
 from ..data.datasets import build_dataset
 from ..evalsets import TestSet, load_sets, sets_from_args
-from ..evaluation import CHANNELS, check_metrics, cost_of, evaluate_model, side_by_side
+from ..evaluation import CHANNELS, check_metrics, cost_of, evaluate_model, metric_key, side_by_side
 from ..inference import check_tile, choose_device, load_model_file, model_scale, receptive_radius
 from ..zoo import add_model_arguments, print_cards, resolve_model
 
@@ -47,7 +50,14 @@ def _parser() -> ArgumentParser:
                    help="LR file stem from the GT stem, e.g. '{}x4' (default '{}'); once for all pairs or once per pair")
     p.add_argument("--sets", metavar="FILE",
                    help="a JSON or YAML list of test sets: {name, gt, lq, filename_tmpl} or {name, data}")
-    p.add_argument("--metrics", default="psnr,ssim", help="comma-separated: psnr, ssim (default both)")
+    p.add_argument("--metrics", default="psnr,ssim",
+                   help="comma-separated: psnr, ssim (default both), lpips, niqe (these two need their file below)")
+    p.add_argument("--lpips-backbone", metavar="FILE",
+                   help="for lpips: torchvision's ImageNet weights of VGG16 (vgg16-397923af.pth) or AlexNet")
+    p.add_argument("--lpips-heads", metavar="FILE",
+                   help="for lpips: the v0.1 linear heads (default: the installed lpips package's)")
+    p.add_argument("--niqe-params", metavar="FILE",
+                   help="for niqe: the pristine model, BasicSR's niqe_pris_params.npz or MATLAB's modelparameters.mat")
     p.add_argument("--channel", choices=CHANNELS, default="y",
                    help="measure on Y of YCbCr (default, BasicSR's test_y_channel: true) or on RGB")
     p.add_argument("--crop-border", type=int, default=None, help="pixels cropped per side (default: the scale)")
@@ -81,9 +91,9 @@ def _test_sets(args) -> list[TestSet]:
 
 
 def _label(key: str) -> str:
-    """``psnr_y`` → ``PSNR-Y``, ``ssim_rgb`` → ``SSIM-RGB``."""
+    """``psnr_y`` → ``PSNR-Y``, ``ssim_rgb`` → ``SSIM-RGB``, ``lpips`` → ``LPIPS``."""
     metric, _, channel = key.partition("_")
-    return f"{metric.upper()}-{channel.upper()}"
+    return f"{metric.upper()}-{channel.upper()}" if channel else metric.upper()
 
 
 def _cell(key: str, value: float, width: int) -> str:
@@ -110,8 +120,9 @@ def _print_result(result: dict, keys: list[str], reference: str | None) -> None:
            [labels, ["bicubic"] + [""] * (len(keys) - 1)], width)
     if reference is not None:
         print(f"\nagainst the reference's output ({reference}):")
-        _table(rows, [[k + "_vs_ref" for k in keys], ["bicubic_" + k + "_vs_ref" for k in keys], ["ref_" + keys[0]]],
-               [labels, ["bicubic"] + [""] * (len(keys) - 1), ["ref vs HR"]], width)
+        vs = [k for k in keys if k + "_vs_ref" in result]
+        _table(rows, [[k + "_vs_ref" for k in vs], ["bicubic_" + k + "_vs_ref" for k in vs], ["ref_" + keys[0]]],
+               [[_label(k) for k in vs], ["bicubic"] + [""] * (len(vs) - 1), ["ref vs HR"]], width)
 
 
 def _evaluate_set(test_set: TestSet | None, model, scale: int, args, device, tile_pad, reference,
@@ -125,13 +136,30 @@ def _evaluate_set(test_set: TestSet | None, model, scale: int, args, device, til
                             progress=not args.no_progress, reference=reference, ref_tile=args.tile,
                             ref_tile_pad=receptive_radius(reference) if reference is not None and args.tile else None,
                             keep_images=reference is not None and bool(save_dir),
-                            metrics=metrics, channel=args.channel)
+                            metrics=metrics, channel=args.channel, iqa_models=args.iqa_models)
     if reference is not None:
         if save_dir:
             side_by_side(result["images"], os.path.join(save_dir, "side_by_side.png"))
         for row in result["images"]:
             row.pop("pictures", None)
     return result
+
+
+def _iqa_models(args, metrics) -> dict:
+    """The LPIPS network and NIQE model ``metrics`` ask for, read from the files the flags name."""
+    from .. import iqa
+
+    need = {"lpips": ("--lpips-backbone", args.lpips_backbone), "niqe": ("--niqe-params", args.niqe_params)}
+    models = {}
+    for m in metrics:
+        if m in need:
+            flag, path = need[m]
+            if path is None:
+                raise UserError(f"--metrics {m} needs {flag} FILE (nothing is downloaded; docs/toolkit.md says "
+                                "where the file comes from)")
+            models[m] = (iqa.LPIPS.from_files(path, args.lpips_heads) if m == "lpips"
+                         else iqa.NIQEModel.from_file(path))
+    return models
 
 
 def _reference(spec: str | None):
@@ -151,6 +179,7 @@ def main(argv=None) -> int:
         return 0
     args.model = resolve_model(args)
     metrics = check_metrics(args.metrics, args.channel)
+    args.iqa_models = _iqa_models(args, metrics)
     sets = _test_sets(args)
     device = choose_device(args.device)
     if args.json:
@@ -170,7 +199,7 @@ def main(argv=None) -> int:
     if args.tile and tile_pad is None:
         tile_pad = receptive_radius(model)
     check_tile(args.tile, tile_pad)
-    keys = [f"{m}_{args.channel}" for m in metrics]
+    keys = [metric_key(m, args.channel) for m in metrics]
     cost = cost_of(model)
     ref_info = None
     if reference is not None:
