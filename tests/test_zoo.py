@@ -172,7 +172,9 @@ def test_upscale_with_no_model_uses_the_default(photo, tmp_path, capsys):
     x = torch.from_numpy(to_float(read_image(str(photo)).rgb).transpose(2, 0, 1).copy())[None]
     with torch.no_grad():
         expected = tensor_to_image(upscale_tensor(net, x, scale=4)[0])
-    np.testing.assert_array_equal(read_image(str(out)).rgb, expected)
+    # --runtime auto may run channels-last (within 1e-5 of eager): equal but for a rare rounding tie
+    diff = np.abs(read_image(str(out)).rgb.astype(int) - expected.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
 
 
 def test_evaluate_with_no_model_uses_the_default(tmp_path, capsys):

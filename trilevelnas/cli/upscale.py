@@ -1,7 +1,7 @@
 """Super-resolve image files with a trained model.
 
     python -m trilevelnas.upscale -i FILE|DIR -o OUT [--model MODEL | -n NAME] [-s OUTSCALE] [-t TILE --tile-pad P]
-                                  [--pre_pad N] [--half | --bf16 | --fp32]
+                                  [--pre_pad N] [--half | --bf16 | --fp32] [--runtime auto|eager|...]
                                   [--alpha-upsampler bicubic|model] [--ext auto|png|jpg|webp] [--quality Q]
 
 A single input file goes to ``OUT`` if it has an image extension, else to ``OUT/<stem><suffix>.<ext>``;
@@ -21,6 +21,10 @@ input (Lanczos, :func:`~trilevelnas.inference.lanczos_resize`); ``-t`` is ``--ti
 ``--tile_pad`` / ``--pre_pad`` are accepted beside ``--tile-pad`` / ``--pre-pad``; ``--pre_pad N``
 reflect-pads the input's bottom and right by ``N`` pixels before the network and crops them off
 after; ``--fp32`` is accepted and changes nothing (fp32 is the default here).
+
+``--runtime auto`` (the default) runs the network along the fastest path measured for its device
+(:mod:`trilevelnas.runners`: channels-last, TorchScript, ONNX Runtime or eager) that reproduces
+eager PyTorch within 1e-5 on a probe image, with a note for each faster path it passed over.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ import numpy as np
 import torch
 
 from . import ArgumentParser
+from .. import runners
 from ..errors import UserError
 from ..fileio import check_writable_dir
 from ..data.imresize import imresize
@@ -78,14 +83,38 @@ def _parser() -> ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="allow an output to replace its own input file (refused otherwise)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--runtime", choices=("auto",) + runners.PATHS, default="auto",
+                   help="how the network runs: auto (default) = the fastest measured path that reproduces "
+                        "eager PyTorch within 1e-5 here (docs/benchmarks.md, 'Inference'), or one named")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
+def _runner(model, runtime: str):
+    """``(path, runner)`` of ``--runtime``: auto picks with :func:`~trilevelnas.runners.choose_runner`
+    and notes on stderr why it passed faster paths over; a named path that is unavailable here is
+    one line, one that differs from eager beyond the tolerance is used with a note."""
+    if runtime == "auto":
+        path, run, notes = runners.choose_runner(model)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        return path, run
+    why = runners.unavailable(runtime, next(model.parameters()).device)
+    if why:
+        raise UserError(f"--runtime {runtime}: {why}")
+    x, ref = runners.probe(model)
+    run = runners.make_runner(model, runtime)
+    diff = runners.max_difference(run, x, ref)
+    if diff > runners.TOLERANCE:
+        print(f"note: --runtime {runtime} differs from eager by {diff:.2g} (> {runners.TOLERANCE:g})", file=sys.stderr)
+    return runtime, run
+
+
 def upscale_image(model, image, *, scale, device, tile=0, tile_pad=None, dtype=None,
                   alpha_upsampler="bicubic", pre_pad=0, outscale=None, progress=False, stats=None):
-    """Upscale a :class:`~trilevelnas.data.LoadedImage`; returns ``(rgb, alpha)`` integer arrays
-    of the image's dtype (``alpha`` None if it has none).
+    """Upscale a :class:`~trilevelnas.data.LoadedImage` with ``model`` (the network, or a runner of
+    it from :mod:`trilevelnas.runners`, which then needs ``tile_pad`` when tiling); returns
+    ``(rgb, alpha)`` integer arrays of the image's dtype (``alpha`` None if it has none).
 
     The output is ``scale`` times the input, or with ``outscale`` :func:`outscale_size` of it:
     the network's output (and the alpha's) is then resized with :func:`lanczos_resize` (nothing is
@@ -208,6 +237,7 @@ def main(argv=None) -> int:
         tile_pad = receptive_radius(model)
         check_tile(args.tile, tile_pad)
         print(f"tile {args.tile}, tile pad {tile_pad} (the receptive-field radius)", file=sys.stderr)
+    _, run = _runner(model, args.runtime)
     stats: dict = {}
     from tqdm import tqdm
 
@@ -222,7 +252,7 @@ def main(argv=None) -> int:
             bad.append(src)
             bar.write(f"skipped: {exc}", file=sys.stderr)
             continue
-        rgb, alpha = upscale_image(model, image, scale=scale, device=device, tile=args.tile,
+        rgb, alpha = upscale_image(run, image, scale=scale, device=device, tile=args.tile,
                                    tile_pad=tile_pad, dtype=dtype,
                                    alpha_upsampler=args.alpha_upsampler, pre_pad=args.pre_pad,
                                    outscale=args.outscale,
