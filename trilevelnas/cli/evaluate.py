@@ -40,6 +40,14 @@ from ..zoo import add_model_arguments, print_cards, resolve_model
 __all__ = ["main", "evaluate_model"]
 
 
+#: the files the perceptual metrics read (:mod:`trilevelnas.iqa`; nothing is downloaded)
+IQA_FILES = {
+    "--lpips-backbone": "for lpips: torchvision's ImageNet weights of VGG16 (vgg16-397923af.pth) or AlexNet",
+    "--lpips-heads": "for lpips: the v0.1 linear heads (default: the installed lpips package's)",
+    "--niqe-params": "for niqe: the pristine model, BasicSR's niqe_pris_params.npz or MATLAB's modelparameters.mat",
+}
+
+
 def _parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m trilevelnas.evaluate", description=__doc__.split("\n\n")[0])
     add_model_arguments(p, "the model to evaluate")
@@ -52,12 +60,8 @@ def _parser() -> ArgumentParser:
                    help="a JSON or YAML list of test sets: {name, gt, lq, filename_tmpl} or {name, data}")
     p.add_argument("--metrics", default="psnr,ssim",
                    help="comma-separated: psnr, ssim (default both), lpips, niqe (these two need their file below)")
-    p.add_argument("--lpips-backbone", metavar="FILE",
-                   help="for lpips: torchvision's ImageNet weights of VGG16 (vgg16-397923af.pth) or AlexNet")
-    p.add_argument("--lpips-heads", metavar="FILE",
-                   help="for lpips: the v0.1 linear heads (default: the installed lpips package's)")
-    p.add_argument("--niqe-params", metavar="FILE",
-                   help="for niqe: the pristine model, BasicSR's niqe_pris_params.npz or MATLAB's modelparameters.mat")
+    for flag, what in IQA_FILES.items():
+        p.add_argument(flag, metavar="FILE", help=what)
     p.add_argument("--channel", choices=CHANNELS, default="y",
                    help="measure on Y of YCbCr (default, BasicSR's test_y_channel: true) or on RGB")
     p.add_argument("--crop-border", type=int, default=None, help="pixels cropped per side (default: the scale)")
