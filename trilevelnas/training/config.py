@@ -180,7 +180,7 @@ class RunConfig:
     threads: int = setting(0, integer(ge=0, note="0: all cores available to the process"))
     # the derived network's train and finetune phases in channels-last (NHWC) memory format: oneDNN
     # and cuDNN skip the layout reorders around each convolution (float rounding only; docs/pipeline.md)
-    channels_last: bool = setting(False, boolean())
+    channels_last: bool = setting(True, boolean())
     # search program: train the derived network (writes model.pt)
     train_after_search: bool = setting(True, boolean())
     # --resume: continue although the training or validation images changed since the checkpoint
