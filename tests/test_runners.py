@@ -79,3 +79,17 @@ def test_upscale_runtime_gives_the_eager_image(photo, tmp_path, capsys, runtime)
 def test_upscale_unknown_runtime_is_one_line(photo, tmp_path, capsys):
     code, _, err = run(upscale, ["-i", photo, "-o", tmp_path / "x.png", "--runtime", "tensorrt"], capsys)
     one_line_error(code, err, "--runtime", "tensorrt")
+
+
+def test_default_cpu_order_prefers_onnxruntime_then_channels_last(model, monkeypatch):
+    if runners.unavailable("onnxruntime", torch.device("cpu")):
+        pytest.skip("onnxruntime is not installed")
+    assert runners.choose_runner(copy.deepcopy(model))[0] == "onnxruntime"
+
+    def broken(_model):
+        raise RuntimeError("Exporting the operator 'trilevelnas::op' is not supported")
+    monkeypatch.setitem(runners._MAKERS, "onnxruntime", broken)
+    path, _, notes = runners.choose_runner(copy.deepcopy(model))
+    assert path == "channels_last"
+    assert notes == ["onnxruntime not used: it failed: RuntimeError: Exporting the operator "
+                     "'trilevelnas::op' is not supported"]
