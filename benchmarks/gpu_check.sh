@@ -25,7 +25,7 @@
 #   pytest-gpu       the CUDA and compiled-Triton tests of tests/ (TRITON_INTERPRET unset; any
 #                    skip counts as a failure here), launch-count and bandwidth tests included
 #   gpu-step         benchmarks/gpu_step.py --out OUTDIR (targets; CUDA events, peak memory)
-#   bench-<suite>    the sweep's suites one by one: supernet, relax, superconv, models
+#   bench-<suite>    the sweep's suites one by one: supernet, relax, superconv, models, inference, training
 #   sweep-report     python benchmarks/sweep.py --from-json <merged> --out OUTDIR
 #                    -> OUTDIR/<device>.{json,md,png}
 #   summary          benchmarks/gpu_step.py --summary -> OUTDIR/gpu_check.md
@@ -54,7 +54,7 @@
 # they are listed as skipped (time budget).
 #
 # Environment knobs: PYTHON (default python3), GPU_CHECK_BUDGET_S (default 450: the stages stop
-# being started past it), GPU_CHECK_SWEEP_SUITES (default "supernet relax superconv models"),
+# being started past it), GPU_CHECK_SWEEP_SUITES (default "supernet relax superconv models inference training"),
 # GPU_CHECK_BENCH_MAX_TIME (pytest-benchmark --benchmark-max-time, default 0.1), GPU_CHECK_SKIP
 # (stage names to skip, e.g. "pytest-gpu gpu-step" for a second run that only wants the sweep),
 # TNAS_BENCH_ROUNDS (default 3), TORCH_CUDA_ARCH_LIST (default: the GPU's), MAX_JOBS,
@@ -438,7 +438,7 @@ st_kernels_build_dry() {
 
 # ------------------------------------------------------------------------------------ main
 echo "gpu_check.sh: $( (( DRY )) && echo 'DRY RUN, ' )OUTDIR=$OUTDIR, budget ${BUDGET}s, python $PY"
-read -ra SUITES <<<"${GPU_CHECK_SWEEP_SUITES:-supernet relax superconv models}"
+read -ra SUITES <<<"${GPU_CHECK_SWEEP_SUITES:-supernet relax superconv models inference training}"
 if (( DRY )); then
   # the dry run's cores are shared: the csrc compile runs in the background meanwhile
   csrc_nvcc_bg 400 & BG_PIDS+=($!)

@@ -2,7 +2,8 @@
 demo recipe per call, per provider of ``benchmarks/training_step.py`` (which also times them
 interleaved and writes the roofline table). ``extra_info["flops"]``: forward + backward FLOPs of
 the step (the floor: FLOPs / the measured peak). Under ``--benchmark-disable`` (CI smoke) or
-``TNAS_BENCH_QUICK=1`` each provider runs a few steps untimed."""
+``TNAS_BENCH_QUICK=1`` each provider runs a few steps untimed. On a GPU the step runs there (the
+same suite is part of benchmarks/gpu_check.sh)."""
 from __future__ import annotations
 
 import pytest
@@ -17,7 +18,7 @@ PROVIDERS = ["plain-resize", "plain", "trainer", "trainer-channels-last"]
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_training_step(benchmark, quick, tmp_path, provider):
     arch = _arch("trilevelnas-demo-psnr")
-    device = torch.device("cpu")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if provider.startswith("plain"):
         step = plain_step(arch, provider == "plain", device)
     else:

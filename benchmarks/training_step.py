@@ -47,6 +47,13 @@ def _arch(model_name: str):
     return Architecture.from_dict(read_model_file(model_path(model_name))["arch"])
 
 
+def _arch_file(path: str):
+    from trilevelnas.arch import Architecture
+
+    with open(path, encoding="utf-8") as f:
+        return Architecture.from_dict(json.load(f))
+
+
 def plain_step(arch, keep_lr: bool, device: torch.device):
     """The hand-written loop's step (see the module docstring)."""
     from trilevelnas.data import EmbeddedDataset
@@ -100,7 +107,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--steps", type=int, default=40)
-    p.add_argument("--model", default="trilevelnas-demo-psnr")
+    p.add_argument("--model", default="trilevelnas-demo-psnr", help="a zoo model whose architecture is trained")
+    p.add_argument("--arch", help="an arch.json to train instead (e.g. a search's derived network)")
     p.add_argument("--out", default=os.path.join(HERE, "results"))
     args = p.parse_args(argv)
     if args.threads:
@@ -108,7 +116,8 @@ def main(argv=None) -> int:
     from sweep import device_name, measure_machine
 
     device = torch.device("cpu")
-    arch = _arch(args.model)
+    arch = _arch(args.model) if args.arch is None else _arch_file(args.arch)
+    net_name = args.model if args.arch is None else os.path.basename(os.path.dirname(os.path.abspath(args.arch)))
     with tempfile.TemporaryDirectory() as tmp:
         steps = {"plain-resize": plain_step(arch, False, device), "plain": plain_step(arch, True, device),
                  "trainer": trainer_step(arch, False, device, os.path.join(tmp, "a")),
@@ -130,15 +139,16 @@ def main(argv=None) -> int:
     base = rows["plain-resize"]["median_s"]
     for r in rows.values():
         r["speedup_vs_plain_resize"] = base / r["median_s"]
-    result = {"device": device_name(), "threads": torch.get_num_threads(), "model": args.model,
+    result = {"device": device_name(), "threads": torch.get_num_threads(), "model": net_name,
               "path": arch.path, "step_gflop": flops / 1e9, "peak_gflop_per_s": machine["peak_flops"] / 1e9,
               "rounds": args.rounds, "steps_per_round": args.steps, "providers": rows}
     slug = result["device"].lower().replace(" ", "-")
     os.makedirs(args.out, exist_ok=True)
+    slug += "" if args.arch is None else f"-{'-'.join(map(str, arch.path)) or 'stem'}"
     with open(os.path.join(args.out, f"training_step-{slug}.json"), "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)
     lines = [f"# Training step on {result['device']}, {result['threads']} thread(s)", "",
-             f"`python benchmarks/training_step.py` — network `{args.model}` (path {arch.path}), batch {BATCH} "
+             f"`python benchmarks/training_step.py{' --arch ' + args.arch if args.arch else ''}` — network `{net_name}` (path {arch.path}), batch {BATCH} "
              f"× {PATCH}² HR, {flops / 1e9:.2f} GFLOP per step (forward + backward); median of {args.rounds} "
              f"interleaved rounds of {args.steps} steps. Machine's measured fp32 peak "
              f"{result['peak_gflop_per_s']:.1f} GFLOP/s (sweep.measure_machine).", "",
