@@ -2,7 +2,7 @@
 PyTorch loops written by hand, interleaved in one process, with the achieved GFLOP/s beside the
 machine's measured peak.
 
-    python benchmarks/training_step.py [--threads N] [--rounds 7] [--steps 40] [--model NAME]
+    python benchmarks/training_step.py [--threads N] [--rounds 7] [--steps 40] [--model NAME | --arch FILE]
 
 One step = one batch of the demo recipe (16 crops of 64² HR / 16² LR, flips and rotations), the
 network forward and backward (L1) and one Adam update. Network: a zoo model's architecture
@@ -78,6 +78,41 @@ def plain_step(arch, keep_lr: bool, device: torch.device):
     return step
 
 
+def step_shares(arch, device: torch.device, steps: int = 200) -> dict:
+    """Seconds per step spent in data (sampling, cropping, stacking), forward (with the L1 loss),
+    backward and the Adam update, in the trainer's layout (kept LR images, channels-last), each
+    phase timed on its own over ``steps`` steps (median of 5 blocks)."""
+    from trilevelnas.data import EmbeddedDataset
+    from trilevelnas.models import build
+
+    data = EmbeddedDataset("train", scale=4, patch_size=PATCH, augment=True, seed=0)
+    torch.manual_seed(0)
+    model = build(arch).to(device).train().to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    shares = {k: [] for k in ("data", "forward", "backward", "optimizer")}
+    for block in range(6):
+        acc = dict.fromkeys(shares, 0.0)
+        for _ in range(steps // 5):
+            t0 = time.perf_counter()
+            items = [data[i] for i in torch.randint(len(data), (BATCH,)).tolist()]
+            lq = torch.stack([it["lq"] for it in items]).to(device).contiguous(memory_format=torch.channels_last)
+            gt = torch.stack([it["gt"] for it in items]).to(device)
+            t1 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            loss = (model(lq) - gt).abs().mean()
+            t2 = time.perf_counter()
+            loss.backward()
+            t3 = time.perf_counter()
+            opt.step()
+            t4 = time.perf_counter()
+            for k, dt in zip(shares, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                acc[k] += dt / (steps // 5)
+        if block:  # the first block warms up
+            for k in shares:
+                shares[k].append(acc[k])
+    return {k: statistics.median(v) for k, v in shares.items()}
+
+
 def trainer_step(arch, channels_last: bool, device: torch.device, out_dir: str):
     """The train program's step function of the train phase, on a fresh :class:`TrainRun`."""
     from trilevelnas.training import build_config
@@ -132,6 +167,7 @@ def main(argv=None) -> int:
                 for _ in range(args.steps):
                     fn()
                 times[name].append((time.perf_counter() - t) / args.steps)
+        shares = step_shares(arch, device)
     machine = measure_machine(quick=False)
     flops = step_flops(arch)
     rows = {k: {"median_s": statistics.median(v), "min_s": min(v), "steps_per_s": 1 / statistics.median(v),
@@ -141,7 +177,7 @@ def main(argv=None) -> int:
         r["speedup_vs_plain_resize"] = base / r["median_s"]
     result = {"device": device_name(), "threads": torch.get_num_threads(), "model": net_name,
               "path": arch.path, "step_gflop": flops / 1e9, "peak_gflop_per_s": machine["peak_flops"] / 1e9,
-              "rounds": args.rounds, "steps_per_round": args.steps, "providers": rows}
+              "rounds": args.rounds, "steps_per_round": args.steps, "providers": rows, "shares_s": shares}
     slug = result["device"].lower().replace(" ", "-")
     os.makedirs(args.out, exist_ok=True)
     slug += "" if args.arch is None else f"-{'-'.join(map(str, arch.path)) or 'stem'}"
@@ -157,6 +193,10 @@ def main(argv=None) -> int:
         lines.append(f"| {k} | {r['median_s'] * 1e3:.2f} | {r['steps_per_s']:.1f} | "
                      f"{r['speedup_vs_plain_resize']:.2f} | {r['gflop_per_s']:.1f} | "
                      f"{100 * r['gflop_per_s'] / result['peak_gflop_per_s']:.0f}% |")
+    total = sum(shares.values())
+    lines += ["", f"Where a step goes (the trainer's layout: kept LR images, channels-last; each phase timed on "
+              f"its own, {total * 1e3:.2f} ms in all): " + ", ".join(f"{k} {v * 1e3:.2f} ms ({100 * v / total:.0f}%)"
+                                                             for k, v in shares.items()) + "."]
     with open(os.path.join(args.out, f"training_step-{slug}.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
