@@ -42,6 +42,7 @@ def test_budget_keeps_some_images_and_resizes_the_rest(monkeypatch):
     for i in range(len(ds)):
         ds[i]
     assert list(ds._lr_cache) == [0] and ds._lr_cached_bytes == first.nbytes
+    assert ds._lr_over_budget == set(range(1, len(ds)))  # each resized whole once, then by windows
 
 
 def test_items_do_not_alias_the_kept_images():

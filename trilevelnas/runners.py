@@ -7,7 +7,7 @@ A runner is a callable ``lq -> sr`` on ``NCHW`` float32 tensors of any height an
 * ``channels_last`` — the same modules with weights and input in channels-last (NHWC) memory
   format, which lets oneDNN (CPU) and cuDNN (GPU) skip the layout reorders around each conv;
 * ``torchscript`` — a trace, frozen (weights folded in) and ``optimize_for_inference``'d;
-* ``onnxruntime`` — the ONNX export of :mod:`trilevelnas.export`'s kind (dynamic N, H, W), run by
+* ``onnxruntime`` — the ONNX export (:func:`onnx_bytes`, what ``trilevelnas export`` writes), run by
   onnxruntime's CPU provider with as many threads as torch uses (needs the ``[onnx]`` extra);
 * ``compile`` — ``torch.compile`` (inductor); compiling takes tens of seconds per input shape,
   so it only pays on long jobs of one shape.
@@ -27,7 +27,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-__all__ = ["PATHS", "TOLERANCE", "CPU_PREFERENCE", "GPU_PREFERENCE", "make_runner", "probe",
+__all__ = ["PATHS", "TOLERANCE", "CPU_PREFERENCE", "GPU_PREFERENCE", "make_runner", "onnx_bytes", "probe",
            "max_difference", "choose_runner", "unavailable"]
 
 PATHS = ("eager", "channels_last", "torchscript", "onnxruntime", "compile")
@@ -60,18 +60,26 @@ def _torchscript(model: nn.Module) -> Runner:
     return lambda x: frozen(x)
 
 
+def onnx_bytes(model: nn.Module, opset: int = 17, size: int = 32) -> bytes:
+    """``model`` (on the CPU) as ONNX: input ``lq``, output ``sr``, dynamic N, H, W axes, traced
+    on a ``1x3xsize x size`` example (the TorchScript-based exporter). What ``trilevelnas export
+    --format onnx`` writes and the ``onnxruntime`` path runs."""
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        torch.onnx.export(model, (torch.rand(1, 3, size, size),), buffer, dynamo=False, opset_version=opset,
+                          input_names=["lq"], output_names=["sr"],
+                          dynamic_axes={"lq": {0: "batch", 2: "height", 3: "width"},
+                                        "sr": {0: "batch", 2: "out_height", 3: "out_width"}})
+    return buffer.getvalue()
+
+
 def _onnxruntime(model: nn.Module) -> Runner:
     import onnxruntime
 
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model.cpu(), (torch.rand(1, 3, 32, 32),), buffer, dynamo=False, opset_version=17,
-                          input_names=["lq"], output_names=["sr"],
-                          dynamic_axes={"lq": {0: "n", 2: "h", 3: "w"}, "sr": {0: "n", 2: "H", 3: "W"}})
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
-    session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(onnx_bytes(model), options, providers=["CPUExecutionProvider"])
     return lambda x: torch.from_numpy(session.run(["sr"], {"lq": x.cpu().numpy()})[0])
 
 

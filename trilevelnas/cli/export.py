@@ -22,7 +22,8 @@ import torch
 
 from . import ArgumentParser
 from ..errors import UserError
-from ..fileio import check_writable_file, replacing
+from ..fileio import atomic_write, check_writable_file, replacing
+from ..runners import onnx_bytes
 from ..inference import load_model_file
 
 __all__ = ["main", "export_onnx", "export_torchscript", "check_export", "export_memory", "MIN_OPSET",
@@ -139,17 +140,11 @@ def export_onnx(model, path: str, *, opset: int = 17, size: int = 32) -> None:
     """
     _check_opset(opset)
     _require("onnx", "--format onnx")
-    example = torch.rand(1, 3, size, size)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=DeprecationWarning)
-        with replacing(path) as tmp:
-            torch.onnx.export(model, (example,), tmp, dynamo=False, opset_version=opset,
-                              input_names=["lq"], output_names=["sr"],
-                              dynamic_axes={"lq": {0: "batch", 2: "height", 3: "width"},
-                                            "sr": {0: "batch", 2: "out_height", 3: "out_width"}})
-            import onnx
+    data = onnx_bytes(model, opset=opset, size=size)
+    import onnx
 
-            onnx.checker.check_model(onnx.load(tmp))
+    onnx.checker.check_model(onnx.load_from_string(data))
+    atomic_write(path, lambda f: f.write(data))
 
 
 def export_torchscript(model, path: str, *, size: int = 32) -> None:

@@ -94,6 +94,11 @@ def lr_patch(hr: np.ndarray, top: int, left: int, lq_patch: int, scale: int) -> 
     return small[ty:ty + lq_patch, tx:tx + lq_patch]
 
 
+def _max_value(raw: np.ndarray) -> int:
+    """The largest value of an integer image's dtype (uint16 or uint8)."""
+    return 65535 if raw.dtype == np.uint16 else 255
+
+
 def _quantize(img: np.ndarray, max_value: int) -> np.ndarray:
     return (np.clip(np.round(img.astype(np.float64) * max_value), 0, max_value) / max_value).astype(np.float32)
 
@@ -175,6 +180,7 @@ class _HRSource(_SRBase):
         self.quantize = bool(quantize)
         self._lr_cache: dict[int, np.ndarray] = {}
         self._lr_cached_bytes = 0
+        self._lr_over_budget: set[int] = set()  # images whose LR did not fit: crops resized from HR
         self.lr_cache_bytes = LR_CACHE_BYTES  #: this data set's budget of kept LR images
         for name, (h, w) in zip(self.names, sizes):
             self._check_size(name, h, w)
@@ -214,23 +220,22 @@ class _HRSource(_SRBase):
         if lr is None:
             lr = imresize(to_float(raw), 1.0 / self.scale)
             if self.quantize:
-                lr = _quantize(lr, 65535 if raw.dtype == np.uint16 else 255)
+                lr = _quantize(lr, _max_value(raw))
             if self._lr_cached_bytes + lr.nbytes <= self.lr_cache_bytes:
                 self._lr_cache[index] = lr
                 self._lr_cached_bytes += lr.nbytes
+            else:
+                self._lr_over_budget.add(index)
         return lr
 
     def _lr_crop(self, index: int, raw: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
         """The ``size`` square at LR ``(top, left)`` of image ``index``'s LR image: cut from the
         kept LR image, or (past the cache's budget) resized from an HR window (:func:`lr_patch`,
         the same values)."""
-        if index not in self._lr_cache and self._lr_cached_bytes < self.lr_cache_bytes:
-            self._whole_lr(index, raw)
-        lr = self._lr_cache.get(index)
-        if lr is not None:
-            return lr[top:top + size, left:left + size].copy()
+        if index not in self._lr_over_budget:
+            return self._whole_lr(index, raw)[top:top + size, left:left + size].copy()
         lq = lr_patch(to_float(raw), top, left, size, self.scale)
-        return _quantize(lq, 65535 if raw.dtype == np.uint16 else 255) if self.quantize else lq
+        return _quantize(lq, _max_value(raw)) if self.quantize else lq
 
     def lr_image(self, index: int) -> np.ndarray:
         index %= len(self.names)
