@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from trilevelnas.cli import run_main, search
@@ -65,14 +66,15 @@ class _Killed(Exception):
     pass
 
 
-def test_interrupted_in_the_training_phase_resumes_exactly(tmp_path, monkeypatch):
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_interrupted_in_the_training_phase_resumes_exactly(tmp_path, monkeypatch, ema):
     from trilevelnas.training import build_config
     from trilevelnas.training import checkpoint as ckpt
     from trilevelnas.training.search_run import SearchRun
     from trilevelnas.training.distributed import DistContext
 
     sets = ["pretrain.steps=1", "search.steps=2", "train.steps=20", "run.checkpoint_every=5",
-            "data.val_max_images=1"]
+            "data.val_max_images=1", f"train.ema={ema}"]
 
     def pipeline(out, resume=None):
         cfg = build_config("smoke", sets=sets)
@@ -105,6 +107,11 @@ def test_interrupted_in_the_training_phase_resumes_exactly(tmp_path, monkeypatch
     resumed.run()
     for (k, a), b in zip(ref.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), k
+    assert (state.weights.ema is not None) == (ema > 0)
+    if ema:  # the weight average, restored from the checkpoint, ends where the uninterrupted one does
+        for (k, a), b in zip(ref.ema.module.state_dict().items(), resumed.ema.module.state_dict().values()):
+            assert torch.equal(a, b), k
+        assert not torch.equal(next(ref.ema.module.parameters()), next(ref.model.parameters()))
 
 
 # -- #24: everything a run writes resumes exactly, and what resumes is checked ----------------------

@@ -99,6 +99,7 @@ SCHEMA = {
     "arch": ("a dict of tensors", lambda v: v is None or _tensor_dict(v)),
     "architecture": ("a dict or null", _optional(_dict)),
     "model": ("a dict of tensors or null", _optional(_tensor_dict)),
+    "model_ema": ("a dict of tensors or null", _optional(_tensor_dict)),
     "optimizers": ("a dict", lambda v: v is None or _dict(v)),
     "history": ("a list of dicts", lambda v: v is None or (isinstance(v, list) and all(map(_dict, v)))),
     "val": ("a dict", lambda v: v is None or _dict(v)),
@@ -171,11 +172,13 @@ class Meta:
 
 @dataclass
 class Weights:
-    """The derived network: its ``architecture`` (a dict; None before the search derived it) and
-    its state dict ``model`` (None before it is built)."""
+    """The derived network: its ``architecture`` (a dict; None before the search derived it), its
+    state dict ``model`` (None before it is built) and that of its weight average ``ema`` (None
+    without ``train.ema`` or before the train phase)."""
 
     architecture: dict | None = None
     model: dict | None = None
+    ema: dict | None = None
 
 
 @dataclass
@@ -242,7 +245,8 @@ class Checkpoint:
         m, w, o, s, sc = self.meta, self.weights, self.optimizers, self.search, self.schedule
         d = {"version": self.version, "program": m.program, "config": m.config,
              "supernet_config": s.supernet_config, "supernet": s.supernet, "arch": s.arch,
-             "architecture": w.architecture, "model": w.model, "optimizers": o.states, "optimizer_phase": o.phase,
+             "architecture": w.architecture, "model": w.model, "model_ema": w.ema,
+             "optimizers": o.states, "optimizer_phase": o.phase,
              "history": s.history, "val": m.val, "one_hot": s.one_hot, "best_val": m.best_val,
              "decisions": s.decisions, "data": m.data}
         if m.program == "train":
@@ -260,7 +264,7 @@ class Checkpoint:
         return cls(
             meta=Meta(d["program"], d["config"], d.get("data"), dict(d.get("val") or {}), d.get("best_val"),
                       d.get("init")),
-            weights=Weights(d.get("architecture"), d.get("model")),
+            weights=Weights(d.get("architecture"), d.get("model"), d.get("model_ema")),
             optimizers=Optimizers(d.get("optimizers") or {}, d.get("optimizer_phase", "")),
             schedule=Schedule(loop["phase"], loop["step"], loop["global_step"], list(loop["done"]),
                               dict(loop["timing"]), {str(k): [float(x) for x in v]

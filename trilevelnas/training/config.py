@@ -162,6 +162,8 @@ class TrainConfig(PhaseConfig):
     # visual objective: perceptual fine-tuning after the content phase
     finetune_steps: int = setting(0, integer(ge=0, note="0: no fine-tuning"))
     finetune_milestones: list[int] = setting([], list_of(_STEP, increasing=True, at_most="finetune_steps"))
+    # decay of the weight average validated, scored and saved (BasicSR's ema_decay, 0.999)
+    ema: float = setting(0.0, number(ge=0, lt=1, note="0: the last iterate, no average"))
 
 
 @dataclass

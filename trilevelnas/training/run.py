@@ -23,6 +23,7 @@ from . import checkpoint as ckpt
 from . import components as comp
 from .config import Config, PhaseConfig
 from .distributed import DistContext, barrier, unwrap, wrap
+from .ema import WeightAverage
 from .logging import RunLog
 from .loop import Loop
 
@@ -48,6 +49,10 @@ class Run:
         torch.set_num_threads(min(cfg.run.threads or available_cores(), available_cores()))
         self.model: nn.Module | None = None
         self.net: nn.Module | None = None  # what the current phase runs (maybe DDP-wrapped)
+        #: the weight average of :attr:`model` (``train.ema`` > 0, from the train phase on): what
+        #: is validated, scored and saved
+        self.ema: WeightAverage | None = None
+        self._pending_ema: dict | None = None  # the checkpoint's average, loaded in _setup_phase
         self.opt_w = self.sched_w = None
         self.last_val: dict = {}
         self.best_val: dict | None = None  # the best validation during training (model_best.pt)
@@ -72,7 +77,7 @@ class Run:
     # -- state ------------------------------------------------------------------------------
     def _live_modules(self) -> list[nn.Module]:
         """The networks whose weights must be finite for a checkpoint to be written."""
-        return [self.model] if self.model is not None else []
+        return [m for m in (self.model, self.ema.module if self.ema else None) if m is not None]
 
     def _optimizer_states(self) -> dict:
         """The optimisers' states of the current phase, by checkpoint key."""
@@ -85,7 +90,8 @@ class Run:
         return ckpt.Checkpoint(
             meta=ckpt.Meta(self.program, self.cfg.to_dict(), self.data_digests, self.last_val, self.best_val),
             weights=ckpt.Weights(self.arch.to_dict() if self.arch is not None else None,
-                                 self.model.state_dict() if self.model is not None else None),
+                                 self.model.state_dict() if self.model is not None else None,
+                                 self.ema.module.state_dict() if self.ema is not None else None),
             optimizers=ckpt.Optimizers(self._optimizer_states(), self.loop.state.phase))
 
     def _save_checkpoint(self) -> None:
@@ -113,6 +119,7 @@ class Run:
                 raise InputFileError(f"checkpoint {path!r} holds a network's weights but no 'architecture'")
             self.model = build(self.arch).to(self.device)
             load_weights(self.model, state.weights.model, path, "model")
+        self._pending_ema = state.weights.ema
         if at.phase not in at.done:
             self._pending_optim = state.optimizers.states
         ckpt.set_rng_state(state.rng)
@@ -133,8 +140,24 @@ class Run:
             self.model.to(memory_format=torch.channels_last)
             self._input_format = torch.channels_last
         self.net = wrap(self.model, self.ctx, self.device)
+        self._setup_average()
         self._new_weight_optimizer([p for p in self.model.parameters() if p.requires_grad], cfg.train, milestones)
         self._load_pending_optim(name)
+
+    def _setup_average(self) -> None:
+        """Start the weight average (``train.ema`` > 0) as a copy of :attr:`model`, or continue the
+        checkpoint's; it carries on through the finetune phase."""
+        pending, self._pending_ema = self._pending_ema, None
+        if self.cfg.train.ema <= 0 or self.ema is not None:
+            return
+        self.ema = WeightAverage(self.model, self.cfg.train.ema)
+        if pending is not None:
+            load_weights(self.ema.module, pending, os.path.join(self.out_dir, "checkpoint.pt"), "model_ema")
+
+    def delivered(self) -> nn.Module:
+        """The network the run validates, scores and saves: the weight average when there is one,
+        else the trained network."""
+        return self.ema.module if self.ema is not None else unwrap(self.net if self.net is not None else self.model)
 
     def _new_weight_optimizer(self, params: list, section: PhaseConfig, milestones) -> None:
         """:attr:`opt_w` (Adam) and :attr:`sched_w` (step decay at ``milestones``) for ``params``."""
@@ -192,6 +215,8 @@ class Run:
         def step(t: int) -> dict:
             out = self._weight_step(self.train_full, phase, t, objective)
             self.sched_w.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
             out["lr"] = self.opt_w.param_groups[0]["lr"]
             return out
         return step
@@ -200,13 +225,13 @@ class Run:
         """Validate the network being trained; a new best PSNR-Y is saved as ``model_best.pt``."""
         if not self.ctx.is_main:
             return {}
-        self.last_val = comp.validate(unwrap(self.net), self.val_set, self.cfg.data.scale, self.device)
+        self.last_val = comp.validate(self.delivered(), self.val_set, self.cfg.data.scale, self.device)
         psnr = self.last_val.get("psnr_y")
         if psnr is not None and math.isfinite(psnr) and (self.best_val is None or psnr > self.best_val["psnr_y"]):
             from ..models import save_model
 
             self.best_val = {"psnr_y": float(psnr), "phase": self.loop.state.phase, "step": self.loop.state.step}
-            save_model(unwrap(self.net), os.path.join(self.out_dir, "model_best.pt"), meta=dict(self.best_val))
+            save_model(self.delivered(), os.path.join(self.out_dir, "model_best.pt"), meta=dict(self.best_val))
         return dict(self.last_val)
 
     def _train_phases(self, do_train: bool) -> bool:
@@ -268,7 +293,7 @@ class Run:
         program's own entries; ``history``: the architecture parameters to plot (the search's)."""
         from .. import profile
 
-        model = self.model.eval()
+        model = self.delivered().eval()
         val = comp.validate(model, self.val_set, self.cfg.data.scale, self.device) if self.ctx.is_main else {}
         prof = profile(model) if self.ctx.is_main else {}
         timing = self.loop.state.timing
@@ -288,6 +313,9 @@ class Run:
             "trained": trained,
             "train_init": self._train_init(),
         }
+        if self.ema is not None and self.ctx.is_main:
+            last = comp.validate(self.model.eval(), self.val_set, self.cfg.data.scale, self.device)
+            summary["weight_average"] = {"decay": self.ema.decay, "last_iterate_psnr_y": last.get("psnr_y")}
         if self.targets.teacher is not None and self.ctx.is_main:
             summary["teacher"] = comp.teacher_fidelity(self.cfg, model, self.targets.teacher, self.val_set,
                                                        self.device, os.path.join(self.out_dir, "fidelity.png"))

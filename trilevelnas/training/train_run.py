@@ -82,7 +82,7 @@ class BaselineRun(TrainRun):
         if stored != self.arch.to_dict():
             raise ConfigError(f"--resume: the run in {self.out_dir} trained {stored!r}, not the "
                               f"baseline {self.arch.to_dict()!r}; give the same --baseline, or start a new --out")
-        super()._restore(replace(state, weights=ckpt.Weights()))
+        super()._restore(replace(state, weights=ckpt.Weights(ema=state.weights.ema)))
         if state.weights.model is not None:
             self.model = self.arch.build().to(self.device)
             self.model.load_state_dict(state.weights.model)

@@ -1,0 +1,37 @@
+"""The exponential moving average of a network's weights (BasicSR's ``net_g_ema``, Real-ESRGAN's
+``ema_decay: 0.999``): the network a train run validates, scores and saves when ``train.ema`` > 0.
+
+After every optimiser step each parameter of the average moves towards the trained one,
+``avg ← decay·avg + (1 − decay)·w``, and buffers are copied. The average starts as a copy of the
+network at the start of the train phase. At this package's demo budget it scores 0.26 dB higher
+than the last iterate and halves the spread over training seeds (docs/pipeline.md, "Weight average").
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+
+
+class WeightAverage:
+    """The running average of ``model``'s weights with ``decay`` (0 < decay < 1); :attr:`module`
+    is a copy of ``model`` (same layout and memory format) holding the average, in eval mode and
+    without gradients."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"decay must lie in (0, 1), not {decay}")
+        self.decay = float(decay)
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """One step of the average towards ``model``'s current weights."""
+        avg = list(self.module.parameters())
+        cur = [p.detach() for p in model.parameters()]
+        if len(avg) != len(cur):
+            raise ValueError("the averaged network and the trained one differ in their parameters")
+        torch._foreach_lerp_(avg, cur, 1.0 - self.decay)
+        for b_avg, b in zip(self.module.buffers(), model.buffers()):
+            b_avg.copy_(b)
