@@ -103,6 +103,14 @@ def score(summary: dict, teacher: bool) -> float:
     return summary["teacher"]["student_vs_teacher"]["psnr_y"] if teacher else summary["psnr_y"]
 
 
+def last_iterate_score(summary: dict, teacher: bool) -> float | None:
+    """The score of the last iterate when the run scored its weight average (``train.ema``), else None."""
+    avg = summary.get("weight_average")
+    if avg is None:
+        return None
+    return avg.get("last_iterate_vs_teacher_psnr_y") if teacher else avg.get("last_iterate_psnr_y")
+
+
 def supernet_estimates(search_out: str, archs: list, cfg) -> list[float]:
     """The seed-0 supernet's PSNR-Y estimate of each architecture: extracted at ρ = 1 with its
     inherited weights, untrained, on the validation images."""
@@ -186,7 +194,9 @@ def main(argv=None) -> int:
                      "params": s["params"], "gflops": s["gflops"], "score": score(s, bool(args.teacher)),
                      "psnr_y_vs_hr": s["psnr_y"], "bicubic": (s["teacher"]["bicubic_vs_teacher"]["psnr_y"]
                                                              if args.teacher else s["bicubic_psnr_y"]),
-                     "undecided": (s.get("decisions") or {}).get("undecided")})
+                     "undecided": (s.get("decisions") or {}).get("undecided"),
+                     "last_iterate": last_iterate_score(s, bool(args.teacher)),
+                     "architecture": s.get("architecture")})
     ranked = sorted(rows, key=lambda r: -r["score"])
     for i, r in enumerate(ranked):
         r["rank"] = i + 1
@@ -197,6 +207,13 @@ def main(argv=None) -> int:
             groups[g] = {"n": len(vals), "mean": statistics.mean(vals),
                          "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
                          "median": statistics.median(vals), "best": max(vals)}
+    last_groups = {}  # the same statistics for the last iterates, when the weight average was scored
+    for g in groups:
+        vals = [r["last_iterate"] for r in rows if r["group"] == g and r["last_iterate"] is not None]
+        if len(vals) == groups[g]["n"]:
+            last_groups[g] = {"n": len(vals), "mean": statistics.mean(vals),
+                              "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+                              "median": statistics.median(vals), "best": max(vals)}
     search_out = jobs[0][3]
     estimates = supernet_estimates(search_out, randoms, cfg) if randoms else []
     alone = [r["score"] for r in rows if r["group"] == "random"]
@@ -209,6 +226,7 @@ def main(argv=None) -> int:
     result = {"preset": args.preset, "target_gflops": args.gflops, "supervision": "teacher" if args.teacher else "hr",
               "teacher": args.teacher, "train_steps": steps, "seeds": args.seeds, "groups": groups,
               "kendall_tau": tau, "supernet_estimates": estimates, **verdict,
+              "ema": cfg.train.ema, "last_iterate_groups": last_groups,
               "wall_seconds": time.time() - t0, "rows": ranked}
     results = os.path.join(HERE, "results")
     write_json(result, os.path.join(results, f"search_quality_{tag}.json"))
@@ -219,18 +237,26 @@ def main(argv=None) -> int:
              f"--seeds {args.seeds} --random {args.random}{' --teacher T' if args.teacher else ''}"
              f"{' --also-scratch' if args.also_scratch else ''}` — every "
              f"network trained {steps} steps, one thread each; score: {metric} on the held-out validation "
-             "images.", "",
+             f"images{f', of the weight average (train.ema = {cfg.train.ema:g})' if cfg.train.ema else ''}.", "",
              "| group | n | mean ± std | median | best |", "|---|---|---|---|---|"]
     for g, v in groups.items():
         lines.append(f"| {g} | {v['n']} | {v['mean']:.3f} ± {v['std']:.3f} | {v['median']:.3f} | {v['best']:.3f} |")
+    if last_groups:
+        lines += ["", "The last iterates of the same runs (no weight average):", "",
+                  "| group | n | mean ± std | median | best |", "|---|---|---|---|---|"]
+        for g, v in last_groups.items():
+            lines.append(f"| {g} | {v['n']} | {v['mean']:.3f} ± {v['std']:.3f} | {v['median']:.3f} | {v['best']:.3f} |")
     lines += ["", f"Searched mean beats the random median: **{verdict['beats_random_median']}**; beats every "
               f"baseline of ≤ its cost: **{verdict['beats_every_baseline']}**. Kendall τ between the seed-0 "
               f"supernet's estimate and the stand-alone score of the random architectures: "
               f"{'n/a' if tau is None else f'{tau:.3f}'}.", "",
-              "| rank | name | path | params | GFLOPs | score | vs HR | undecided |", "|---|---|---|---|---|---|---|---|"]
+              "| rank | name | path | params | GFLOPs | score | last iterate | vs HR | undecided |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in ranked:
+        last = f"{r['last_iterate']:.3f}" if r["last_iterate"] is not None else ""
         lines.append(f"| {r['rank']} | {r['name']} | {r['path']} | {r['params']:,} | {r['gflops']:.3f} | "
-                     f"{r['score']:.3f} | {r['psnr_y_vs_hr']:.3f} | {r['undecided'] if r['undecided'] is not None else ''} |")
+                     f"{r['score']:.3f} | {last} | {r['psnr_y_vs_hr']:.3f} | "
+                     f"{r['undecided'] if r['undecided'] is not None else ''} |")
     write_text("\n".join(lines) + "\n", os.path.join(results, f"search_quality_{tag}.md"))
     _plot(rows, os.path.join(results, f"search_quality_{tag}.png"), metric, args.gflops)
     print("\n".join(lines))

@@ -319,6 +319,9 @@ class Run:
         if self.targets.teacher is not None and self.ctx.is_main:
             summary["teacher"] = comp.teacher_fidelity(self.cfg, model, self.targets.teacher, self.val_set,
                                                        self.device, os.path.join(self.out_dir, "fidelity.png"))
+            if self.ema is not None:
+                summary["weight_average"]["last_iterate_vs_teacher_psnr_y"] = comp.teacher_fidelity(
+                    self.cfg, self.model, self.targets.teacher, self.val_set, self.device)["student_vs_teacher"]["psnr_y"]
         summary.update(extra or {})
         if self.best_val is not None:
             summary["best_val"] = self.best_val
