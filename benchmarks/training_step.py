@@ -15,8 +15,9 @@ Providers, each timed for ``--steps`` steps per round, rounds interleaved (media
   from its HR window (what this package's data sets did before they kept LR images; BasicSR's
   on-the-fly degradation does the same);
 * ``plain``: the same loop over the package's data set as it is (LR images kept, crops sliced);
-* ``trainer``: the train program's own step (:class:`trilevelnas.training.train_run.TrainRun`,
-  seeded data and noise streams, finite-loss check, gradient clipping setting, LR schedule);
+* ``trainer``: the train program's own step (:class:`trilevelnas.training.train_run.TrainRun`
+  with the demo preset: seeded data and noise streams, finite-loss check, gradient clipping
+  setting, the fused Adam, LR schedule, the weight average's update);
 * ``trainer-channels-last``: the same with ``run.channels_last=true``.
 
 Writes ``benchmarks/results/training_step-<device>.{md,json}``.
@@ -80,7 +81,7 @@ def plain_step(arch, keep_lr: bool, device: torch.device):
 
 def step_shares(arch, device: torch.device, steps: int = 200) -> dict:
     """Seconds per step spent in data (sampling, cropping, stacking), forward (with the L1 loss),
-    backward and the Adam update, in the trainer's layout (kept LR images, channels-last), each
+    backward and the Adam update, in the trainer's layout (kept LR images, channels-last, fused Adam), each
     phase timed on its own over ``steps`` steps (median of 5 blocks)."""
     from trilevelnas.data import EmbeddedDataset
     from trilevelnas.models import build
@@ -88,7 +89,7 @@ def step_shares(arch, device: torch.device, steps: int = 200) -> dict:
     data = EmbeddedDataset("train", scale=4, patch_size=PATCH, augment=True, seed=0)
     torch.manual_seed(0)
     model = build(arch).to(device).train().to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3, fused=True)
     shares = {k: [] for k in ("data", "forward", "backward", "optimizer")}
     for block in range(6):
         acc = dict.fromkeys(shares, 0.0)

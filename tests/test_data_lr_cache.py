@@ -45,10 +45,12 @@ def test_budget_keeps_some_images_and_resizes_the_rest(monkeypatch):
     assert ds._lr_over_budget == set(range(1, len(ds)))  # each resized whole once, then by windows
 
 
-def test_items_do_not_alias_the_kept_images():
-    ds = EmbeddedDataset("train", scale=4, patch_size=64, seed=2)
-    item = ds[0]
+@pytest.mark.parametrize("augment", [False, True])
+def test_items_do_not_alias_the_kept_images(augment):
+    ds = EmbeddedDataset("train", scale=4, patch_size=64, seed=2, augment=augment)
+    items = [ds[0] for _ in range(8)]  # with augment: several of the 8 flips and transposes
     kept = ds._lr_cache[0].copy()
-    item["lq"].fill_(7.0)
+    for item in items:
+        item["lq"].fill_(7.0)
     ds.lr_image(0)[:] = 9.0
     assert np.array_equal(ds._lr_cache[0], kept)

@@ -120,7 +120,7 @@ def _sample_checkpoint(program="search") -> ckpt.Checkpoint:
     return ckpt.Checkpoint(
         ckpt.Meta(program, {"run": {"seed": 1}}, data={"train": {"a": "00"}, "val": {}}, val={"psnr_y": 20.5},
                   best_val={"psnr_y": 21.0}, init={"file": "x.pt"} if program == "train" else None),
-        ckpt.Weights({"cells": []}, {"w": torch.arange(3.0)}),
+        ckpt.Weights({"cells": []}, {"w": torch.arange(3.0)}, {"w": torch.ones(3)}),
         ckpt.Optimizers({"weights": {"state": {}}}, "search"),
         ckpt.Schedule("search", 3, 15, ["pretrain"], {"pretrain": 1.5, "search": 0.25}, {"loss": [0.5, 0.25]},
                       {"columns": ["loss"], "rows": [{"loss": "0.5"}]}),
@@ -138,6 +138,7 @@ def test_checkpoint_round_trips_through_its_sections(tmp_path):
     assert back.version == ckpt.VERSION and back.meta == state.meta and back.schedule == state.schedule
     assert back.optimizers == state.optimizers and back.weights.architecture == state.weights.architecture
     assert torch.equal(back.weights.model["w"], state.weights.model["w"])
+    assert torch.equal(back.weights.ema["w"], state.weights.ema["w"])
     s, b = state.search, back.search
     assert (b.supernet_config, b.history, b.one_hot, b.decisions) == (s.supernet_config, s.history, s.one_hot, s.decisions)
     assert torch.equal(b.supernet["s"], s.supernet["s"]) and torch.equal(b.arch["alpha"], s.arch["alpha"])
@@ -145,7 +146,7 @@ def test_checkpoint_round_trips_through_its_sections(tmp_path):
     # the on-disk layout of version 2: flat keys, sealed with the content digest; "init" in train checkpoints only
     on_disk = list(torch.load(path, weights_only=True))
     assert on_disk == ["version", "program", "config", "supernet_config", "supernet", "arch", "architecture", "model",
-                       "optimizers", "optimizer_phase", "history", "val", "one_hot", "best_val", "decisions", "data",
+                       "model_ema", "optimizers", "optimizer_phase", "history", "val", "one_hot", "best_val", "decisions", "data",
                        "loop", "rng", "sha256"]
     _sample_checkpoint("train").save(path)
     assert "init" in torch.load(path, weights_only=True) and ckpt.read(path).meta.init == {"file": "x.pt"}
@@ -168,6 +169,22 @@ def test_rng_state_round_trip():
     ckpt.set_rng_state(state)
     b = (random.random(), np.random.rand(), torch.rand(2))
     assert a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2])
+
+
+@pytest.mark.parametrize("accelerator", [False, True])
+def test_seed_all_draws_what_the_framework_seeds_draw(monkeypatch, accelerator):
+    """seed_all seeds the CPU generator alone when no accelerator exists (torch.manual_seed would
+    queue a lazy CUDA seeding that formats the stack on every call); the draws are the same."""
+    monkeypatch.setattr(ckpt, "_has_accelerator", lambda: accelerator)
+    for seed in (0, 7, 2 ** 62 + 3):
+        ckpt.seed_all(seed)
+        ours = (torch.rand(5), torch.randint(100, (4,)), np.random.rand(3), random.random())
+        random.seed(seed)
+        np.random.seed(seed % 2 ** 32)
+        torch.manual_seed(seed)
+        ref = (torch.rand(5), torch.randint(100, (4,)), np.random.rand(3), random.random())
+        assert torch.equal(ours[0], ref[0]) and torch.equal(ours[1], ref[1])
+        assert np.array_equal(ours[2], ref[2]) and ours[3] == ref[3]
 
 
 def test_step_seed_is_a_function_of_its_keys():

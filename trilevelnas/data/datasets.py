@@ -163,7 +163,7 @@ class _SRBase(Dataset):
     def _finish(self, gt: np.ndarray, lq: np.ndarray, name: str, teacher: np.ndarray | None = None) -> dict:
         images = [gt, lq] if teacher is None else [gt, lq, teacher]
         if self.augment:  # the same draws with or without a teacher crop: one transform for all
-            images = _augment(images, hflip=True, rotation=True, rng=self._rng)
+            images = _augment(images, hflip=True, rotation=True, rng=self._rng, copy=False)
         item = {"lq": image_to_tensor(images[1]), "gt": image_to_tensor(images[0]), "name": name}
         if teacher is not None:
             item["teacher"] = image_to_tensor(images[2])
@@ -231,9 +231,9 @@ class _HRSource(_SRBase):
     def _lr_crop(self, index: int, raw: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
         """The ``size`` square at LR ``(top, left)`` of image ``index``'s LR image: cut from the
         kept LR image, or (past the cache's budget) resized from an HR window (:func:`lr_patch`,
-        the same values)."""
+        the same values). A slice of the kept image is a view: the item's tensors are copies."""
         if index not in self._lr_over_budget:
-            return self._whole_lr(index, raw)[top:top + size, left:left + size].copy()
+            return self._whole_lr(index, raw)[top:top + size, left:left + size]
         lq = lr_patch(to_float(raw), top, left, size, self.scale)
         return _quantize(lq, _max_value(raw)) if self.quantize else lq
 

@@ -304,8 +304,9 @@ def scan_images(root, skip_bad: bool = False, recursive: bool = False) -> list[s
 
 def to_float(arr: np.ndarray) -> np.ndarray:
     """uint8/uint16 → float32 in [0, 1]."""
-    scale = 65535.0 if arr.dtype == np.uint16 else 255.0
-    return arr.astype(np.float32) / np.float32(scale)
+    out = arr.astype(np.float32)
+    out /= np.float32(65535.0 if arr.dtype == np.uint16 else 255.0)
+    return out
 
 
 def from_float(arr: np.ndarray, dtype=np.uint8) -> np.ndarray:
@@ -319,7 +320,9 @@ def image_to_tensor(arr: np.ndarray) -> torch.Tensor:
     """``HxWxC`` (uint8/uint16 or float in [0, 1]) → float32 tensor ``CxHxW`` in [0, 1]."""
     if np.issubdtype(arr.dtype, np.integer):
         arr = to_float(arr)
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32))
+    chw = arr.transpose(2, 0, 1)
+    # always a copy: the array may be a view of a kept image
+    return torch.from_numpy(np.array(chw, dtype=np.float32, order="C", copy=True))
 
 
 def tensor_to_image(tensor: torch.Tensor, dtype=np.uint8) -> np.ndarray:

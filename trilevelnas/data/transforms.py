@@ -52,11 +52,12 @@ def paired_random_crop(gt: np.ndarray, lq: np.ndarray, gt_patch_size: int, scale
 
 
 def augment(imgs: Sequence[np.ndarray], hflip: bool = True, rotation: bool = True,
-            rng=None) -> list[np.ndarray]:
+            rng=None, copy: bool = True) -> list[np.ndarray]:
     """Apply the same random flips / 90° rotation to every image (BasicSR's ``augment``).
 
     Draws three coin flips: horizontal flip (if ``hflip``), vertical flip and transpose (if
-    ``rotation``); together they give all 8 dihedral transforms. Returns contiguous copies.
+    ``rotation``); together they give all 8 dihedral transforms. Returns contiguous copies, or
+    with ``copy=False`` views of the inputs (for a caller that copies them next anyway).
     """
     rng = rng or _random
     do_h = hflip and rng.random() < 0.5
@@ -70,5 +71,5 @@ def augment(imgs: Sequence[np.ndarray], hflip: bool = True, rotation: bool = Tru
             img = img[::-1, :, ...]
         if do_t:
             img = img.swapaxes(0, 1)
-        out.append(np.ascontiguousarray(img))
+        out.append(np.ascontiguousarray(img) if copy else img)
     return out

@@ -24,14 +24,19 @@ class WeightAverage:
             raise ValueError(f"decay must lie in (0, 1), not {decay}")
         self.decay = float(decay)
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self._avg = (list(self.module.parameters()), list(self.module.buffers()))
+        self._source: tuple[nn.Module, list, list] | None = None  # the last model averaged, its tensors
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        """One step of the average towards ``model``'s current weights."""
-        avg = list(self.module.parameters())
-        cur = [p.detach() for p in model.parameters()]
-        if len(avg) != len(cur):
-            raise ValueError("the averaged network and the trained one differ in their parameters")
-        torch._foreach_lerp_(avg, cur, 1.0 - self.decay)
-        for b_avg, b in zip(self.module.buffers(), model.buffers()):
+        """One step of the average towards ``model``'s current weights (its parameter and buffer
+        lists are gathered once per model: walking the module tree costs more than the update)."""
+        if self._source is None or self._source[0] is not model:
+            params, buffers = list(model.parameters()), list(model.buffers())
+            if len(params) != len(self._avg[0]) or len(buffers) != len(self._avg[1]):
+                raise ValueError("the averaged network and the trained one differ in their parameters")
+            self._source = (model, params, buffers)
+        _, params, buffers = self._source
+        torch._foreach_lerp_(self._avg[0], params, 1.0 - self.decay)
+        for b_avg, b in zip(self._avg[1], buffers):
             b_avg.copy_(b)

@@ -28,9 +28,14 @@ from .logging import RunLog
 from .loop import Loop
 
 
-def adam(params, section) -> torch.optim.Adam:
-    """Adam on ``params`` with the ``lr``, ``betas`` and ``weight_decay`` of a phase ``section``."""
-    return torch.optim.Adam(params, lr=section.lr, betas=tuple(section.betas), weight_decay=section.weight_decay)
+def adam(params, section, fused: bool = False) -> torch.optim.Adam:
+    """Adam on ``params`` with the ``lr``, ``betas`` and ``weight_decay`` of a phase ``section``;
+    ``fused``: PyTorch's fused kernel (one pass over all parameters; the same update to float
+    rounding) where every parameter lives on a CPU or CUDA device."""
+    params = list(params)
+    fused = fused and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return torch.optim.Adam(params, lr=section.lr, betas=tuple(section.betas), weight_decay=section.weight_decay,
+                            fused=fused or None)
 
 
 class Run:
@@ -141,7 +146,8 @@ class Run:
             self._input_format = torch.channels_last
         self.net = wrap(self.model, self.ctx, self.device)
         self._setup_average()
-        self._new_weight_optimizer([p for p in self.model.parameters() if p.requires_grad], cfg.train, milestones)
+        self._new_weight_optimizer([p for p in self.model.parameters() if p.requires_grad], cfg.train, milestones,
+                                   fused=True)
         self._load_pending_optim(name)
 
     def _setup_average(self) -> None:
@@ -159,9 +165,11 @@ class Run:
         else the trained network."""
         return self.ema.module if self.ema is not None else unwrap(self.net if self.net is not None else self.model)
 
-    def _new_weight_optimizer(self, params: list, section: PhaseConfig, milestones) -> None:
-        """:attr:`opt_w` (Adam) and :attr:`sched_w` (step decay at ``milestones``) for ``params``."""
-        self.opt_w = adam(params, section)
+    def _new_weight_optimizer(self, params: list, section: PhaseConfig, milestones, fused: bool = False) -> None:
+        """:attr:`opt_w` (Adam, ``fused`` as :func:`adam` says) and :attr:`sched_w` (step decay at
+        ``milestones``) for ``params``. The derived network's phases use the fused Adam: 0.08 ms
+        against 0.29 ms per update at 48 K parameters on 2 CPU cores (docs/pipeline.md)."""
+        self.opt_w = adam(params, section, fused)
         self.sched_w = torch.optim.lr_scheduler.MultiStepLR(self.opt_w, milestones=list(milestones),
                                                             gamma=section.lr_decay)
 
