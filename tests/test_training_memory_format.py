@@ -49,3 +49,27 @@ def test_channels_last_weights_load_into_a_contiguous_network(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(net.eval()(x), run.model.eval()(x), rtol=1e-5, atol=1e-6)
     assert isinstance(net, fresh)
+
+
+def test_the_derived_networks_adam_is_fused_and_updates_as_the_default_to_rounding(tmp_path):
+    from trilevelnas.training.run import adam
+
+    cfg = build_config("smoke", sets=["train.steps=2", "data.val_max_images=1"])
+    arch = Architecture(backbone="B", path=[0, 1], cells=[[["conv3x3", 8]] * 4 + [["conv3x3", 8]]], channels=8, scale=4)
+    run = TrainRun(cfg, str(tmp_path), DistContext(), torch.device("cpu"), arch, progress=False)
+    run._setup_phase("train")
+    assert run.opt_w.param_groups[0]["fused"] is True
+
+    torch.manual_seed(3)
+    ref = [torch.nn.Parameter(torch.randn(n)) for n in (5, 300, 7)]
+    ours = [torch.nn.Parameter(p.detach().clone()) for p in ref]
+    opt_ref, opt_ours = torch.optim.Adam(ref, lr=cfg.train.lr), adam(ours, cfg.train, fused=True)
+    assert opt_ours.param_groups[0]["fused"] is True
+    for _ in range(10):  # fresh gradients each step
+        for a, b in zip(ref, ours):
+            a.grad = torch.randn_like(a)
+            b.grad = a.grad.clone()
+        opt_ref.step()
+        opt_ours.step()
+    for a, b in zip(ref, ours):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)
