@@ -124,6 +124,27 @@ def supernet_estimates(search_out: str, archs: list, cfg) -> list[float]:
                           cfg.data.scale, torch.device("cpu"))["psnr_y"] for a in archs]
 
 
+def cost_adjusted(rows: list[dict]) -> dict | None:
+    """The score each group would have at equal cost: the random group's least-squares line of
+    score on GFLOPs (``slope`` dB per GFLOP), each row's ``residual`` from it (set on the rows),
+    the random residuals' std, and the mean residual of every other group. None with fewer than
+    three random rows."""
+    import numpy as np
+
+    rand = [r for r in rows if r["group"] == "random"]
+    if len(rand) < 3:
+        return None
+    x = np.array([r["gflops"] for r in rand])
+    y = np.array([r["score"] for r in rand])
+    slope, intercept = np.polyfit(x, y, 1)
+    for r in rows:
+        r["residual"] = float(r["score"] - (slope * r["gflops"] + intercept))
+    groups = sorted({r["group"] for r in rows} - {"random"})
+    return {"slope_db_per_gflop": float(slope),
+            "random_residual_std": float(np.std([r["residual"] for r in rand], ddof=1)),
+            "mean_residual": {g: float(np.mean([r["residual"] for r in rows if r["group"] == g])) for g in groups}}
+
+
 def kendall_tau(a: list[float], b: list[float]) -> float:
     from scipy.stats import kendalltau
 
@@ -219,6 +240,7 @@ def main(argv=None) -> int:
     alone = [r["score"] for r in rows if r["group"] == "random"]
     tau = kendall_tau(estimates, alone) if len(estimates) > 1 else None
     searched_mean = groups["searched"]["mean"]
+    adjusted = cost_adjusted(rows)
     verdict = {
         "beats_random_median": searched_mean > groups.get("random", {}).get("median", float("-inf")),
         "beats_every_baseline": all(searched_mean > r["score"] for r in rows if r["group"] == "baseline"),
@@ -226,7 +248,7 @@ def main(argv=None) -> int:
     result = {"preset": args.preset, "target_gflops": args.gflops, "supervision": "teacher" if args.teacher else "hr",
               "teacher": args.teacher, "train_steps": steps, "seeds": args.seeds, "groups": groups,
               "kendall_tau": tau, "supernet_estimates": estimates, **verdict,
-              "ema": cfg.train.ema, "last_iterate_groups": last_groups,
+              "ema": cfg.train.ema, "last_iterate_groups": last_groups, "cost_adjusted": adjusted,
               "wall_seconds": time.time() - t0, "rows": ranked}
     results = os.path.join(HERE, "results")
     write_json(result, os.path.join(results, f"search_quality_{tag}.json"))
@@ -249,13 +271,18 @@ def main(argv=None) -> int:
     lines += ["", f"Searched mean beats the random median: **{verdict['beats_random_median']}**; beats every "
               f"baseline of ≤ its cost: **{verdict['beats_every_baseline']}**. Kendall τ between the seed-0 "
               f"supernet's estimate and the stand-alone score of the random architectures: "
-              f"{'n/a' if tau is None else f'{tau:.3f}'}.", "",
-              "| rank | name | path | params | GFLOPs | score | last iterate | vs HR | undecided |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              f"{'n/a' if tau is None else f'{tau:.3f}'}.", ""]
+    if adjusted is not None:
+        lines += [f"At equal cost (the random group's line, {adjusted['slope_db_per_gflop']:+.3f} dB per GFLOP; "
+                  f"random residual std {adjusted['random_residual_std']:.3f} dB), mean residual: "
+                  + ", ".join(f"{g} {v:+.3f} dB" for g, v in adjusted["mean_residual"].items()) + ".", ""]
+    lines += ["| rank | name | path | params | GFLOPs | score | at equal cost | last iterate | vs HR | undecided |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in ranked:
         last = f"{r['last_iterate']:.3f}" if r["last_iterate"] is not None else ""
+        resid = f"{r['residual']:+.3f}" if "residual" in r else ""
         lines.append(f"| {r['rank']} | {r['name']} | {r['path']} | {r['params']:,} | {r['gflops']:.3f} | "
-                     f"{r['score']:.3f} | {last} | {r['psnr_y_vs_hr']:.3f} | "
+                     f"{r['score']:.3f} | {resid} | {last} | {r['psnr_y_vs_hr']:.3f} | "
                      f"{r['undecided'] if r['undecided'] is not None else ''} |")
     write_text("\n".join(lines) + "\n", os.path.join(results, f"search_quality_{tag}.md"))
     _plot(rows, os.path.join(results, f"search_quality_{tag}.png"), metric, args.gflops)
