@@ -1,7 +1,7 @@
 """Search quality, measured: does the searched network beat chance and the textbook at equal cost?
 
     python benchmarks/search_quality.py --gflops 3 [--preset demo] [--seeds 0,1,2] [--random 8]
-        [--teacher FILE] [--train-steps N] [--jobs 2] [--out runs/search_quality] [--set k=v ...]
+        [--teacher FILE] [--train-steps N] [--jobs 2] [--out runs/search_quality] [--set k=v ...] [--tag NAME]
 
 One cell of the comparison (one FLOPs target, one supervision), every network trained with the
 same budget (the preset's ``train.steps`` unless ``--train-steps``) and scored on the held-out
@@ -165,6 +165,8 @@ def main(argv=None) -> int:
                         "separates the architecture from the inherited weights")
     p.add_argument("--out", default=os.path.join("runs", "search_quality"))
     p.add_argument("--set", dest="sets", action="append", default=[])
+    p.add_argument("--tag", default="", help="a suffix naming a variant (e.g. one with --set search.steps=1600): "
+                                             "its runs' folder and result files")
     args = p.parse_args(argv)
 
     from trilevelnas.fileio import write_json, write_text
@@ -173,7 +175,7 @@ def main(argv=None) -> int:
 
     cfg = build_config(args.preset, sets=args.sets)
     steps = args.train_steps or cfg.train.steps
-    tag = f"{args.preset}_{args.gflops:g}g_{'teacher' if args.teacher else 'hr'}"
+    tag = f"{args.preset}_{args.gflops:g}g_{'teacher' if args.teacher else 'hr'}" + (f"_{args.tag}" if args.tag else "")
     root = os.path.join(args.out, tag)
     os.makedirs(root, exist_ok=True)
     common = ["--preset", args.preset, "--set", f"train.steps={steps}",
@@ -257,7 +259,8 @@ def main(argv=None) -> int:
              f"{'distilled from ' + os.path.basename(args.teacher) if args.teacher else 'HR supervision'}",
              "", f"`python benchmarks/search_quality.py --gflops {args.gflops:g} --preset {args.preset} "
              f"--seeds {args.seeds} --random {args.random}{' --teacher T' if args.teacher else ''}"
-             f"{' --also-scratch' if args.also_scratch else ''}` — every "
+             f"{' --also-scratch' if args.also_scratch else ''}"
+             f"{''.join(' --set ' + x for x in args.sets)}{' --tag ' + args.tag if args.tag else ''}` — every "
              f"network trained {steps} steps, one thread each; score: {metric} on the held-out validation "
              f"images{f', of the weight average (train.ema = {cfg.train.ema:g})' if cfg.train.ema else ''}.", "",
              "| group | n | mean ± std | median | best |", "|---|---|---|---|---|"]
