@@ -66,9 +66,18 @@ def gflops_of(model) -> float:
 
 
 def random_within(cfg, target: float, count: int, seed: int) -> list:
-    """``count`` distinct uniform samples whose GFLOPs lie within ±10% of ``target``."""
+    """``count`` distinct uniform samples whose GFLOPs lie within ±10% of ``target``; a target
+    whose band misses the space's range is a one-line error, exit status 2 (before any sampling)."""
     from trilevelnas.models import build
     from trilevelnas.space import width_set
+    from trilevelnas.supernet.budget import gflops_range
+    from trilevelnas.training.components import supernet_config
+
+    low, high = gflops_range(supernet_config(cfg))
+    if target * (1 + TOLERANCE) < low or target * (1 - TOLERANCE) > high:
+        print(f"--gflops {target:g}: the space of preset {cfg.preset!r} spans {low:.3g}-{high:.3g} GFLOPs; "
+              "no architecture lies within ±10% of the target", file=sys.stderr)
+        raise SystemExit(2)
 
     rng = random.Random(seed)
     widths = width_set(cfg.supernet.channels)
