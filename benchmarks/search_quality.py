@@ -154,6 +154,19 @@ def cost_adjusted(rows: list[dict]) -> dict | None:
             "mean_residual": {g: float(np.mean([r["residual"] for r in rows if r["group"] == g])) for g in groups}}
 
 
+def group_stats(vals: list[float]) -> dict:
+    """``n``, ``mean``, ``std`` (0 for one value), ``median`` and ``best`` of a group's scores."""
+    return {"n": len(vals), "mean": statistics.mean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+            "median": statistics.median(vals), "best": max(vals)}
+
+
+def stats_table(groups: dict) -> list[str]:
+    """The markdown table of :func:`group_stats` per group."""
+    return ["| group | n | mean ± std | median | best |", "|---|---|---|---|---|"] + [
+        f"| {g} | {v['n']} | {v['mean']:.3f} ± {v['std']:.3f} | {v['median']:.3f} | {v['best']:.3f} |"
+        for g, v in groups.items()]
+
+
 def kendall_tau(a: list[float], b: list[float]) -> float:
     from scipy.stats import kendalltau
 
@@ -236,16 +249,12 @@ def main(argv=None) -> int:
     for g in ("searched", "searched-scratch", "random", "baseline"):
         vals = [r["score"] for r in rows if r["group"] == g]
         if vals:
-            groups[g] = {"n": len(vals), "mean": statistics.mean(vals),
-                         "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
-                         "median": statistics.median(vals), "best": max(vals)}
+            groups[g] = group_stats(vals)
     last_groups = {}  # the same statistics for the last iterates, when the weight average was scored
     for g in groups:
         vals = [r["last_iterate"] for r in rows if r["group"] == g and r["last_iterate"] is not None]
         if len(vals) == groups[g]["n"]:
-            last_groups[g] = {"n": len(vals), "mean": statistics.mean(vals),
-                              "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
-                              "median": statistics.median(vals), "best": max(vals)}
+            last_groups[g] = group_stats(vals)
     search_out = jobs[0][3]
     estimates = supernet_estimates(search_out, randoms, cfg) if randoms else []
     alone = [r["score"] for r in rows if r["group"] == "random"]
@@ -271,15 +280,10 @@ def main(argv=None) -> int:
              f"{' --also-scratch' if args.also_scratch else ''}"
              f"{''.join(' --set ' + x for x in args.sets)}{' --tag ' + args.tag if args.tag else ''}` — every "
              f"network trained {steps} steps, one thread each; score: {metric} on the held-out validation "
-             f"images{f', of the weight average (train.ema = {cfg.train.ema:g})' if cfg.train.ema else ''}.", "",
-             "| group | n | mean ± std | median | best |", "|---|---|---|---|---|"]
-    for g, v in groups.items():
-        lines.append(f"| {g} | {v['n']} | {v['mean']:.3f} ± {v['std']:.3f} | {v['median']:.3f} | {v['best']:.3f} |")
+             f"images{f', of the weight average (train.ema = {cfg.train.ema:g})' if cfg.train.ema else ''}.", ""]
+    lines += stats_table(groups)
     if last_groups:
-        lines += ["", "The last iterates of the same runs (no weight average):", "",
-                  "| group | n | mean ± std | median | best |", "|---|---|---|---|---|"]
-        for g, v in last_groups.items():
-            lines.append(f"| {g} | {v['n']} | {v['mean']:.3f} ± {v['std']:.3f} | {v['median']:.3f} | {v['best']:.3f} |")
+        lines += ["", "The last iterates of the same runs (no weight average):", ""] + stats_table(last_groups)
     lines += ["", f"Searched mean beats the random median: **{verdict['beats_random_median']}**; beats every "
               f"baseline of ≤ its cost: **{verdict['beats_every_baseline']}**. Kendall τ between the seed-0 "
               f"supernet's estimate and the stand-alone score of the random architectures: "

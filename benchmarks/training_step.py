@@ -48,13 +48,6 @@ def _arch(model_name: str):
     return Architecture.from_dict(read_model_file(model_path(model_name))["arch"])
 
 
-def _arch_file(path: str):
-    from trilevelnas.arch import Architecture
-
-    with open(path, encoding="utf-8") as f:
-        return Architecture.from_dict(json.load(f))
-
-
 def plain_step(arch, keep_lr: bool, device: torch.device):
     """The hand-written loop's step (see the module docstring)."""
     from trilevelnas.data import EmbeddedDataset
@@ -150,9 +143,10 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from sweep import device_name, measure_machine
+    from trilevelnas.arch import Architecture
 
     device = torch.device("cpu")
-    arch = _arch(args.model) if args.arch is None else _arch_file(args.arch)
+    arch = _arch(args.model) if args.arch is None else Architecture.from_json(args.arch)
     net_name = args.model if args.arch is None else os.path.basename(os.path.dirname(os.path.abspath(args.arch)))
     with tempfile.TemporaryDirectory() as tmp:
         steps = {"plain-resize": plain_step(arch, False, device), "plain": plain_step(arch, True, device),

@@ -26,7 +26,7 @@ def test_average_is_the_exponential_moving_average_of_the_iterates():
             for p in net.parameters():
                 p.copy_(torch.randn_like(p))
             net.bn.running_mean.copy_(torch.randn(4))
-        avg.update(net)
+        avg.update()
         for k, p in net.named_parameters():
             expect[k] = 0.9 * expect[k] + 0.1 * p.detach().double()
     for k, p in avg.module.named_parameters():

@@ -17,26 +17,20 @@ import torch.nn as nn
 class WeightAverage:
     """The running average of ``model``'s weights with ``decay`` (0 < decay < 1); :attr:`module`
     is a copy of ``model`` (same layout and memory format) holding the average, in eval mode and
-    without gradients."""
+    without gradients. The average follows ``model``'s own parameter objects, gathered once
+    (walking the module tree costs more than the update)."""
 
     def __init__(self, model: nn.Module, decay: float):
         if not 0.0 < decay < 1.0:
             raise ValueError(f"decay must lie in (0, 1), not {decay}")
         self.decay = float(decay)
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
-        self._avg = (list(self.module.parameters()), list(self.module.buffers()))
-        self._source: tuple[nn.Module, list, list] | None = None  # the last model averaged, its tensors
+        self._params = (list(self.module.parameters()), list(model.parameters()))
+        self._buffers = (list(self.module.buffers()), list(model.buffers()))
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """One step of the average towards ``model``'s current weights (its parameter and buffer
-        lists are gathered once per model: walking the module tree costs more than the update)."""
-        if self._source is None or self._source[0] is not model:
-            params, buffers = list(model.parameters()), list(model.buffers())
-            if len(params) != len(self._avg[0]) or len(buffers) != len(self._avg[1]):
-                raise ValueError("the averaged network and the trained one differ in their parameters")
-            self._source = (model, params, buffers)
-        _, params, buffers = self._source
-        torch._foreach_lerp_(self._avg[0], params, 1.0 - self.decay)
-        for b_avg, b in zip(self._avg[1], buffers):
+    def update(self) -> None:
+        """One step of the average towards the network's current weights."""
+        torch._foreach_lerp_(self._params[0], self._params[1], 1.0 - self.decay)
+        for b_avg, b in zip(*self._buffers):
             b_avg.copy_(b)

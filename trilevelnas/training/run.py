@@ -224,7 +224,7 @@ class Run:
             out = self._weight_step(self.train_full, phase, t, objective)
             self.sched_w.step()
             if self.ema is not None:
-                self.ema.update(self.model)
+                self.ema.update()
             out["lr"] = self.opt_w.param_groups[0]["lr"]
             return out
         return step
