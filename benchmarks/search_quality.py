@@ -108,6 +108,28 @@ def run(cmd: list[str], out: str) -> dict:
         return json.load(f)
 
 
+def by_budget(summary: dict, out: str) -> int | None:
+    """How many of a searched network's decisions the FLOPs target's derivation made instead of
+    the supernet's argmax: the summary's, or (runs from before it reported them) recomputed from
+    the run's checkpoint."""
+    known = (summary.get("decisions") or {}).get("by_budget")
+    if known is not None:
+        return known
+    import torch
+
+    from trilevelnas.arch import Architecture
+    from trilevelnas.supernet import Supernet, SupernetConfig
+    from trilevelnas.supernet.decisions import decision_report
+
+    state = torch.load(os.path.join(out, "checkpoint.pt"), map_location="cpu", weights_only=True)
+    if "supernet" not in state:
+        return None
+    cfg = state["supernet_config"]
+    net = Supernet(SupernetConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg)
+    net.load_state_dict(state["supernet"])
+    return decision_report(net, Architecture.from_dict(summary["architecture"]))["by_budget"]
+
+
 def score(summary: dict, teacher: bool) -> float:
     return summary["teacher"]["student_vs_teacher"]["psnr_y"] if teacher else summary["psnr_y"]
 
@@ -240,6 +262,7 @@ def main(argv=None) -> int:
                      "psnr_y_vs_hr": s["psnr_y"], "bicubic": (s["teacher"]["bicubic_vs_teacher"]["psnr_y"]
                                                              if args.teacher else s["bicubic_psnr_y"]),
                      "undecided": (s.get("decisions") or {}).get("undecided"),
+                     "by_budget": by_budget(s, out) if group == "searched" else None,
                      "last_iterate": last_iterate_score(s, bool(args.teacher)),
                      "architecture": s.get("architecture")})
     ranked = sorted(rows, key=lambda r: -r["score"])
@@ -292,14 +315,17 @@ def main(argv=None) -> int:
         lines += [f"At equal cost (the random group's line, {adjusted['slope_db_per_gflop']:+.3f} dB per GFLOP; "
                   f"random residual std {adjusted['random_residual_std']:.3f} dB), mean residual: "
                   + ", ".join(f"{g} {v:+.3f} dB" for g, v in adjusted["mean_residual"].items()) + ".", ""]
-    lines += ["| rank | name | path | params | GFLOPs | score | at equal cost | last iterate | vs HR | undecided |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["`undecided`: the used decisions whose logit margin is within 3x the initial noise; `by budget`: "
+              "those the FLOPs target's derivation chose instead of the supernet's argmax.", "",
+              "| rank | name | path | params | GFLOPs | score | at equal cost | last iterate | vs HR | undecided | by budget |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in ranked:
         last = f"{r['last_iterate']:.3f}" if r["last_iterate"] is not None else ""
         resid = f"{r['residual']:+.3f}" if "residual" in r else ""
         lines.append(f"| {r['rank']} | {r['name']} | {r['path']} | {r['params']:,} | {r['gflops']:.3f} | "
                      f"{r['score']:.3f} | {resid} | {last} | {r['psnr_y_vs_hr']:.3f} | "
-                     f"{r['undecided'] if r['undecided'] is not None else ''} |")
+                     f"{'' if r['undecided'] is None else r['undecided']} | "
+                     f"{'' if r.get('by_budget') is None else r['by_budget']} |")
     write_text("\n".join(lines) + "\n", os.path.join(results, f"search_quality_{tag}.md"))
     _plot(rows, os.path.join(results, f"search_quality_{tag}.png"), metric, args.gflops)
     print("\n".join(lines))

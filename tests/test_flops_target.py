@@ -98,3 +98,44 @@ def test_a_target_outside_the_space_is_one_line_before_the_search(tmp_path, caps
     assert code == 2 and len(err.splitlines()) == 1
     assert "loss.flops_target = 50" in err and "0.244 to 1.04 GFLOPs" in err
     assert not os.path.exists(os.path.join(out, "log.csv"))
+
+
+def _arch_grads(target_sets: list[str], h_scale: float = 1.0) -> dict:
+    """The architecture gradients of one Architect step on the smoke supernet (seeded batch)."""
+    from trilevelnas.training import build_config
+    from trilevelnas.training.architect import Architect
+    from trilevelnas.training.config import supernet_config
+    from trilevelnas.training.distributed import DistContext
+    from trilevelnas.training.losses import Objective
+
+    cfg = build_config("smoke", sets=target_sets)
+    torch.manual_seed(0)
+    net = Supernet(supernet_config(cfg))
+    arch = Architect(net, cfg, Objective(), DistContext(), lambda parts: None)
+    lq, hr = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)
+    arch.optimizer.step = lambda: None  # keep the gradients, not the update
+    arch.step(lq, hr)
+    return {k: v.grad.clone() for k, v in net.arch_parameters().items()}
+
+
+def test_flops_target_weight_zero_leaves_the_architecture_gradient_to_the_task():
+    """With ``loss.flops_target_weight = 0`` the target adds nothing to the architecture loss (the
+    gradient equals the untargeted search's); with the default weight and a target far below the
+    expected cost, the penalty changes every op logit's gradient."""
+    plain = _arch_grads(["loss.flops_weight=0"])
+    task_only = _arch_grads(["loss.flops_target=0.3", "loss.flops_target_weight=0"])
+    penalised = _arch_grads(["loss.flops_target=0.3"])
+    for k in plain:
+        assert torch.equal(plain[k], task_only[k]), k
+    assert not torch.allclose(plain["alpha"], penalised["alpha"])
+    # the penalty's part pulls toward cheaper ops: conv1x1's logit gains against resblock's everywhere
+    extra = penalised["alpha"] - plain["alpha"]
+    assert (extra[..., 0] < extra[..., 2]).all()
+
+
+def test_smoke_search_without_the_target_penalty_still_lands_on_the_target(tmp_path):
+    """The derivation alone (``derive_within``) meets the target when the search has no cost term."""
+    code, out = _search(tmp_path, "task", "--gflops", "0.6", "--set", "loss.flops_target_weight=0")
+    assert code == 0
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    assert summary["flops_target"]["within_tolerance"] and abs(summary["gflops"] / 0.6 - 1) <= 0.10

@@ -98,6 +98,30 @@ def test_margins_undecided_and_one_hot_tracking():
     assert report["threshold"] == pytest.approx(undecided_threshold()) == pytest.approx(3e-3)
     assert report["undecided"] >= report["used"] - 2
     json.dumps(report)  # plain values only
+    assert report["by_budget"] == 0  # the plain derivation is the argmax everywhere
+
+
+def test_by_budget_counts_exactly_the_choices_that_differ_from_the_argmax():
+    """``by_budget`` counts the used op, width and node choices that are not the supernet's argmax,
+    checked against a hand-edited derivation (one op, one width, the node)."""
+    from trilevelnas.arch import OP_NAMES, Architecture
+    net = _supernet("B", 0.01)
+    with torch.no_grad():
+        net.alpha.normal_(0, 0.1)
+        net.gamma.normal_(0, 0.1)
+        net.beta.reshape(-1)[net.topology.seqs.index((0,))] += 1.0  # the argmax node: one cell
+    plain = net.derive()
+    assert list(plain.path) == [0]
+    assert decision_report(net, plain)["by_budget"] == 0
+    d = plain.to_dict()
+    op, width = d["cells"][0][1]
+    d["cells"][0][1] = [OP_NAMES[(OP_NAMES.index(op) + 1) % 4], width]
+    assert decision_report(net, Architecture.from_dict(d))["by_budget"] == 1
+    other = next(w for w in net.widths if w != d["cells"][0][2][1])
+    d["cells"][0][2][1] = int(other)
+    assert decision_report(net, Architecture.from_dict(d))["by_budget"] == 2
+    d["path"] = [0, 1]  # the same cell module, another node
+    assert decision_report(net, Architecture.from_dict(d))["by_budget"] == 3
 
 
 def test_order_lambda_study_on_smoke_never_lengthens_the_path(tmp_path, capsys):

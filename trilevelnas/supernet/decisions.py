@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from ..arch import OP_NAMES
 from .network import ARCH_INIT_STD
 
 __all__ = ["UNDECIDED_FACTOR", "undecided_threshold", "logit_margins", "OneHotTracker", "decision_report"]
@@ -83,7 +84,9 @@ def decision_report(net, arch, tracker: OneHotTracker | None = None) -> dict:
     architecture ``arch`` uses are undecided.
 
     Returns plain values: ``{"threshold", "node": {"end", "at_one_hot"}, "alpha": {"end",
-    "at_one_hot"}, "gamma": {"end"}, "used": n, "undecided": k, "undecided_fraction", "min_margin"}``.
+    "at_one_hot"}, "gamma": {"end"}, "used": n, "undecided": k, "undecided_fraction", "min_margin",
+    "by_budget": b}`` (``b``: the used decisions that are not the supernet's argmax, made by a FLOPs
+    target's derivation; their margins are those of the argmax they overrode).
     """
     m = logit_margins(net)
     thr = undecided_threshold()
@@ -92,6 +95,7 @@ def decision_report(net, arch, tracker: OneHotTracker | None = None) -> dict:
     used = []
     for c in cells:
         used += [float(v) for v in m["alpha"][c].tolist()] + [float(v) for v in m["gamma"][c].tolist()]
+    by_budget = _not_argmax(net, arch, [k for s, k in route[:len(arch.path)] if s == 0])
     report = {
         "threshold": thr,
         "alpha": {"end": m["alpha"].tolist(), "at_one_hot": tracker.alpha if tracker else None},
@@ -103,5 +107,20 @@ def decision_report(net, arch, tracker: OneHotTracker | None = None) -> dict:
     undecided = sum(1 for v in used if v < thr)
     report.update({"used": len(used), "undecided": undecided,
                    "undecided_fraction": undecided / len(used) if used else 0.0,
-                   "min_margin": min(used) if used else None})
+                   "min_margin": min(used) if used else None, "by_budget": by_budget})
     return report
+
+
+def _not_argmax(net, arch, modules: list[int]) -> int:
+    """How many of the decisions ``arch`` uses differ from the supernet's own choice (argmax of
+    the logits, the node of ``net.derive()``): those a FLOPs target's derivation made instead."""
+    alpha, gamma = net.alpha.detach().cpu().argmax(-1), net.gamma.detach().cpu().argmax(-1)
+    count = 0
+    for c, cell in zip(modules, arch.cells):
+        for s, (op, width) in enumerate(cell):
+            count += op != OP_NAMES[int(alpha[c, s])]
+            if s < gamma.shape[1]:
+                count += width != int(net.widths[int(gamma[c, s])])
+    if net.beta is not None and net.topology.name == "tree":
+        count += list(net.derive().path) != list(arch.path)
+    return int(count)

@@ -21,6 +21,7 @@ class Architect:
         self.supernet, self.objective, self.ctx, self.check_finite = supernet, objective, ctx, check_finite
         self.flops_weight = cfg.loss.flops_weight
         self.flops_target = cfg.loss.flops_target
+        self.flops_target_weight = cfg.loss.flops_target_weight
         self.params = list(supernet.arch_parameters().values())
         self.optimizer = torch.optim.Adam(self.params, lr=cfg.search.arch_lr, betas=tuple(cfg.search.arch_betas),
                                           weight_decay=cfg.search.arch_weight_decay)
@@ -29,7 +30,8 @@ class Architect:
         """One update of α, β, γ on a validation batch (χ2): minimise the architecture loss
         ``d + order + λ_f·H`` (the distance to ``target``, the tree's ordering term, the expected
         GFLOPs when ``loss.flops_weight`` > 0), with the gradients averaged over the ranks. With
-        ``loss.flops_target`` the target's two-sided penalty replaces λ_f·H (:func:`flops_target_penalty`).
+        ``loss.flops_target`` the target's two-sided penalty, weighted by ``loss.flops_target_weight``,
+        replaces λ_f·H (:func:`flops_target_penalty`; weight 0: no cost term, the derivation meets the target).
 
         Returns the loss and its parts as floats: ``arch_loss``, ``arch_d``, ``order``, ``gflops``
         and, with a target, ``derived_gflops`` (the plain derivation before the step).
@@ -47,7 +49,9 @@ class Architect:
         extra = {}
         if self.flops_target is not None:
             extra = {"derived_gflops": arch_cost(sn.derive())["gflops"]}
-            arch_loss = arch_loss + flops_target_penalty(gflops, self.flops_target).to(d.dtype)
+            if self.flops_target_weight > 0:
+                arch_loss = arch_loss + flops_target_penalty(gflops, self.flops_target,
+                                                             weight=self.flops_target_weight).to(d.dtype)
         elif self.flops_weight > 0:
             arch_loss = arch_loss + flops_penalty(gflops, self.flops_weight)
         self.check_finite({"arch_loss": arch_loss})

@@ -122,6 +122,9 @@ class LossConfig:
     flops_weight: float = setting(0.0, number(ge=0))
     # GFLOPs at a 256x256 LR input the derived network must cost (±10%); replaces λ_f·H in the search
     flops_target: float | None = setting(None, number(gt=0, nullable=True, note="null: no target"))
+    # weight of the target's penalty on the expected GFLOPs in the architecture loss; 0: the target
+    # is met by the derivation alone and the architecture gradient is the task's (docs/supernet.md)
+    flops_target_weight: float = setting(5.0, number(ge=0))
 
 
 @dataclass

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 def _decisions_line(dec: dict) -> str:
     parts = [f"{dec['undecided']} of {dec['used']} undecided (margin < {dec['threshold']:.0e})"]
+    if dec.get("by_budget"):
+        parts.append(f"{dec['by_budget']} chosen by the FLOPs target, not the argmax")
     if dec.get("min_margin") is not None:
         parts.append(f"min margin {dec['min_margin']:.3g}")
     if "node" in dec:
