@@ -18,7 +18,10 @@ validation images:
 
 The score is PSNR-Y against HR, or with ``--teacher`` against the teacher's output (the summary's
 ``teacher.student_vs_teacher``). Runs go ``--jobs`` at a time, one thread each; finished runs are
-reused (a folder with its ``summary.json``), so an interrupted comparison continues.
+reused (a folder with its ``summary.json``), so an interrupted comparison continues, and a report
+rebuilt from finished runs keeps the cell's wall time from the earlier report. Each searched row
+counts its undecided decisions and those the FLOPs target's derivation chose instead of the
+supernet's argmax (``by budget``).
 
 The search's ranking is checked too: for each random architecture the seed-0 supernet's estimate
 (the network extracted from the supernet at ρ = 1 with its inherited weights, untrained, scored on
@@ -95,10 +98,15 @@ def random_within(cfg, target: float, count: int, seed: int) -> list:
     return found
 
 
+#: The runs this invocation computed (the others were reused).
+RAN: list[str] = []
+
+
 def run(cmd: list[str], out: str) -> dict:
     """Run one program into ``out`` (one thread) unless it finished before; its summary."""
     summary = os.path.join(out, "summary.json")
     if not os.path.isfile(summary):
+        RAN.append(out)
         resume = ["--resume"] if os.path.exists(os.path.join(out, "checkpoint.pt")) else []
         env = dict(os.environ, OMP_NUM_THREADS="1")
         with open(out + ".log", "w") as log:
@@ -106,6 +114,17 @@ def run(cmd: list[str], out: str) -> dict:
                            check=True, stdout=log, stderr=subprocess.STDOUT, env=env)
     with open(summary, encoding="utf-8") as f:
         return json.load(f)
+
+
+def _earlier_wall_time(path: str) -> dict:
+    """``wall_seconds`` (and its note) of the report at ``path``, when one exists."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            earlier = json.load(f)
+    except (OSError, ValueError):
+        return {"wall_seconds": None, "wall_seconds_note": "every run was reused; the cell's time is not known"}
+    note = earlier.get("wall_seconds_note") or "the cell's own run; this report was rebuilt from its runs by the current script"
+    return {"wall_seconds": earlier.get("wall_seconds"), "wall_seconds_note": note}
 
 
 def by_budget(summary: dict, out: str) -> int | None:
@@ -121,7 +140,10 @@ def by_budget(summary: dict, out: str) -> int | None:
     from trilevelnas.supernet import Supernet, SupernetConfig
     from trilevelnas.supernet.decisions import decision_report
 
-    state = torch.load(os.path.join(out, "checkpoint.pt"), map_location="cpu", weights_only=True)
+    path = os.path.join(out, "checkpoint.pt")
+    if not os.path.isfile(path):
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
     if "supernet" not in state:
         return None
     cfg = state["supernet_config"]
@@ -294,6 +316,8 @@ def main(argv=None) -> int:
               "ema": cfg.train.ema, "last_iterate_groups": last_groups, "cost_adjusted": adjusted,
               "wall_seconds": time.time() - t0, "rows": ranked}
     results = os.path.join(HERE, "results")
+    if not RAN:  # a report rebuilt from finished runs: the cell's time is the earlier report's
+        result.update(_earlier_wall_time(os.path.join(results, f"search_quality_{tag}.json")))
     write_json(result, os.path.join(results, f"search_quality_{tag}.json"))
     metric = "PSNR-Y vs the teacher's output" if args.teacher else "PSNR-Y vs HR"
     lines = [f"# Search quality: preset `{args.preset}`, target {args.gflops:g} GFLOPs, "

@@ -1,5 +1,6 @@
 """benchmarks/search_quality.py's report arithmetic: the residual "at equal cost" against the
 random group's line of score on GFLOPs, and the refusal of a target outside the space."""
+import dataclasses
 import importlib.util
 import pathlib
 
@@ -40,3 +41,27 @@ def test_a_target_outside_the_space_is_refused_before_sampling(capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "--gflops 1.5" in err and "0.244-1.04" in err and len(err.strip().splitlines()) == 1
+
+
+def test_by_budget_reads_the_summary_or_recomputes_it_from_the_checkpoint(tmp_path):
+    """A summary's own count is used; a run from before it (no count) gets it recomputed from the
+    supernet in its checkpoint, equal to decision_report's; no checkpoint: unknown (None)."""
+    import torch
+
+    from trilevelnas.supernet import Supernet, SupernetConfig
+    from trilevelnas.supernet.budget import derive_within
+    from trilevelnas.supernet.decisions import decision_report
+
+    assert search_quality.by_budget({"decisions": {"by_budget": 3}}, str(tmp_path)) == 3
+    assert search_quality.by_budget({"decisions": {}}, str(tmp_path)) is None
+    torch.manual_seed(0)
+    cfg = SupernetConfig(backbone="B", channels=16, n_rir=2, n_up=1)
+    net = Supernet(cfg)
+    with torch.no_grad():
+        for p in net.arch_parameters().values():
+            p.normal_(0, 0.1)
+    arch = derive_within(net, 2.5)
+    record = dataclasses.asdict(cfg)  # a run checkpoint keeps the config as a plain dict
+    torch.save({"supernet": net.state_dict(), "supernet_config": record}, tmp_path / "checkpoint.pt")
+    got = search_quality.by_budget({"architecture": arch.to_dict()}, str(tmp_path))
+    assert got == decision_report(net, arch)["by_budget"] > 0
