@@ -98,15 +98,10 @@ def random_within(cfg, target: float, count: int, seed: int) -> list:
     return found
 
 
-#: The runs this invocation computed (the others were reused).
-RAN: list[str] = []
-
-
 def run(cmd: list[str], out: str) -> dict:
     """Run one program into ``out`` (one thread) unless it finished before; its summary."""
     summary = os.path.join(out, "summary.json")
     if not os.path.isfile(summary):
-        RAN.append(out)
         resume = ["--resume"] if os.path.exists(os.path.join(out, "checkpoint.pt")) else []
         env = dict(os.environ, OMP_NUM_THREADS="1")
         with open(out + ".log", "w") as log:
@@ -137,8 +132,8 @@ def by_budget(summary: dict, out: str) -> int | None:
     import torch
 
     from trilevelnas.arch import Architecture
-    from trilevelnas.supernet import Supernet, SupernetConfig
     from trilevelnas.supernet.decisions import decision_report
+    from trilevelnas.training.components import stored_supernet
 
     path = os.path.join(out, "checkpoint.pt")
     if not os.path.isfile(path):
@@ -146,9 +141,7 @@ def by_budget(summary: dict, out: str) -> int | None:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if "supernet" not in state:
         return None
-    cfg = state["supernet_config"]
-    net = Supernet(SupernetConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg)
-    net.load_state_dict(state["supernet"])
+    net = stored_supernet(state["supernet"], state["supernet_config"])
     return decision_report(net, Architecture.from_dict(summary["architecture"]))["by_budget"]
 
 
@@ -173,8 +166,8 @@ def supernet_estimates(search_out: str, archs: list, cfg) -> list[float]:
 
     state = torch.load(os.path.join(search_out, "checkpoint.pt"), weights_only=True)
     val = comp.validation_set(cfg)
-    return [comp.validate(comp.extract_network(state["supernet"], state["supernet_config"], a), val,
-                          cfg.data.scale, torch.device("cpu"))["psnr_y"] for a in archs]
+    net = comp.stored_supernet(state["supernet"], state["supernet_config"])  # one supernet for all
+    return [comp.validate(net.extract(a), val, cfg.data.scale, torch.device("cpu"))["psnr_y"] for a in archs]
 
 
 def cost_adjusted(rows: list[dict]) -> dict | None:
@@ -267,12 +260,17 @@ def main(argv=None) -> int:
             jobs.append(("baseline", name, ["trilevelnas.train", *common, "--baseline", name],
                          os.path.join(root, name), None))
 
+    def finished(job) -> bool:
+        return os.path.isfile(os.path.join(job[3], "summary.json"))
+
+    rebuilt = all(finished(j) for j in jobs)  # nothing to run: a report rebuilt from finished runs
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         summaries = list(pool.map(lambda j: run(j[2], j[3]), jobs))
     if args.also_scratch:  # needs the searched architectures: a second round
         extra = [("searched-scratch", f"searched-s{s}-scratch",
                   ["trilevelnas.train", *common, "--arch", os.path.join(out, "arch.json")], out + "-scratch", None)
                  for (group, name, _, out, _a) in jobs if group == "searched" for s in [name.split("-s")[1]]]
+        rebuilt = rebuilt and all(finished(j) for j in extra)
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             summaries += list(pool.map(lambda j: run(j[2], j[3]), extra))
         jobs += extra
@@ -316,7 +314,7 @@ def main(argv=None) -> int:
               "ema": cfg.train.ema, "last_iterate_groups": last_groups, "cost_adjusted": adjusted,
               "wall_seconds": time.time() - t0, "rows": ranked}
     results = os.path.join(HERE, "results")
-    if not RAN:  # a report rebuilt from finished runs: the cell's time is the earlier report's
+    if rebuilt:  # the cell's time is the earlier report's
         result.update(_earlier_wall_time(os.path.join(results, f"search_quality_{tag}.json")))
     write_json(result, os.path.join(results, f"search_quality_{tag}.json"))
     metric = "PSNR-Y vs the teacher's output" if args.teacher else "PSNR-Y vs HR"

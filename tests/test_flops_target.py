@@ -100,7 +100,7 @@ def test_a_target_outside_the_space_is_one_line_before_the_search(tmp_path, caps
     assert not os.path.exists(os.path.join(out, "log.csv"))
 
 
-def _arch_grads(target_sets: list[str], h_scale: float = 1.0) -> dict:
+def _arch_grads(target_sets: list[str]) -> dict:
     """The architecture gradients of one Architect step on the smoke supernet (seeded batch)."""
     from trilevelnas.training import build_config
     from trilevelnas.training.architect import Architect

@@ -147,17 +147,22 @@ def build_supernet(cfg: Config) -> nn.Module:
     return Supernet(supernet_config(cfg))
 
 
-def extract_network(supernet_state: dict, supernet_cfg: dict, arch) -> nn.Module:
-    """The derived network ``arch`` with the weights of a stored supernet (train from search):
-    ``supernet_state`` and ``supernet_cfg`` as a checkpoint's search state holds them, the
-    supernet at ρ = 1 (one-hot), in eval mode, ``extract``-ed."""
+def stored_supernet(supernet_state: dict, supernet_cfg: dict) -> nn.Module:
+    """The supernet a checkpoint's search state holds (``supernet_state`` and ``supernet_cfg`` as
+    stored), at ρ = 1 (one-hot), in eval mode."""
     from ..supernet import Supernet, SupernetConfig
 
     net = Supernet(SupernetConfig.from_dict(supernet_cfg))
     net.load_state_dict(supernet_state)
     net.set_radius(1.0)
     net.eval()
-    return net.extract(arch)
+    return net
+
+
+def extract_network(supernet_state: dict, supernet_cfg: dict, arch) -> nn.Module:
+    """The derived network ``arch`` with the weights of a stored supernet (train from search):
+    :func:`stored_supernet`, ``extract``-ed."""
+    return stored_supernet(supernet_state, supernet_cfg).extract(arch)
 
 
 def load_teacher(cfg: Config, device: torch.device) -> nn.Module | None:

@@ -33,6 +33,7 @@ from ..settings import (Rule, boolean, check_value, choice, coerce_value, declar
                         number, pair, parse_json, path, setting, show_value, text)
 from ..supernet.config import FLAT_RELAXATIONS, SupernetConfig
 from ..supernet.config import check_combinations as check_supernet_combinations
+from .losses import FLOPS_TARGET_WEIGHT
 from .presets import DEFAULT_PRESET, preset_file
 
 
@@ -124,7 +125,7 @@ class LossConfig:
     flops_target: float | None = setting(None, number(gt=0, nullable=True, note="null: no target"))
     # weight of the target's penalty on the expected GFLOPs in the architecture loss; 0: the target
     # is met by the derivation alone and the architecture gradient is the task's (docs/supernet.md)
-    flops_target_weight: float = setting(5.0, number(ge=0))
+    flops_target_weight: float = setting(FLOPS_TARGET_WEIGHT, number(ge=0))
 
 
 @dataclass
