@@ -139,3 +139,89 @@ def test_smoke_search_without_the_target_penalty_still_lands_on_the_target(tmp_p
     assert code == 0
     summary = json.load(open(os.path.join(out, "summary.json")))
     assert summary["flops_target"]["within_tolerance"] and abs(summary["gflops"] / 0.6 - 1) <= 0.10
+
+
+def _log_prob(net, arch) -> float:
+    """The architecture's log probability under the supernet's logits: log-softmax of β at its
+    node plus, per cell, of α at each op and γ at each inner width (what derive_within maximises)."""
+    lb = torch.log_softmax(net.beta.detach().double().reshape(-1), -1)
+    la = torch.log_softmax(net.alpha.detach().double(), -1)
+    lg = torch.log_softmax(net.gamma.detach().double(), -1)
+    topo = net.topology
+    score = float(lb[topo.index[tuple(arch.path)]])
+    modules = [m for step, m in topo.route(list(arch.path))[:len(arch.path)] if step == 0]
+    for m, cell in zip(modules, arch.cells):
+        for s, (op, w) in enumerate(cell):
+            score += float(la[m, s, OP_NAMES.index(op)])
+            if s < 4:
+                score += float(lg[m, s, list(net.widths).index(w)])
+    return score
+
+
+def _one_cell_net(seed: int, node: tuple) -> Supernet:
+    """A tree supernet (B, 16 channels, one RiR cell and one up) with N(0, 1) logits whose plain
+    derivation is the node ``node``."""
+    torch.manual_seed(seed)
+    net = Supernet(SupernetConfig(backbone="B", channels=16, n_rir=1, n_up=1, scale=4))
+    with torch.no_grad():
+        for p in net.arch_parameters().values():
+            p.normal_(0, 1.0)
+        net.beta.zero_()
+        net.beta[net.topology.index[node]] = 3.0
+    net.set_radius(1.0)
+    net.eval()
+    return net
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_derive_within_is_the_most_probable_network_in_the_band(seed):
+    """On the supernet's node, no choice of the cell's ops and widths within ±5% of the target
+    is more probable than the derivation (brute force over all 4⁵·2⁴ choices, costs by
+    arch_cost), and the derivation lies in the band: the exact search, not the Lagrangian hull."""
+    net = _one_cell_net(seed, (0,))
+    cfg = net.config
+    widths = width_set(cfg.channels)
+    cells = [[[op, w] for op, w in zip(ops, ws + (cfg.channels,))]
+             for ops in itertools.product(OP_NAMES, repeat=5) for ws in itertools.product(widths, repeat=4)]
+    archs = [Architecture(backbone="B", path=[0], cells=[c], channels=cfg.channels, scale=4) for c in cells]
+    costs = [arch_cost(a)["gflops"] for a in archs]
+    plain = arch_cost(net.derive())["gflops"]
+    for q in (0.2, 0.5, 0.8):
+        target = sorted(costs)[int(q * len(costs))]
+        if abs(plain / target - 1) <= 0.10:
+            continue
+        got = derive_within(net, target)
+        got_cost = arch_cost(got)["gflops"]
+        assert list(got.path) == [0] and abs(got_cost / target - 1) <= 0.05, (target, got_cost)
+        best = max(_log_prob(net, a) for a, c in zip(archs, costs) if abs(c / target - 1) <= 0.049)
+        assert _log_prob(net, got) >= best - 1e-9, (target, _log_prob(net, got), best)
+
+
+def test_derive_within_keeps_the_searched_node_when_it_can_meet_the_target():
+    """A two-cell node whose β leads by 3 nats is kept at a target that a one-cell node meets
+    with fewer departures from the argmax: the cells' probabilities do not overrule the node
+    decision where the node can meet the target."""
+    torch.manual_seed(3)
+    net = Supernet(SupernetConfig(backbone="B", channels=16, n_rir=2, n_up=1, scale=4))
+    with torch.no_grad():
+        for p in net.arch_parameters().values():
+            p.normal_(0, 0.1)
+        net.alpha[..., OP_NAMES.index("resblock")] += 4.0  # the argmax cells cost ~1.75 GFLOPs each
+        net.beta.zero_()
+        net.beta[net.topology.index[(0, 0)]] = 3.0
+    net.set_radius(1.0)
+    net.eval()
+    target = 1.2  # one cell reaches 0.51-2.0 GFLOPs here, two cells 0.54-3.5
+    assert arch_cost(net.derive())["gflops"] > 1.1 * target and list(net.derive().path) == [0, 0]
+    got = derive_within(net, target)
+    assert list(got.path) == [0, 0] and abs(arch_cost(got)["gflops"] / target - 1) <= 0.05
+
+
+def test_derive_within_leaves_a_node_that_cannot_meet_the_target():
+    """The empty path (the stem and head alone) cannot cost more: a target above it is met on
+    another node, within ±5%."""
+    net = _one_cell_net(4, ())
+    lo, hi = gflops_range(net.config)
+    target = lo + 0.4 * (hi - lo)
+    got = derive_within(net, target)
+    assert list(got.path) != [] and abs(arch_cost(got)["gflops"] / target - 1) <= 0.05

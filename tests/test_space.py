@@ -169,3 +169,28 @@ def test_rir_cell_mixture_with_narrow_widths_carries_narrow_tensors():
         assert h.shape[1] == cout
         cin = cout
     assert torch.allclose(out, 0.2 * h + x, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", OP_NAMES)
+def test_fresh_cell_is_seen_by_the_search(name):
+    """At initialisation a one-op cell changes its input by a visible fraction at every width
+    (docs/supernet.md, "Parameters and their initialisation"): with ESRGAN's 0.1 on every
+    superkernel a chain of five convolutions changed it by ~1e-7, so the supernet's output and
+    its architecture gradients did not depend on the cells. Its first slot's weights get a
+    gradient of the same order as its last slot's."""
+    torch.manual_seed(6)
+    cell = RiRCell(32).to(DT)
+    k = OP_NAMES.index(name)
+    one_hot = torch.zeros(5, 4, dtype=DT)
+    one_hot[:, k] = 1.0
+    coeffs = RiRCell.slot_coefficients(one_hot, torch.ones(4, dtype=DT))
+    x = torch.relu(torch.randn(2, 32, 12, 12, dtype=DT))
+    for w in width_set(32):
+        change = (cell(x, [w] * 4, coeffs, [[k]] * 5) - x).norm() / x.norm()
+        assert 0.01 < change < 0.5, (w, float(change))
+    cell.zero_grad()
+    cell(x, [32] * 4, coeffs, [[k]] * 5).square().sum().backward()
+    first = next(p for p in cell.slots[0].candidates[k].parameters())
+    last = next(p for p in cell.slots[4].candidates[k].parameters())
+    ratio = (first.grad.norm() / first.norm()) / (last.grad.norm() / last.norm())
+    assert 0.01 < ratio < 100, float(ratio)

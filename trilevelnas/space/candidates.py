@@ -23,14 +23,17 @@ from .. import ops
 from ..arch import OP_NAMES
 
 EXPANSION = 4
-INIT_SCALE = 0.1
+#: ESRGAN's residual scaling, on the last convolution of a residual branch only (resblock's conv2,
+#: dwsblock's project); every other superkernel keeps Kaiming's gain, so a cell's chain of five ops
+#: keeps its signal (docs/supernet.md, "Parameters and their initialisation").
+BRANCH_INIT_SCALE = 0.1
 
 
-def _kernel(out_c: int, in_c: int, k: int) -> nn.Parameter:
-    """A superkernel, Kaiming-normal (fan-in) scaled by 0.1 as in ESRGAN's residual blocks."""
-    w = torch.empty(out_c, in_c, k, k)
+def _kernel(out_c: int, in_c: int, k: int, groups: int = 1, scale: float = 1.0) -> nn.Parameter:
+    """A superkernel, Kaiming-normal (fan-in, ReLU gain) times ``scale``."""
+    w = torch.empty(out_c, in_c // groups, k, k)
     nn.init.kaiming_normal_(w, a=0.0, mode="fan_in")
-    return nn.Parameter(w * INIT_SCALE)
+    return nn.Parameter(w * scale)
 
 
 def _add(acc, coeff, y):
@@ -83,7 +86,7 @@ class SuperResBlock(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         self.conv1 = _kernel(channels, channels, 3)
-        self.conv2 = _kernel(channels, channels, 3)
+        self.conv2 = _kernel(channels, channels, 3, scale=BRANCH_INIT_SCALE)
         self.shortcut = _Shortcut(channels)
 
     def forward(self, x, in_w: int, out_w: int, coeff, acc=None):
@@ -100,10 +103,8 @@ class SuperDWSBlock(nn.Module):
         super().__init__()
         hidden = EXPANSION * channels
         self.expand = _kernel(hidden, channels, 1)
-        w = torch.empty(hidden, 1, 3, 3)
-        nn.init.kaiming_normal_(w, a=0.0, mode="fan_in")
-        self.depthwise = nn.Parameter(w * INIT_SCALE)
-        self.project = _kernel(channels, hidden, 1)
+        self.depthwise = _kernel(hidden, hidden, 3, groups=hidden)
+        self.project = _kernel(channels, hidden, 1, scale=BRANCH_INIT_SCALE)
         self.shortcut = _Shortcut(channels)
 
     def forward(self, x, in_w: int, out_w: int, coeff, acc=None):

@@ -50,34 +50,66 @@ def _log_softmax(t: torch.Tensor) -> np.ndarray:
     return torch.log_softmax(t.detach().double().cpu(), dim=-1).numpy()
 
 
-def _best_cell(la: np.ndarray, lg: np.ndarray, gflops: np.ndarray, lam: float):
-    """The cell maximising ``score − lam · GFLOPs``: ``la`` [5, K] and ``lg`` [4, W] the log
-    probabilities of the ops and inner widths, ``gflops`` [K, W, W] each op's cost from width i to
-    j at the cell's resolution. A max-plus chain over the widths (the cell's ends are the last
-    width, C). Returns ``([(op, width index)] * 5, gflops, score)``."""
+def _cell_choices(la: np.ndarray, lg: np.ndarray, gflops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every choice of one cell: its log probability and its GFLOPs, flat arrays over the index
+    ``(k0, j0, k1, j1, k2, j2, k3, j3, k4)`` (op ``k`` and inner width index ``j`` of each slot,
+    C order; the cell's ends are the last width, C). ``la`` [5, K] and ``lg`` [4, W] the log
+    probabilities of the ops and inner widths, ``gflops`` [K, W, W] each op's cost from width i
+    to j at the cell's resolution."""
     K, W = gflops.shape[0], gflops.shape[1]
-    value = np.full(W, -math.inf)
-    value[-1] = 0.0
-    back = []
+    shape = (K, W) * 4 + (K,)
+    score = np.zeros(shape)
+    cost = np.zeros(shape)
     for s in range(5):
-        gain = la[s][:, None, None] - lam * gflops
+        view = [1] * 9
+        view[2 * s] = K
+        score = score + la[s].reshape(view)
         if s < 4:
-            gain = gain + lg[s][None, None, :]
-        cand = (value[None, :, None] + gain).reshape(K * W, W)
-        arg = cand.argmax(0)
-        value = cand[arg, np.arange(W)]
-        back.append(arg)
-    choice, j = [], W - 1
-    for s in range(4, -1, -1):
-        k, i = divmod(int(back[s][j]), W)
-        choice.append((k, j))
-        j = i
-    choice.reverse()
-    ins = [W - 1] + [w for _, w in choice[:-1]]
-    cost = sum(float(gflops[k, i, j]) for (k, j), i in zip(choice, ins))
-    score = sum(float(la[s, k]) for s, (k, _) in enumerate(choice)) + sum(
-        float(lg[s, j]) for s, (_, j) in enumerate(choice[:4]))
-    return choice, cost, score
+            view = [1] * 9
+            view[2 * s + 1] = W
+            score = score + lg[s].reshape(view)
+        i = gflops[:, -1, :] if s == 0 else gflops.transpose(1, 0, 2) if s < 4 else gflops[:, :, -1].T
+        view = [1] * 9
+        if s == 0:
+            view[0], view[1] = K, W  # [k0, j0]
+        elif s < 4:
+            view[2 * s - 1], view[2 * s], view[2 * s + 1] = W, K, W  # [j_{s-1}, k_s, j_s]
+        else:
+            view[7], view[8] = W, K  # [j3, k4]
+        cost = cost + i.reshape(view)
+    return score.reshape(-1), cost.reshape(-1)
+
+
+def _cell_of(index: int, K: int, W: int) -> list[tuple[int, int]]:
+    """``[(op, width index)] * 5`` of flat choice ``index`` of :func:`_cell_choices`."""
+    digits = np.unravel_index(index, (K, W) * 4 + (K,))
+    return [(int(digits[2 * s]), int(digits[2 * s + 1]) if s < 4 else W - 1) for s in range(5)]
+
+
+def _front(score: np.ndarray, cost: np.ndarray, step: float, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The most probable choice in each cost bucket ``[b·step, (b+1)·step)``, ``b < n``: its
+    score (−inf where empty) and its flat index."""
+    bucket = np.floor(cost / step).astype(np.int64)
+    keep = bucket < n
+    bucket, score, index = bucket[keep], score[keep], np.nonzero(keep)[0]
+    order = np.lexsort((score, bucket))
+    bucket, score, index = bucket[order], score[order], index[order]
+    last = np.r_[np.nonzero(np.diff(bucket))[0], len(bucket) - 1] if len(bucket) else np.zeros(0, np.int64)
+    best, arg = np.full(n, -math.inf), np.zeros(n, np.int64)
+    best[bucket[last]], arg[bucket[last]] = score[last], index[last]
+    return best, arg
+
+
+def _max_plus(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``out[t] = max_i a[i] + b[t − i]`` over buckets, and the maximising ``i``."""
+    n = len(a)
+    out, arg = np.full(n, -math.inf), np.zeros(n, np.int64)
+    for i in np.nonzero(np.isfinite(a))[0]:
+        cand = a[i] + b[:n - i]
+        better = cand > out[i:]
+        out[i:][better] = cand[better]
+        arg[i:][better] = i
+    return out, arg
 
 
 def _candidate_paths(net) -> list[tuple[list[int], float]]:
@@ -93,57 +125,94 @@ def _candidate_paths(net) -> list[tuple[list[int], float]]:
     return [(topo.derive_path(type("Host", (), {"net_host": host})()), 0.0)]
 
 
-def _solve(net, path: list[int], path_score: float, lam: float, tables: np.ndarray,
-           cache: dict) -> tuple[Architecture, float, float]:
-    """On ``path``, the cells maximising ``log probability − lam · GFLOPs``: the architecture, its
-    GFLOPs and its log probability (``path_score`` plus the cells')."""
+#: Cost buckets of the cells' budget on a path (:func:`_along_path`): its resolution is 1/2000 of
+#: the largest cost considered, so the buckets' rounding stays far inside the ±5% band.
+N_BUCKETS = 2000
+
+
+def _along_path(net, path: list[int], path_score: float, target: float, band: float, tables: np.ndarray,
+                cache: dict, tolerance: float = FLOPS_TOLERANCE) -> list:
+    """On ``path``, ``(architecture, GFLOPs, log probability)`` of the most probable cells (the
+    log-softmax of the chosen logits, plus ``path_score``) whose total cost lies within ±``band``
+    of ``target``, and of the cells whose cost lies closest to ``target``: at most two entries,
+    none when ``path`` has no cells and its cost is the path's own. Every choice of every cell
+    is scored (exact max-plus over cost buckets of 1/:data:`N_BUCKETS` of the budget)."""
     cfg = net.config
     la, lg = cache.setdefault("la", _log_softmax(net.alpha)), cache.setdefault("lg", _log_softmax(net.gamma))
-    cells, score, b = [], path_score, 0
+    K, W = tables.shape[0], tables.shape[1]
+    cells, b = [], 0  # (module, GFLOPs table) of each cell on the path
     for step, m in net.topology.route(path)[:len(path)]:
         if step == 1:
             b += 1
             continue
         pixels = 256 * 256 * (4 ** b if cfg.backbone == "A" else 1)
-        choice, _, cell_score = _best_cell(la[m], lg[m], tables * (pixels / 1e9), lam)
-        cells.append([[OP_NAMES[k], int(net.widths[j])] for k, j in choice[:4]]
-                     + [[OP_NAMES[choice[4][0]], cfg.channels]])
-        score += cell_score
-    arch = Architecture(backbone=cfg.backbone, path=path, cells=cells, channels=cfg.channels, scale=cfg.scale)
-    return arch, arch_cost(arch)["gflops"], score
+        cells.append((m, pixels))
 
+    def build(choices: list) -> Architecture:
+        body = [[[OP_NAMES[k], int(net.widths[j])] for k, j in c[:4]] + [[OP_NAMES[c[4][0]], cfg.channels]]
+                for c in choices]
+        return Architecture(backbone=cfg.backbone, path=path, cells=body, channels=cfg.channels, scale=cfg.scale)
 
-def _along_path(net, path, path_score, target, tables, cache, steps: int = 40) -> list:
-    """The solutions of :func:`_solve` on ``path`` met while λ is bracketed and bisected until the
-    cost crosses ``target``."""
-    seen = [_solve(net, path, path_score, 0.0, tables, cache)]
-    sign = 1.0 if seen[0][1] > target else -1.0
-    lo, hi = 0.0, sign
-    for _ in range(steps):
-        seen.append(_solve(net, path, path_score, hi, tables, cache))
-        if sign * (seen[-1][1] - target) <= 0:
-            break
-        lo, hi = hi, hi * 4
-    else:
-        return seen  # the path cannot reach the target
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        seen.append(_solve(net, path, path_score, mid, tables, cache))
-        if sign * (seen[-1][1] - target) > 0:
-            lo = mid
+    ref = [[(0, W - 1)] * 5 for _ in cells]  # conv1x1 at C everywhere: the path's fixed cost by difference
+    ref_cells = sum(5 * tables[0, -1, -1] * px / 1e9 for _, px in cells)
+    fixed = arch_cost(build(ref))["gflops"] - ref_cells
+    if not cells:
+        return [(build([]), fixed, path_score)]
+    budget = target * (1.0 + tolerance) - fixed
+    if budget <= 0:
+        return [(build(ref), arch_cost(build(ref))["gflops"], -math.inf)]
+    step = budget / N_BUCKETS
+    total, backs, choices = None, [], []
+    for m, px in cells:
+        key = (m, px)
+        if key not in cache:
+            cache[key] = _cell_choices(la[m], lg[m], tables * (px / 1e9))
+        score, cost = cache[key]
+        front, arg = _front(score, cost, step, N_BUCKETS)
+        choices.append(arg)
+        if total is None:
+            total = front
+            backs.append(None)
         else:
-            hi = mid
-    return seen
+            total, back = _max_plus(total, front)
+            backs.append(back)
+    finite = np.nonzero(np.isfinite(total))[0]
+    if not len(finite):  # every choice exceeds the budget: the cheapest is the closest
+        low = [int(np.argmin(cache[(m, px)][1])) for m, px in cells]
+        arch = build([_cell_of(i, K, W) for i in low])
+        return [(arch, arch_cost(arch)["gflops"], -math.inf)]
+    mid = (finite + 0.5) * step + fixed  # each bucket's cost
+    picks = [int(finite[np.argmin(np.abs(mid / target - 1.0))])]
+    low, high = finite * step + fixed, (finite + len(cells)) * step + fixed  # the bucket sums' true costs lie between
+    inside = finite[(low >= target * (1.0 - band)) & (high <= target * (1.0 + band))]
+    if len(inside):
+        picks.append(int(inside[np.argmax(total[inside])]))
+    out = []
+    for t in picks:
+        idx = []
+        for c in range(len(cells) - 1, -1, -1):  # walk the max-plus back from the last cell
+            i = t if backs[c] is None else int(backs[c][t])
+            bucket_c = t - i if backs[c] is not None else t
+            idx.append(int(choices[c][bucket_c]))
+            t = i
+        chosen = [_cell_of(i, K, W) for i in reversed(idx)]
+        arch = build(chosen)
+        score = path_score + sum(float(cache[(m, px)][0][i]) for (m, px), i in zip(cells, reversed(idx)))
+        out.append((arch, arch_cost(arch)["gflops"], score))
+    return out
 
 
 def derive_within(net, target: float, band: float = DERIVE_BAND, tolerance: float = FLOPS_TOLERANCE) -> Architecture:
     """The derived architecture of supernet ``net`` whose GFLOPs (256x256 LR) lie near ``target``
     (docs/supernet.md, "FLOPs target").
 
-    The plain derivation (``net.derive()``) when it lies within ±``tolerance``. Otherwise, on each
+    The plain derivation (``net.derive()``) when it lies within ±``tolerance``. Otherwise, on a
     candidate path (every tree node; the trellis's and the fixed path), the cells maximising
     ``log probability − λ·GFLOPs`` (the log-softmax of the chosen logits) with λ bisected to the
-    target; of these, the most probable within ±``band``, or where none is, the closest to the target.
+    target. The search's node is kept when it can meet the target: on the plain derivation's
+    path, the most probable of these within ±``band``, else the closest within ±``tolerance``.
+    Only where that path cannot are the others considered: of the solutions on every path, the
+    most probable within ±``band``, or where none is, the closest to the target.
     """
     arch = net.derive()
     gflops = arch_cost(arch)["gflops"]
@@ -151,9 +220,19 @@ def derive_within(net, target: float, band: float = DERIVE_BAND, tolerance: floa
         return arch
     tables = net._op_tables.detach().cpu().double().numpy()
     cache: dict = {}
-    seen = [(arch, gflops, -math.inf)]
-    for path, path_score in _candidate_paths(net):
-        seen += _along_path(net, path, path_score, target, tables, cache)
+    paths = _candidate_paths(net)
+    own = next(p for p in paths if p[0] == list(arch.path))
+    found = _along_path(net, own[0], own[1], target, band, tables, cache)
+    inside = [s for s in found if abs(s[1] / target - 1.0) <= band]
+    if inside:
+        return max(inside, key=lambda s: s[2])[0]
+    near = [s for s in found if abs(s[1] / target - 1.0) <= tolerance]
+    if near:
+        return min(near, key=lambda s: abs(s[1] / target - 1.0))[0]
+    seen = [(arch, gflops, -math.inf), *found]
+    for path, path_score in paths:
+        if path != own[0]:
+            seen += _along_path(net, path, path_score, target, band, tables, cache)
     inside = [s for s in seen if abs(s[1] / target - 1.0) <= band]
     if inside:
         return max(inside, key=lambda s: s[2])[0]
