@@ -134,9 +134,10 @@ def _along_path(net, path: list[int], path_score: float, target: float, band: fl
                 cache: dict, tolerance: float = FLOPS_TOLERANCE) -> list:
     """On ``path``, ``(architecture, GFLOPs, log probability)`` of the most probable cells (the
     log-softmax of the chosen logits, plus ``path_score``) whose total cost lies within ±``band``
-    of ``target``, and of the cells whose cost lies closest to ``target``: at most two entries,
-    none when ``path`` has no cells and its cost is the path's own. Every choice of every cell
-    is scored (exact max-plus over cost buckets of 1/:data:`N_BUCKETS` of the budget)."""
+    of ``target``, and of the cells whose cost lies closest to ``target``: at most two entries;
+    one, of log probability ``path_score``, when ``path`` has no cells (its cost is its own).
+    Every choice of every cell is scored (exact max-plus over cost buckets of 1/:data:`N_BUCKETS`
+    of the budget)."""
     cfg = net.config
     la, lg = cache.setdefault("la", _log_softmax(net.alpha)), cache.setdefault("lg", _log_softmax(net.gamma))
     K, W = tables.shape[0], tables.shape[1]
@@ -153,26 +154,23 @@ def _along_path(net, path: list[int], path_score: float, target: float, band: fl
                 for c in choices]
         return Architecture(backbone=cfg.backbone, path=path, cells=body, channels=cfg.channels, scale=cfg.scale)
 
-    ref = [[(0, W - 1)] * 5 for _ in cells]  # conv1x1 at C everywhere: the path's fixed cost by difference
-    ref_cells = sum(5 * tables[0, -1, -1] * px / 1e9 for _, px in cells)
-    fixed = arch_cost(build(ref))["gflops"] - ref_cells
+    ref = build([[(0, W - 1)] * 5 for _ in cells])  # conv1x1 at C everywhere: the fixed cost by difference
+    ref_gflops = arch_cost(ref)["gflops"]
+    fixed = ref_gflops - sum(5 * tables[0, -1, -1] * px / 1e9 for _, px in cells)
     if not cells:
-        return [(build([]), fixed, path_score)]
+        return [(ref, fixed, path_score)]
     budget = target * (1.0 + tolerance) - fixed
     if budget <= 0:
-        return [(build(ref), arch_cost(build(ref))["gflops"], -math.inf)]
+        return [(ref, ref_gflops, -math.inf)]
     step = budget / N_BUCKETS
-    total, backs, choices = None, [], []
+    total, backs, choices = None, [], []  # backs[c - 1]: the prefix's bucket at cell c's max-plus
     for m, px in cells:
-        key = (m, px)
-        if key not in cache:
-            cache[key] = _cell_choices(la[m], lg[m], tables * (px / 1e9))
-        score, cost = cache[key]
-        front, arg = _front(score, cost, step, N_BUCKETS)
+        if (m, px) not in cache:
+            cache[m, px] = _cell_choices(la[m], lg[m], tables * (px / 1e9))
+        front, arg = _front(*cache[m, px], step, N_BUCKETS)
         choices.append(arg)
         if total is None:
             total = front
-            backs.append(None)
         else:
             total, back = _max_plus(total, front)
             backs.append(back)
@@ -190,14 +188,14 @@ def _along_path(net, path: list[int], path_score: float, target: float, band: fl
     out = []
     for t in picks:
         idx = []
-        for c in range(len(cells) - 1, -1, -1):  # walk the max-plus back from the last cell
-            i = t if backs[c] is None else int(backs[c][t])
-            bucket_c = t - i if backs[c] is not None else t
-            idx.append(int(choices[c][bucket_c]))
-            t = i
-        chosen = [_cell_of(i, K, W) for i in reversed(idx)]
-        arch = build(chosen)
-        score = path_score + sum(float(cache[(m, px)][0][i]) for (m, px), i in zip(cells, reversed(idx)))
+        for c in range(len(cells) - 1, 0, -1):  # walk the max-plus back from the last cell
+            prefix = int(backs[c - 1][t])
+            idx.append(int(choices[c][t - prefix]))
+            t = prefix
+        idx.append(int(choices[0][t]))
+        idx.reverse()
+        arch = build([_cell_of(i, K, W) for i in idx])
+        score = path_score + sum(float(cache[m, px][0][i]) for (m, px), i in zip(cells, idx))
         out.append((arch, arch_cost(arch)["gflops"], score))
     return out
 
@@ -206,13 +204,13 @@ def derive_within(net, target: float, band: float = DERIVE_BAND, tolerance: floa
     """The derived architecture of supernet ``net`` whose GFLOPs (256x256 LR) lie near ``target``
     (docs/supernet.md, "FLOPs target").
 
-    The plain derivation (``net.derive()``) when it lies within ±``tolerance``. Otherwise, on a
-    candidate path (every tree node; the trellis's and the fixed path), the cells maximising
-    ``log probability − λ·GFLOPs`` (the log-softmax of the chosen logits) with λ bisected to the
-    target. The search's node is kept when it can meet the target: on the plain derivation's
-    path, the most probable of these within ±``band``, else the closest within ±``tolerance``.
-    Only where that path cannot are the others considered: of the solutions on every path, the
-    most probable within ±``band``, or where none is, the closest to the target.
+    The plain derivation (``net.derive()``) when it lies within ±``tolerance``. Otherwise the
+    search's node is kept when it can meet the target: on the plain derivation's path, the most
+    probable cells (the log-softmax of the chosen logits, :func:`_along_path`) whose network lies
+    within ±``band``, else the closest within ±``tolerance``. Only where that path cannot are the
+    other candidate paths considered (every tree node; the trellis's and the fixed path): of the
+    solutions on every path, the most probable within ±``band`` (path log probability included),
+    or where none is, the closest to the target.
     """
     arch = net.derive()
     gflops = arch_cost(arch)["gflops"]
