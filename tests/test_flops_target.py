@@ -120,17 +120,31 @@ def _arch_grads(target_sets: list[str]) -> dict:
 
 def test_flops_target_weight_zero_leaves_the_architecture_gradient_to_the_task():
     """With ``loss.flops_target_weight = 0`` the target adds nothing to the architecture loss (the
-    gradient equals the untargeted search's); with the default weight and a target far below the
-    expected cost, the penalty changes every op logit's gradient."""
+    gradient equals the untargeted search's); with the default weight on every level and a target
+    far below the expected cost, the penalty changes every op logit's gradient."""
     plain = _arch_grads(["loss.flops_weight=0"])
     task_only = _arch_grads(["loss.flops_target=0.3", "loss.flops_target_weight=0"])
-    penalised = _arch_grads(["loss.flops_target=0.3"])
+    penalised = _arch_grads(["loss.flops_target=0.3", "loss.flops_target_levels=all"])
     for k in plain:
         assert torch.equal(plain[k], task_only[k]), k
     assert not torch.allclose(plain["alpha"], penalised["alpha"])
     # the penalty's part pulls toward cheaper ops: conv1x1's logit gains against resblock's everywhere
     extra = penalised["alpha"] - plain["alpha"]
     assert (extra[..., 0] < extra[..., 2]).all()
+
+
+def test_path_level_penalty_moves_the_path_alone():
+    """``loss.flops_target_levels = "path"`` (the default): the penalty's gradient reaches β only,
+    so α's and γ's architecture gradients are the task's (equal to the weight-0 search's) while
+    β's is that of the penalty on every level (the cells' costs enter it at the same value)."""
+    task_only = _arch_grads(["loss.flops_target=0.3", "loss.flops_target_weight=0"])
+    penalised = _arch_grads(["loss.flops_target=0.3", "loss.flops_target_levels=all"])
+    path = _arch_grads(["loss.flops_target=0.3"])
+    for k in ("alpha", "gamma"):
+        assert torch.equal(path[k], task_only[k]), k
+    assert not torch.allclose(path["alpha"], penalised["alpha"])
+    assert torch.allclose(path["beta"], penalised["beta"], rtol=1e-6, atol=1e-12)
+    assert not torch.allclose(path["beta"], task_only["beta"])
 
 
 def test_smoke_search_without_the_target_penalty_still_lands_on_the_target(tmp_path):

@@ -211,12 +211,16 @@ class Supernet(nn.Module):
         return g.abs().mean().detach().to(term.dtype) * term
 
     # ---------------------------------------------------------------------------------- FLOPs
-    def expected_flops(self, lr_size=(256, 256)) -> torch.Tensor:
-        """Differentiable expected GFLOPs H(α, β, γ) at an LR input of ``lr_size`` (float64)."""
+    def expected_flops(self, lr_size=(256, 256), cells: bool = True) -> torch.Tensor:
+        """Differentiable expected GFLOPs H(α, β, γ) at an LR input of ``lr_size`` (float64).
+        ``cells=False``: the cells' expected costs enter as constants, so H's gradient reaches β
+        alone (its value is the same)."""
         op_w, net_w = self._relax_levels()
         ctx = StepContext(op_w, None, None, None, None, net_w, None, False)
         costs = FixedCosts.of(self.config.backbone, self.config.channels, self.config.scale, lr_size)
         cc = cell_costs(op_w, self.gamma, self._op_tables)
+        if not cells:
+            cc = cc.detach()
         return self.topology.expected_flops(ctx, cc, costs) / 1e9
 
     # ----------------------------------------------------------------------- derive, extract

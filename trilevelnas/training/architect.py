@@ -22,6 +22,7 @@ class Architect:
         self.flops_weight = cfg.loss.flops_weight
         self.flops_target = cfg.loss.flops_target
         self.flops_target_weight = cfg.loss.flops_target_weight
+        self.penalise_cells = cfg.loss.flops_target_levels == "all"
         self.params = list(supernet.arch_parameters().values())
         self.optimizer = torch.optim.Adam(self.params, lr=cfg.search.arch_lr, betas=tuple(cfg.search.arch_betas),
                                           weight_decay=cfg.search.arch_weight_decay)
@@ -31,7 +32,8 @@ class Architect:
         ``d + order + λ_f·H`` (the distance to ``target``, the tree's ordering term, the expected
         GFLOPs when ``loss.flops_weight`` > 0), with the gradients averaged over the ranks. With
         ``loss.flops_target`` the target's two-sided penalty, weighted by ``loss.flops_target_weight``,
-        replaces λ_f·H (:func:`flops_target_penalty`; weight 0: no cost term, the derivation meets the target).
+        replaces λ_f·H (:func:`flops_target_penalty`; weight 0: no cost term, the derivation meets the target;
+        ``loss.flops_target_levels = "path"``: the penalty's gradient reaches β alone).
 
         Returns the loss and its parts as floats: ``arch_loss``, ``arch_d``, ``order``, ``gflops``
         and, with a target, ``derived_gflops`` (the plain derivation before the step).
@@ -43,7 +45,7 @@ class Architect:
         # The unwrapped supernet: only the architecture gradients are wanted, averaged over the
         # ranks below (DDP would all-reduce the weight gradients too).
         d, _ = self.objective(sn(lq), target)
-        gflops = sn.expected_flops()
+        gflops = sn.expected_flops(cells=self.penalise_cells or self.flops_target is None)
         order = sn.order_loss(task_loss=d).to(d.dtype)
         arch_loss = d + order
         extra = {}

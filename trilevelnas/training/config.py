@@ -126,6 +126,9 @@ class LossConfig:
     # weight of the target's penalty on the expected GFLOPs in the architecture loss; 0: the target
     # is met by the derivation alone and the architecture gradient is the task's (docs/supernet.md)
     flops_target_weight: float = setting(FLOPS_TARGET_WEIGHT, number(ge=0))
+    # what the target's penalty moves: "path" (β alone: the cells' ops and widths follow the task
+    # and the derivation fits them to the target) or "all" (α, β, γ); docs/supernet.md
+    flops_target_levels: str = setting("path", choice("path", "all"))
 
 
 @dataclass
