@@ -127,7 +127,8 @@ class LossConfig:
     # is met by the derivation alone and the architecture gradient is the task's (docs/supernet.md)
     flops_target_weight: float = setting(FLOPS_TARGET_WEIGHT, number(ge=0))
     # what the target's penalty moves: "path" (β alone: the cells' ops and widths follow the task
-    # and the derivation fits them to the target) or "all" (α, β, γ); docs/supernet.md
+    # and the derivation fits them to the target; a fixed path has no β, so there the derivation
+    # alone meets the target) or "all" (α, β, γ); docs/supernet.md
     flops_target_levels: str = setting("path", choice("path", "all"))
 
 
