@@ -22,7 +22,8 @@ class Architect:
         self.flops_weight = cfg.loss.flops_weight
         self.flops_target = cfg.loss.flops_target
         self.flops_target_weight = cfg.loss.flops_target_weight
-        self.penalise_cells = cfg.loss.flops_target_levels == "all"
+        # H's gradient reaches the cells' α and γ unless the target's penalty moves the path alone
+        self.cells_in_cost = self.flops_target is None or cfg.loss.flops_target_levels == "all"
         self.params = list(supernet.arch_parameters().values())
         self.optimizer = torch.optim.Adam(self.params, lr=cfg.search.arch_lr, betas=tuple(cfg.search.arch_betas),
                                           weight_decay=cfg.search.arch_weight_decay)
@@ -45,7 +46,7 @@ class Architect:
         # The unwrapped supernet: only the architecture gradients are wanted, averaged over the
         # ranks below (DDP would all-reduce the weight gradients too).
         d, _ = self.objective(sn(lq), target)
-        gflops = sn.expected_flops(cells=self.penalise_cells or self.flops_target is None)
+        gflops = sn.expected_flops(cells=self.cells_in_cost)
         order = sn.order_loss(task_loss=d).to(d.dtype)
         arch_loss = d + order
         extra = {}
